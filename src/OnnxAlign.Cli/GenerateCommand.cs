@@ -1,0 +1,97 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary><c>onnxalign generate MODEL</c>: sample the base law (or an aligned law) and write samples, images and a report.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout)." };
+        var count = new Option<int>("--count") { Description = "Number of samples of the whole run.", DefaultValueFactory = _ => 16 };
+        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 64 };
+        var steps = new Option<int>("--steps") { Description = "Denoising steps (network evaluations per sample).", DefaultValueFactory = _ => 50 };
+        var sampler = new Option<string?>("--sampler") { Description = $"One of {string.Join(", ", Sampler.Names)}; default: the config's scheduler class." };
+        var eta = new Option<double>("--eta") { Description = "DDIM stochasticity η (0 = deterministic, 1 = DDPM-like).", DefaultValueFactory = _ => 0.0 };
+        var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
+        var initNoise = new Option<string?>("--init-noise") { Description = "x_T for all samples as .npy [count, ...] (exact reproduction)." };
+        var outDir = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+        var shard = new Option<string>("--shard") { Description = "Generate only shard i of n (0-based), e.g. 0/4; shards concatenate to the full run.", DefaultValueFactory = _ => "0/1" };
+        var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
+        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+
+        var command = new Command("generate", "Generate samples from a diffusion model.")
+        {
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite,
+        };
+        command.SetAction(parse =>
+        {
+            var clock = Stopwatch.StartNew();
+            int n = Positive(parse.GetValue(count), "--count");
+            int b = Positive(parse.GetValue(batch), "--batch");
+            int s = Positive(parse.GetValue(steps), "--steps");
+            double etaValue = parse.GetValue(eta);
+            if (!(etaValue >= 0) || double.IsInfinity(etaValue)) throw new UsageException($"--eta {etaValue}: expected a finite value ≥ 0");
+            var shardValue = Shard.Parse(parse.GetValue(shard)!);
+            string output = parse.GetValue(outDir)!;
+
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            var options = new DenoiserOptions
+            {
+                Device = parse.GetValue(device)!,
+                IntraOpThreads = parse.GetValue(threads),
+                SampleShape = ParseShape(parse.GetValue(shape)),
+            };
+            NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
+            var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
+            SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+
+            using var denoiser = located.OpenDenoiser(options);
+            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init };
+            var result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, samplerInstance, request, progress));
+
+            var ioClock = Stopwatch.StartNew();
+            var files = SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape);
+            var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
+            report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
+            RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
+            RunReport.Write(output, report);
+
+            Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
+            return 0;
+        });
+        return command;
+    }
+
+    internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)
+    {
+        try { return Sampler.Create(name, config, steps, eta); }
+        catch (ArgumentOutOfRangeException e) when (e.ParamName == "steps") { throw new UsageException($"--steps {steps}: expected 1..{config.NumTrainTimesteps}"); }
+        catch (ArgumentException e) when (e.ParamName == "name") { throw new UsageException($"--sampler '{name}': expected one of {string.Join(", ", Sampler.Names)}"); }
+    }
+
+    internal static int Positive(int value, string flag) =>
+        value >= 1 ? value : throw new UsageException($"{flag} {value}: expected a positive integer");
+
+    internal static IReadOnlyList<int>? ParseShape(string? text)
+    {
+        if (text is null) return null;
+        var parts = text.Split('x', ',');
+        var dims = new List<int>();
+        foreach (var p in parts)
+        {
+            if (!int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int d) || d < 1)
+                throw new UsageException($"--shape '{text}': expected positive dimensions like 3x64x64");
+            dims.Add(d);
+        }
+        return dims;
+    }
+}

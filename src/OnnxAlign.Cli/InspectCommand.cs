@@ -1,0 +1,31 @@
+using System.CommandLine;
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Cli;
+
+/// <summary><c>onnxalign inspect MODEL</c>: inputs, outputs, schedule and prediction type.</summary>
+internal static class InspectCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout)." };
+        var command = new Command("inspect", "Print a model's inputs, outputs, noise schedule and prediction type.") { model };
+        command.SetAction(parse =>
+        {
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            using var denoiser = located.OpenDenoiser();
+            var c = located.Config;
+            var schedule = denoiser.Schedule;
+            Console.WriteLine($"model      {located.OnnxPath}");
+            Console.WriteLine($"config     {located.ConfigPath}");
+            Console.WriteLine(denoiser.Describe());
+            Console.WriteLine($"sample     [{string.Join(", ", denoiser.SampleShape)}] per sample, batch {(denoiser.FixedBatchSize is { } b ? $"fixed {b}" : "dynamic")}");
+            Console.WriteLine($"scheduler  {c.ClassName}: {c.NumTrainTimesteps} steps, {(c.TrainedBetas is null ? $"{c.BetaSchedule} betas {c.BetaStart:g4}..{c.BetaEnd:g4}" : "trained betas")}");
+            Console.WriteLine($"           prediction {c.PredictionType}, spacing {c.TimestepSpacing}, clip_sample {c.ClipSample}");
+            Console.WriteLine($"           alpha_bar[0] = {schedule.AlphasCumprod[0]:g6}, alpha_bar[N-1] = {schedule.AlphasCumprod[^1]:g6}");
+            if (c.IgnoredKeys.Count > 0) Console.WriteLine($"ignored    {string.Join(", ", c.IgnoredKeys)} (not used by OnnxAlign, as diffusers ignores them)");
+            return 0;
+        });
+        return command;
+    }
+}

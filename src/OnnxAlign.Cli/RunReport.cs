@@ -1,0 +1,124 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>The <c>report.json</c> every run writes: what ran, on what, how long, and what came out.</summary>
+internal static class RunReport
+{
+    /// <summary>Largest dimension for which full per-coordinate moments are reported.</summary>
+    private const int MomentDimensionLimit = 16;
+
+    public static JsonObject Create(string command, DiffusionModel model, OnnxDenoiser denoiser, Sampler sampler, GenerationRequest request, GenerationResult result)
+    {
+        var c = sampler.Config;
+        var report = new JsonObject
+        {
+            ["command"] = command,
+            ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
+            ["model"] = new JsonObject
+            {
+                ["path"] = model.Source,
+                ["onnx"] = model.OnnxPath,
+                ["config"] = model.ConfigPath,
+                ["sample_shape"] = Array(denoiser.SampleShape.Select(d => (double)d)),
+                ["device"] = denoiser.Device,
+            },
+            ["config"] = new JsonObject
+            {
+                ["class_name"] = model.Config.ClassName,
+                ["num_train_timesteps"] = c.NumTrainTimesteps,
+                ["beta_schedule"] = c.TrainedBetas is null ? c.BetaSchedule.ToString() : "trained",
+                ["beta_start"] = c.BetaStart,
+                ["beta_end"] = c.BetaEnd,
+                ["prediction_type"] = c.PredictionType.ToString(),
+                ["timestep_spacing"] = c.TimestepSpacing.ToString(),
+                ["steps_offset"] = c.StepsOffset,
+                ["clip_sample"] = c.ClipSample,
+                ["ignored_keys"] = new JsonArray(c.IgnoredKeys.Select(k => (JsonNode)k).ToArray()),
+            },
+            ["sampler"] = new JsonObject
+            {
+                ["name"] = sampler.Name,
+                ["steps"] = sampler.Steps,
+                ["eta"] = sampler is DdimSampler ddim ? ddim.Eta : null,
+                ["timesteps"] = Array(sampler.Timesteps.Select(t => (double)t)),
+            },
+            ["seed"] = request.Seed,
+            ["count"] = request.Count,
+            ["batch"] = request.BatchSize,
+            ["init_noise"] = request.InitialNoise is not null,
+            ["shard"] = new JsonObject
+            {
+                ["index"] = request.Shard.Index,
+                ["count"] = request.Shard.Count,
+                ["first_sample"] = result.FirstIndex,
+                ["samples"] = result.Count,
+            },
+            ["network_evaluations"] = result.NetworkEvaluations,
+            ["statistics"] = Statistics(result.Samples, denoiser.SampleSize),
+        };
+        string mixturePath = Path.Combine(model.Directory, "mixture.json");
+        if (File.Exists(mixturePath) && denoiser.SampleSize <= MomentDimensionLimit)
+        {
+            var mixture = GaussianMixture.Load(mixturePath);
+            report["reference"] = new JsonObject
+            {
+                ["source"] = mixturePath,
+                ["mean"] = Array(mixture.Mean()),
+                ["covariance"] = Array(mixture.Covariance()),
+            };
+        }
+        return report;
+    }
+
+    /// <summary>Per-coordinate mean and covariance for low-dimensional samples; overall value statistics otherwise.</summary>
+    public static JsonObject Statistics(ReadOnlySpan<float> samples, int sampleSize)
+    {
+        if (sampleSize <= MomentDimensionLimit)
+            return new JsonObject
+            {
+                ["mean"] = Array(Numerics.ColumnMeans(samples, sampleSize)),
+                ["covariance"] = Array(Numerics.ColumnCovariance(samples, sampleSize)),
+            };
+        double sum = 0, sumSq = 0;
+        foreach (float v in samples) { sum += v; sumSq += (double)v * v; }
+        double mean = sum / samples.Length;
+        return new JsonObject
+        {
+            ["value_mean"] = mean,
+            ["value_std"] = Math.Sqrt(Math.Max(sumSq / samples.Length - mean * mean, 0)),
+        };
+    }
+
+    public static void AddTimes(JsonObject report, GenerationResult result, TimeSpan io, TimeSpan total)
+    {
+        report["time_seconds"] = new JsonObject
+        {
+            ["total"] = Round(total.TotalSeconds),
+            ["model"] = Round(result.ModelTime.TotalSeconds),
+            ["sampler"] = Round(result.SamplerTime.TotalSeconds),
+            ["io"] = Round(io.TotalSeconds),
+        };
+    }
+
+    public static void Write(string directory, JsonObject report) =>
+        AtomicFile.WriteText(Path.Combine(directory, "report.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+
+    public static IEnumerable<string> Summary(IReadOnlyList<string> files)
+    {
+        int pngs = files.Count(f => f.EndsWith(".png", StringComparison.Ordinal) && !f.EndsWith("grid.png", StringComparison.Ordinal));
+        foreach (var f in files.Where(f => !f.EndsWith(".png", StringComparison.Ordinal) || f.EndsWith("grid.png", StringComparison.Ordinal)))
+            yield return f;
+        if (pngs > 0) yield return $"{pngs} PNGs";
+        yield return "report.json";
+    }
+
+    internal static JsonArray Array(IEnumerable<double> values) => new(values.Select(v => (JsonNode)JsonValue.Create(Round(v))).ToArray());
+
+    private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;
+}

@@ -1,0 +1,52 @@
+namespace OnnxAlign;
+
+/// <summary>Small numerical helpers shared across the library.</summary>
+public static class Numerics
+{
+    /// <summary>log Σ exp(v), overflow-safe (shifted by the maximum).</summary>
+    public static double LogSumExp(ReadOnlySpan<double> values)
+    {
+        double max = double.NegativeInfinity;
+        foreach (double v in values) max = Math.Max(max, v);
+        if (double.IsNegativeInfinity(max)) return max;
+        double sum = 0;
+        foreach (double v in values) sum += Math.Exp(v - max);
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>exp(v − logΣexp v), overflow-safe.</summary>
+    public static double[] Softmax(ReadOnlySpan<double> values)
+    {
+        double lse = LogSumExp(values);
+        var result = new double[values.Length];
+        for (int i = 0; i < values.Length; i++) result[i] = Math.Exp(values[i] - lse);
+        return result;
+    }
+
+    /// <summary>Column means of a row-major [rows, cols] float matrix, in double.</summary>
+    public static double[] ColumnMeans(ReadOnlySpan<float> data, int cols)
+    {
+        int rows = data.Length / cols;
+        var mean = new double[cols];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) mean[c] += data[r * cols + c];
+        for (int c = 0; c < cols; c++) mean[c] /= rows;
+        return mean;
+    }
+
+    /// <summary>Sample covariance (divisor rows − 1) of a row-major [rows, cols] float matrix, row-major cols × cols.</summary>
+    public static double[] ColumnCovariance(ReadOnlySpan<float> data, int cols)
+    {
+        int rows = data.Length / cols;
+        var mean = ColumnMeans(data, cols);
+        var cov = new double[cols * cols];
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < cols; i++)
+            {
+                double di = data[r * cols + i] - mean[i];
+                for (int j = 0; j < cols; j++) cov[i * cols + j] += di * (data[r * cols + j] - mean[j]);
+            }
+        for (int k = 0; k < cov.Length; k++) cov[k] /= rows - 1;
+        return cov;
+    }
+}

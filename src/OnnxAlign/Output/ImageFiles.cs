@@ -1,0 +1,72 @@
+using OnnxAlign.Model;
+using StbImageSharp;
+using StbImageWriteSharp;
+
+namespace OnnxAlign.Output;
+
+/// <summary>Samples as 8-bit PNGs (pixel values in [−1, 1] ↦ [0, 255]) and PNGs back as samples.</summary>
+public static class ImageFiles
+{
+    /// <summary>True when a sample shape is a 1- or 3-channel image [C, H, W].</summary>
+    public static bool IsImage(IReadOnlyList<int> sampleShape) => sampleShape.Count == 3 && sampleShape[0] is 1 or 3;
+
+    /// <summary>Writes one sample [C, H, W] as a PNG, atomically.</summary>
+    public static void WritePng(string path, ReadOnlySpan<float> sample, IReadOnlyList<int> shape)
+    {
+        var (c, h, w) = (shape[0], shape[1], shape[2]);
+        var pixels = new byte[c * h * w];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int ch = 0; ch < c; ch++)
+                    pixels[(y * w + x) * c + ch] = ToByte(sample[(ch * h + y) * w + x]);
+        var components = c == 1 ? StbImageWriteSharp.ColorComponents.Grey : StbImageWriteSharp.ColorComponents.RedGreenBlue;
+        AtomicFile.Write(path, s => new ImageWriter().WritePng(pixels, w, h, components, s));
+    }
+
+    /// <summary>Writes samples as a near-square grid with a 2-pixel gap, atomically.</summary>
+    public static void WriteGrid(string path, ReadOnlySpan<float> samples, int count, IReadOnlyList<int> shape)
+    {
+        var (c, h, w) = (shape[0], shape[1], shape[2]);
+        int cols = (int)Math.Ceiling(Math.Sqrt(count)), rows = (count + cols - 1) / cols, gap = 2;
+        int gw = cols * (w + gap) + gap, gh = rows * (h + gap) + gap;
+        var grid = new float[c * gh * gw];
+        Array.Fill(grid, 1f);
+        int size = c * h * w;
+        for (int k = 0; k < count; k++)
+        {
+            int ox = gap + (k % cols) * (w + gap), oy = gap + (k / cols) * (h + gap);
+            var s = samples.Slice(k * size, size);
+            for (int ch = 0; ch < c; ch++)
+                for (int y = 0; y < h; y++)
+                    s.Slice((ch * h + y) * w, w).CopyTo(grid.AsSpan((ch * gh + oy + y) * gw + ox, w));
+        }
+        WritePng(path, grid, [c, gh, gw]);
+    }
+
+    /// <summary>Reads a PNG/JPEG/BMP as a sample [C, H, W] in [−1, 1] with the requested channel count.</summary>
+    /// <exception cref="ConfigException">The file is unreadable or has another size.</exception>
+    public static float[] ReadImage(string path, IReadOnlyList<int> shape)
+    {
+        var (c, h, w) = (shape[0], shape[1], shape[2]);
+        ImageResult image;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            image = ImageResult.FromStream(stream, c == 1 ? StbImageSharp.ColorComponents.Grey : StbImageSharp.ColorComponents.RedGreenBlue);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
+        {
+            throw new ConfigException($"{path}: not a readable image ({e.Message})");
+        }
+        if (image.Width != w || image.Height != h)
+            throw new ConfigException($"{path}: image is {image.Width}×{image.Height}, expected {w}×{h}");
+        var sample = new float[c * h * w];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int ch = 0; ch < c; ch++)
+                    sample[(ch * h + y) * w + x] = image.Data[(y * w + x) * c + ch] / 127.5f - 1f;
+        return sample;
+    }
+
+    private static byte ToByte(float v) => (byte)Math.Clamp((int)MathF.Round((v + 1f) * 127.5f), 0, 255);
+}

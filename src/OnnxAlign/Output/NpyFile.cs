@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Output;
+
+/// <summary>A float32 array with its shape, as read from or written to a NumPy <c>.npy</c> file.</summary>
+/// <param name="Data">Values in C order.</param>
+/// <param name="Shape">The array's shape.</param>
+public sealed record NpyArray(float[] Data, int[] Shape)
+{
+    /// <summary>Number of rows (the first dimension), or 1 for a scalar.</summary>
+    public int Rows => Shape.Length == 0 ? 1 : Shape[0];
+
+    /// <summary>Values per row.</summary>
+    public int RowSize => Shape.Length == 0 ? 1 : Shape.Skip(1).Aggregate(1, (a, b) => a * b);
+}
+
+/// <summary>NumPy's <c>.npy</c> format (version 1.0–3.0): float32 written, float32/float64/int little-endian read.</summary>
+public static partial class NpyFile
+{
+    private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+
+    /// <summary>Writes a float32 array atomically.</summary>
+    public static void Write(string path, ReadOnlySpan<float> data, IReadOnlyList<int> shape)
+    {
+        long count = shape.Aggregate(1L, (a, b) => a * b);
+        if (count != data.Length) throw new ArgumentException($"shape [{string.Join(", ", shape)}] holds {count} values, data has {data.Length}");
+        var bytes = new byte[data.Length * 4];
+        for (int i = 0; i < data.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * 4), data[i]);
+        AtomicFile.Write(path, s => WriteTo(s, bytes, shape));
+    }
+
+    private static void WriteTo(Stream s, byte[] payload, IReadOnlyList<int> shape)
+    {
+        string dims = shape.Count == 1 ? $"{shape[0]}," : string.Join(", ", shape);
+        string header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}";
+        // Pad so that magic(6) + version(2) + length(2) + header + '\n' is a multiple of 64.
+        int total = 10 + header.Length + 1;
+        header = header.PadRight(header.Length + (64 - total % 64) % 64) + "\n";
+        s.Write(Magic);
+        s.Write([1, 0]);
+        Span<byte> len = stackalloc byte[2];
+        BinaryPrimitives.WriteUInt16LittleEndian(len, (ushort)header.Length);
+        s.Write(len);
+        s.Write(Encoding.ASCII.GetBytes(header));
+        s.Write(payload);
+    }
+
+    /// <summary>Reads a little-endian float32, float64, int32 or int64 array (C order) as float32.</summary>
+    /// <exception cref="ConfigException">The file is missing, truncated or not a supported .npy array.</exception>
+    public static NpyArray Read(string path)
+    {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{path}: cannot read ({e.Message})");
+        }
+        return Parse(bytes, path);
+    }
+
+    /// <summary>Parses the bytes of a .npy file; <paramref name="source"/> names it in errors.</summary>
+    public static NpyArray Parse(ReadOnlySpan<byte> bytes, string source)
+    {
+        ConfigException Bad(string why) => new($"{source}: not a readable .npy array ({why})");
+        if (bytes.Length < 10 || !bytes[..6].SequenceEqual(Magic)) throw Bad("missing NumPy magic");
+        int major = bytes[6];
+        int headerLength, offset;
+        if (major == 1) { headerLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]); offset = 10; }
+        else if (major is 2 or 3)
+        {
+            if (bytes.Length < 12) throw Bad("truncated header");
+            uint len = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
+            if (len > int.MaxValue) throw Bad("header too long");
+            headerLength = (int)len; offset = 12;
+        }
+        else throw Bad($"unsupported version {major}");
+        if (bytes.Length < offset + headerLength) throw Bad("truncated header");
+        string header = Encoding.Latin1.GetString(bytes.Slice(offset, headerLength));
+
+        var descr = DescrPattern().Match(header);
+        var fortran = FortranPattern().Match(header);
+        var shapeMatch = ShapePattern().Match(header);
+        if (!descr.Success || !fortran.Success || !shapeMatch.Success) throw Bad("malformed header");
+        if (fortran.Groups[1].Value == "True") throw Bad("Fortran order is not supported");
+        int[] shape;
+        try
+        {
+            shape = shapeMatch.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(d => int.Parse(d, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
+        }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw Bad("malformed shape"); }
+        long count = 1;
+        foreach (int d in shape) { count *= d; if (count > int.MaxValue) throw Bad("array too large"); }
+
+        string type = descr.Groups[1].Value;
+        int width = type switch { "<f4" or "<i4" => 4, "<f8" or "<i8" => 8, "|u1" or "|i1" or "|b1" => 1, _ => 0 };
+        if (width == 0) throw Bad($"dtype '{type}' is not supported (expected <f4, <f8, <i4, <i8 or bytes)");
+        var payload = bytes[(offset + headerLength)..];
+        if (payload.Length != count * width) throw Bad($"expected {count * width} data bytes, found {payload.Length}");
+        var data = new float[count];
+        for (int i = 0; i < data.Length; i++)
+        {
+            var p = payload.Slice(i * width, width);
+            data[i] = type switch
+            {
+                "<f4" => BinaryPrimitives.ReadSingleLittleEndian(p),
+                "<f8" => (float)BinaryPrimitives.ReadDoubleLittleEndian(p),
+                "<i4" => BinaryPrimitives.ReadInt32LittleEndian(p),
+                "<i8" => BinaryPrimitives.ReadInt64LittleEndian(p),
+                "|i1" => (sbyte)p[0],
+                _ => p[0],
+            };
+        }
+        return new NpyArray(data, shape);
+    }
+
+    [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")]
+    private static partial Regex DescrPattern();
+
+    [GeneratedRegex(@"'fortran_order'\s*:\s*(True|False)")]
+    private static partial Regex FortranPattern();
+
+    [GeneratedRegex(@"'shape'\s*:\s*\(([^)]*)\)")]
+    private static partial Regex ShapePattern();
+}

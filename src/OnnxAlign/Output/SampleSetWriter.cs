@@ -1,0 +1,51 @@
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Output;
+
+/// <summary>Writes a set of samples into a run folder: <c>samples.npy</c> [N, ...], and for image-shaped samples one
+/// PNG per sample (named by its index in the whole run, so shards never collide) plus <c>grid.png</c>.</summary>
+public static class SampleSetWriter
+{
+    /// <summary>Largest number of samples shown in <c>grid.png</c>.</summary>
+    public const int GridLimit = 256;
+
+    /// <summary>Makes sure <paramref name="directory"/> exists and can be written; refuses to mix runs.</summary>
+    /// <exception cref="ConfigException">Not writable, or holding another run's report without <paramref name="overwrite"/>.</exception>
+    public static void PrepareDirectory(string directory, bool overwrite)
+    {
+        try
+        {
+            Directory.CreateDirectory(directory);
+            string probe = Path.Combine(directory, $".write-test-{Guid.NewGuid():N}");
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"--out {directory}: output folder is not writable ({e.Message})");
+        }
+        if (!overwrite && File.Exists(Path.Combine(directory, "report.json")))
+            throw new ConfigException($"--out {directory}: already holds a run (report.json); pass --overwrite or choose another folder");
+    }
+
+    /// <summary>Writes the files; returns their names relative to <paramref name="directory"/>.</summary>
+    public static IReadOnlyList<string> Write(string directory, ReadOnlySpan<float> samples, int count, int firstIndex, IReadOnlyList<int> sampleShape, string stem = "samples")
+    {
+        var written = new List<string>();
+        NpyFile.Write(Path.Combine(directory, $"{stem}.npy"), samples, [count, .. sampleShape]);
+        written.Add($"{stem}.npy");
+        if (!ImageFiles.IsImage(sampleShape)) return written;
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        string prefix = stem == "samples" ? "sample" : stem;
+        for (int i = 0; i < count; i++)
+        {
+            string name = $"{prefix}_{firstIndex + i:D6}.png";
+            ImageFiles.WritePng(Path.Combine(directory, name), samples.Slice(i * size, size), sampleShape);
+            written.Add(name);
+        }
+        string grid = stem == "samples" ? "grid.png" : $"{stem}_grid.png";
+        ImageFiles.WriteGrid(Path.Combine(directory, grid), samples, Math.Min(count, GridLimit), sampleShape);
+        written.Add(grid);
+        return written;
+    }
+}

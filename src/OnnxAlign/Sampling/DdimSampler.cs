@@ -1,0 +1,65 @@
+using System.Numerics.Tensors;
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Sampling;
+
+/// <summary>
+/// DDIM (Song, Meng &amp; Ermon 2021, eq. 12), as diffusers' <c>DDIMScheduler</c>:
+/// x_{t'} = √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − σ_η²)·ε̂ + σ_η·z with σ_η = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_{t'})),
+/// t' = t − N/n. η = 0 is deterministic; η = 1 has DDPM's posterior variance.
+/// </summary>
+public sealed class DdimSampler : Sampler
+{
+    private readonly int[] _timesteps;
+
+    /// <summary>A DDIM sampler with stochasticity η ≥ 0.</summary>
+    public DdimSampler(SchedulerConfig config, int steps, double eta) : base(config, SchedulerConfig.DdimClass, steps)
+    {
+        if (!(eta >= 0) || double.IsInfinity(eta)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "eta must be finite and ≥ 0");
+        Eta = eta;
+        _timesteps = Schedule.Timesteps(steps);
+    }
+
+    /// <summary>η: 0 deterministic, 1 ancestral.</summary>
+    public double Eta { get; }
+
+    /// <inheritdoc/>
+    public override string Name => "ddim";
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<int> Timesteps => _timesteps;
+
+    /// <inheritdoc/>
+    public override void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null)
+    {
+        CheckBatch(denoiser, x, batchSize, noise);
+        var epsilon = new float[x.Length];
+        var x0 = new float[x.Length];
+        var z = Eta > 0 ? new float[x.Length] : [];
+        var alphasCumprod = Schedule.AlphasCumprod;
+        double finalAlphaCumprod = Config.SetAlphaToOne ? 1.0 : alphasCumprod[0];
+        int stride = Schedule.NumTrainTimesteps / Steps;
+        for (int i = 0; i < _timesteps.Length; i++)
+        {
+            int t = _timesteps[i];
+            int prevT = t - stride;
+            double alphaBarT = alphasCumprod[t];
+            double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : finalAlphaCumprod;
+
+            denoiser.PredictNoise(x, batchSize, t, epsilon);
+            PredictedOriginal(x, epsilon, alphaBarT, x0);
+
+            double variance = (1 - alphaBarPrev) / (1 - alphaBarT) * (1 - alphaBarT / alphaBarPrev);
+            double stdDevT = Eta * Math.Sqrt(variance);
+            double direction = Math.Sqrt(Math.Max(1 - alphaBarPrev - stdDevT * stdDevT, 0));
+            TensorPrimitives.Multiply(x0, (float)Math.Sqrt(alphaBarPrev), x);
+            TensorPrimitives.MultiplyAdd(epsilon, (float)direction, x, x);
+            if (Eta > 0)
+            {
+                DrawNoise(noise, z);
+                TensorPrimitives.MultiplyAdd(z, (float)stdDevT, x, x);
+            }
+            onStep?.Invoke(i + 1);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using System.Diagnostics;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+
+namespace OnnxAlign.Sampling;
+
+/// <summary>What to generate.</summary>
+public sealed record GenerationRequest
+{
+    /// <summary>Total number of samples of the run (all shards together).</summary>
+    public int Count { get; init; } = 16;
+
+    /// <summary>Samples per network call.</summary>
+    public int BatchSize { get; init; } = 16;
+
+    /// <summary>Sample i uses noise stream (Seed, i).</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Which part of the indices this process generates.</summary>
+    public Shard Shard { get; init; } = Shard.Whole;
+
+    /// <summary>x_T for all <see cref="Count"/> samples ([Count, ...]); null draws it from the noise streams.</summary>
+    public NpyArray? InitialNoise { get; init; }
+}
+
+/// <summary>Progress of a generation: samples finished and denoising steps done over the whole shard.</summary>
+public readonly record struct GenerationProgress(int SamplesDone, int SamplesTotal, long StepsDone, long StepsTotal);
+
+/// <summary>Samples of one shard and how they were made.</summary>
+public sealed class GenerationResult
+{
+    internal GenerationResult(float[] samples, int start, int count, long evaluations, TimeSpan model, TimeSpan total)
+    {
+        Samples = samples; FirstIndex = start; Count = count; NetworkEvaluations = evaluations; ModelTime = model; TotalTime = total;
+    }
+
+    /// <summary>The samples, one after another.</summary>
+    public float[] Samples { get; }
+
+    /// <summary>Index of the first sample in the whole run.</summary>
+    public int FirstIndex { get; }
+
+    /// <summary>Number of samples.</summary>
+    public int Count { get; }
+
+    /// <summary>Network evaluations (per sample: a batch of B counts B).</summary>
+    public long NetworkEvaluations { get; }
+
+    /// <summary>Time spent in the network.</summary>
+    public TimeSpan ModelTime { get; }
+
+    /// <summary>Wall time of the run.</summary>
+    public TimeSpan TotalTime { get; }
+
+    /// <summary>Time spent outside the network: sampler arithmetic, noise, guidance bookkeeping.</summary>
+    public TimeSpan SamplerTime => TotalTime - ModelTime;
+}
+
+/// <summary>Runs a sampler over many samples in batches with per-sample noise streams (DESIGN §6).</summary>
+public static class Generation
+{
+    /// <summary>Generates the samples of <paramref name="request"/>'s shard.</summary>
+    public static GenerationResult Run(IDenoiser denoiser, Sampler sampler, GenerationRequest request, Action<GenerationProgress>? progress = null)
+    {
+        if (request.Count < 1) throw new ArgumentOutOfRangeException(nameof(request), "count must be ≥ 1");
+        if (request.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(request), "batch must be ≥ 1");
+        int size = denoiser.SampleSize;
+        if (request.InitialNoise is { } init && (init.Rows != request.Count || init.RowSize != size))
+            throw new ConfigException($"--init-noise: shape [{string.Join(", ", init.Shape)}] does not fit {request.Count} samples of {size} values");
+
+        var (start, length) = request.Shard.Range(request.Count);
+        var metered = new MeteredDenoiser(denoiser);
+        var samples = new float[(long)length * size];
+        var clock = Stopwatch.StartNew();
+        long stepsTotal = (long)length * sampler.Steps, stepsDone = 0;
+        for (int offset = 0; offset < length; offset += request.BatchSize)
+        {
+            int batch = Math.Min(request.BatchSize, length - offset);
+            var x = samples.AsSpan(offset * size, batch * size);
+            var streams = new NoiseStream[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                int index = start + offset + b;
+                streams[b] = new NoiseStream(request.Seed, index);
+                var row = x.Slice(b * size, size);
+                if (request.InitialNoise is { } given) given.Data.AsSpan(index * size, size).CopyTo(row);
+                else streams[b].NextGaussian(row);
+            }
+            long before = stepsDone;
+            sampler.Sample(metered, x, batch, streams, steps =>
+                progress?.Invoke(new GenerationProgress(offset, length, before + (long)steps * batch, stepsTotal)));
+            stepsDone += (long)sampler.Steps * batch;
+            progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
+        }
+        return new GenerationResult(samples, start, length, metered.Evaluations, metered.Elapsed, clock.Elapsed);
+    }
+}
