@@ -14,9 +14,15 @@ namespace OnnxAlign.Cli
     {
         public static int Run(RootCommand root, string[] args)
         {
+            var parsed = root.Parse(args);
+            if (parsed.Errors.Count > 0 && parsed.Action is not System.CommandLine.Help.HelpAction)
+            {
+                foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+                return 2;
+            }
             try
             {
-                return root.Parse(args).Invoke();
+                return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
             }
             catch (Exception e) when (e is ConfigException or FormatException or ArgumentException or UsageException)
             {

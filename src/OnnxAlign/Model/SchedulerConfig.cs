@@ -133,10 +133,15 @@ public sealed record SchedulerConfig
         {
             obj = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true }) as JsonObject
                   ?? throw new ConfigException($"{sourceName}: expected a JSON object");
+            _ = obj.Count; // materialises the properties, so a duplicate key is reported here
         }
         catch (JsonException e)
         {
             throw new ConfigException($"{sourceName}: not valid JSON ({e.Message})");
+        }
+        catch (ArgumentException e)
+        {
+            throw new ConfigException($"{sourceName}: not a valid config ({e.Message})");
         }
 
         var reader = new KeyReader(obj, sourceName);

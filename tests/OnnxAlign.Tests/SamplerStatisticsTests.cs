@@ -1,0 +1,69 @@
+using OnnxAlign.Model;
+using OnnxAlign.ModelForge;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>Each sampler on the exact mixture networks reproduces the mixture's moments and component weights.</summary>
+public class SamplerStatisticsTests
+{
+    public static TheoryData<string, int> Samplers => new()
+    {
+        { "ddpm", 250 }, { "ddim", 100 }, { "euler-maruyama", 500 }, { "dpm++2m", 50 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Samplers))]
+    public void Gmm2dMomentsAndWeights(string samplerName, int steps)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var mixture = GaussianMixture.Load(Path.Combine(model.Directory, "mixture.json"));
+        var samples = TestSupport.Generate(denoiser, Sampler.Create(samplerName, model.Config, steps), 4000, seed: 11);
+        Moments.AssertMeanAndCovariance(samples, 2, mixture.Mean(), mixture.Covariance(), samplerName);
+        Moments.AssertComponentWeights(samples, mixture, mixture.Weights, samplerName);
+    }
+
+    [Theory]
+    [InlineData("ddim", 50)]
+    [InlineData("dpm++2m", 25)]
+    public void GmmImageVPredictionScalarTimestep(string samplerName, int steps)
+    {
+        // gmm-image: diffusers folder layout, v-prediction, float scalar timestep, [B,1,8,8] samples.
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var denoiser = model.OpenDenoiser();
+        Assert.Equal([1, 8, 8], denoiser.SampleShape);
+        var mixture = GaussianMixture.Load(Path.Combine(model.Directory, "mixture.json"));
+        var samples = TestSupport.Generate(denoiser, Sampler.Create(samplerName, model.Config, steps), 2000, seed: 5);
+        Moments.AssertComponentWeights(samples, mixture, mixture.Weights, samplerName);
+        // Per-pixel means: 64 statistics, so a wider z (Bonferroni at 1e-3 overall).
+        var mean = mixture.Mean();
+        var m = Numerics.ColumnMeans(samples, 64);
+        var c = Numerics.ColumnCovariance(samples, 64);
+        for (int i = 0; i < 64; i++)
+        {
+            double se = Math.Sqrt(c[i * 64 + i] / 2000);
+            Assert.True(Math.Abs(m[i] - mean[i]) <= 5 * se, $"pixel {i}: {m[i]:F4} vs {mean[i]:F4} ± {5 * se:F4}");
+        }
+    }
+
+    [Theory]
+    [InlineData(PredictionType.Sample)]
+    [InlineData(PredictionType.VPrediction)]
+    public void PredictionTypesGiveTheSameSamples(PredictionType type)
+    {
+        // The same mixture exported as an x0- or v-network must give DDIM the same ε̂ (DESIGN §0 conversions).
+        string dir = TestSupport.TempDirectory();
+        string typeName = type == PredictionType.Sample ? "sample" : "v_prediction";
+        string config = ToyModels.Gmm2dConfig.Replace("\"epsilon\"", $"\"{typeName}\"");
+        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), ToyModels.GmmNetwork(ToyModels.Gmm2d, config, new GmmExport { SampleShape = [2], Prediction = type }));
+        File.WriteAllText(Path.Combine(dir, "scheduler_config.json"), config);
+        var other = DiffusionModel.Locate(dir);
+        var reference = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var a = other.OpenDenoiser();
+        using var b = reference.OpenDenoiser();
+        var x = TestSupport.Generate(a, Sampler.Create("ddim", other.Config, 20), 64);
+        var y = TestSupport.Generate(b, Sampler.Create("ddim", reference.Config, 20), 64);
+        for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) <= 2e-3 * (1 + Math.Abs(y[i])), $"{i}: {x[i]} vs {y[i]}");
+    }
+}
