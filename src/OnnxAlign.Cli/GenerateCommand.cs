@@ -28,10 +28,12 @@ internal static class GenerateCommand
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
 
-        var command = new Command("generate", "Generate samples from a diffusion model.")
+        var tilt = new TiltOptions();
+        var command = new Command("generate", "Generate samples from a diffusion model, optionally KL-aligned to a linear reward.")
         {
             model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite,
         };
+        foreach (var option in tilt.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var clock = Stopwatch.StartNew();
@@ -55,12 +57,22 @@ internal static class GenerateCommand
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             using var denoiser = located.OpenDenoiser(options);
+            var plan = tilt.Read(parse, denoiser, located.Directory);
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init };
-            var result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, samplerInstance, request, progress));
+            var alignment = new JsonObject();
+            var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
+            var result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
+                progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
+            if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
 
             var ioClock = Stopwatch.StartNew();
             var files = SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape);
             var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
+            if (plan is not null)
+            {
+                report["alignment"] = alignment;
+                report["network_evaluations"] = result.NetworkEvaluations + Alignment.ExtraEvaluations(alignment);
+            }
             report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
             RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
             RunReport.Write(output, report);

@@ -1,0 +1,170 @@
+using System.Numerics.Tensors;
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Guidance;
+
+/// <summary>Evaluates a noise-prediction network on a batch: writes ε̂(x, t) for the step the caller is at.</summary>
+public delegate void NoiseNetwork(ReadOnlySpan<float> x, Span<float> noise);
+
+/// <summary>How the tilt evaluates the network on steps where the shift is large (DESIGN §1b).</summary>
+public enum TiltMode
+{
+    /// <summary>Always the exact shifted evaluation ε̂(x + c_t θ) − (σ_t/α_t)θ.</summary>
+    Exact,
+    /// <summary>The Gaussian surrogate ε̂(x) − σ_t Δ_t where c_t‖θ‖ exceeds the trust radius × the typical ‖x_t‖.</summary>
+    Hybrid,
+}
+
+/// <summary>
+/// The exact linear exponential tilt q ∝ p·exp(⟨θ, x⟩) as a decorator of the denoiser (DESIGN §1):
+/// ε^q(x, t) = ε̂(x + c_t θ, t) − (σ_t/α_t)·θ with c_t = σ_t²/α_t, so D^q(x) = D(x + c_t θ). One network evaluation
+/// per step, no gradients; every sampler works unchanged. θ is one sample's shape and is applied to each sample.
+/// </summary>
+public sealed class LinearTilt : IDenoiser
+{
+    private readonly IDenoiser _inner;
+    private readonly float[] _theta;
+    private readonly Func<double, double, double> _shiftCoefficient;
+    private readonly object _gate = new();
+    private float[] _shifted = [];
+    private double _maxShiftRatio;
+
+    /// <summary>Tilts <paramref name="inner"/> by θ (one sample's worth of values).</summary>
+    public LinearTilt(IDenoiser inner, ReadOnlySpan<float> theta, TiltMode mode = TiltMode.Exact, HybridSurrogate? surrogate = null)
+        : this(inner, theta, mode, surrogate, (alpha, sigma) => sigma * sigma / alpha) { }
+
+    /// <summary>For tests: a tilt with another shift coefficient c(α, σ) (a wrong one must fail the exactness tests).</summary>
+    internal LinearTilt(IDenoiser inner, ReadOnlySpan<float> theta, TiltMode mode, HybridSurrogate? surrogate, Func<double, double, double> shiftCoefficient)
+    {
+        if (theta.Length != inner.SampleSize)
+            throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {inner.SampleSize}", nameof(theta));
+        if (mode == TiltMode.Hybrid && surrogate is null)
+            throw new ArgumentException("hybrid mode needs the data moments of the surrogate", nameof(surrogate));
+        _inner = inner;
+        _theta = theta.ToArray();
+        ThetaNorm = TensorPrimitives.Norm(_theta);
+        Mode = mode;
+        Surrogate = surrogate;
+        _shiftCoefficient = shiftCoefficient;
+    }
+
+    /// <summary>θ.</summary>
+    public ReadOnlySpan<float> Theta => _theta;
+
+    /// <summary>‖θ‖.</summary>
+    public double ThetaNorm { get; }
+
+    /// <summary>Exact or hybrid.</summary>
+    public TiltMode Mode { get; }
+
+    /// <summary>The surrogate used by <see cref="TiltMode.Hybrid"/>.</summary>
+    public HybridSurrogate? Surrogate { get; }
+
+    /// <summary>The largest ‖c_t θ‖ / ‖x_t‖ (batch mean of ‖x_t‖) met so far: how far outside its inputs the network was asked.</summary>
+    public double MaxShiftRatio { get { lock (_gate) return _maxShiftRatio; } }
+
+    /// <summary>Steps that used the surrogate instead of the exact shifted evaluation (hybrid mode).</summary>
+    public long SurrogateSteps { get; private set; }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<int> SampleShape => _inner.SampleShape;
+
+    /// <inheritdoc/>
+    public int SampleSize => _inner.SampleSize;
+
+    /// <inheritdoc/>
+    public NoiseSchedule Schedule => _inner.Schedule;
+
+    /// <inheritdoc/>
+    public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
+    {
+        var (alpha, sigma) = Schedule.AlphaSigma(timestep);
+        double shiftNorm = _shiftCoefficient(alpha, sigma) * ThetaNorm;
+        double ratio = shiftNorm / MeanNorm(x, batchSize);
+        lock (_gate)
+        {
+            _maxShiftRatio = Math.Max(_maxShiftRatio, ratio);
+            if (Mode == TiltMode.Hybrid && ratio > Surrogate!.TrustRadius)
+            {
+                SurrogateSteps++;
+                // DESIGN §1b: s^q ≈ s + Δ_t, i.e. ε^q ≈ ε̂(x) − σ_t Δ_t.
+                _inner.PredictNoise(x, batchSize, timestep, noise);
+                float coefficient = (float)(-sigma * Surrogate.Coefficient(alpha, sigma));
+                for (int b = 0; b < batchSize; b++)
+                    TensorPrimitives.MultiplyAdd(_theta, coefficient, noise.Slice(b * SampleSize, SampleSize), noise.Slice(b * SampleSize, SampleSize));
+                return;
+            }
+            if (_shifted.Length < x.Length) _shifted = new float[x.Length];
+            var shifted = _shifted.AsSpan(0, x.Length);
+            Apply(x, batchSize, alpha, sigma, shifted, noise, (input, output) => _inner.PredictNoise(input, batchSize, timestep, output));
+        }
+    }
+
+    /// <summary>
+    /// The guidance step for any pipeline with its own loop (DESIGN §1): given x_t, the step's α_t, σ_t and a delegate
+    /// that evaluates the (ε-converted) network at the current timestep, writes the tilted ε^q into
+    /// <paramref name="guidedNoise"/> and, when asked, the tilted x̂0 = D(x + c_t θ) into <paramref name="denoised"/>.
+    /// </summary>
+    /// <param name="x">x_t, <paramref name="batchSize"/> samples one after another.</param>
+    /// <param name="batchSize">Samples in <paramref name="x"/>.</param>
+    /// <param name="theta">θ, one sample's worth of values.</param>
+    /// <param name="alpha">α_t = √ᾱ_t of the step.</param>
+    /// <param name="sigma">σ_t = √(1 − ᾱ_t) of the step.</param>
+    /// <param name="network">Evaluates ε̂ at the step's timestep.</param>
+    /// <param name="guidedNoise">Receives ε^q.</param>
+    /// <param name="denoised">Optional: receives x̂0 of q.</param>
+    public static void GuideNoise(ReadOnlySpan<float> x, int batchSize, ReadOnlySpan<float> theta, double alpha, double sigma,
+                                  NoiseNetwork network, Span<float> guidedNoise, Span<float> denoised = default)
+    {
+        var shifted = new float[x.Length];
+        Apply(x, batchSize, theta, alpha, sigma, sigma * sigma / alpha, shifted, guidedNoise, network);
+        if (!denoised.IsEmpty) Prediction.DenoisedFromNoise(x, guidedNoise, alpha, sigma, denoised);
+    }
+
+    private void Apply(ReadOnlySpan<float> x, int batchSize, double alpha, double sigma, Span<float> shifted, Span<float> noise, NoiseNetwork network) =>
+        Apply(x, batchSize, _theta, alpha, sigma, _shiftCoefficient(alpha, sigma), shifted, noise, network);
+
+    private static void Apply(ReadOnlySpan<float> x, int batchSize, ReadOnlySpan<float> theta, double alpha, double sigma, double shift,
+                              Span<float> shifted, Span<float> noise, NoiseNetwork network)
+    {
+        int size = theta.Length;
+        if (x.Length != batchSize * size || noise.Length != x.Length)
+            throw new ArgumentException($"expected {batchSize} × {size} values");
+        // x + c_t θ for each sample
+        for (int b = 0; b < batchSize; b++)
+            TensorPrimitives.MultiplyAdd(theta, (float)shift, x.Slice(b * size, size), shifted.Slice(b * size, size));
+        network(shifted, noise);
+        // − (σ_t/α_t) θ
+        float correction = (float)(-sigma / alpha);
+        for (int b = 0; b < batchSize; b++)
+            TensorPrimitives.MultiplyAdd(theta, correction, noise.Slice(b * size, size), noise.Slice(b * size, size));
+    }
+
+    private double MeanNorm(ReadOnlySpan<float> x, int batchSize)
+    {
+        double total = 0;
+        for (int b = 0; b < batchSize; b++) total += TensorPrimitives.Norm(x.Slice(b * SampleSize, SampleSize));
+        return Math.Max(total / batchSize, 1e-12);
+    }
+}
+
+/// <summary>
+/// The Gaussian surrogate of DESIGN §1b with isotropic data covariance v·I: p_t ≈ N(α m, (α² v + σ²) I), hence the
+/// x-independent score correction Δ_t = α v/(α² v + σ²)·θ (→ θ as t → 0).
+/// </summary>
+/// <param name="DataVariance">v: the per-coordinate variance of the data (mean over coordinates).</param>
+/// <param name="TrustRadius">Use the surrogate where c_t‖θ‖ exceeds this multiple of the typical ‖x_t‖.</param>
+public sealed record HybridSurrogate(double DataVariance, double TrustRadius = 1.0)
+{
+    /// <summary>Δ_t/θ = α v/(α² v + σ²).</summary>
+    public double Coefficient(double alpha, double sigma) => alpha * DataVariance / (alpha * alpha * DataVariance + sigma * sigma);
+
+    /// <summary>Reads <c>data_moments.json</c> ({"variance": v}) from a model folder, or null when absent.</summary>
+    public static double? ReadVariance(string modelDirectory)
+    {
+        string path = Path.Combine(modelDirectory, "data_moments.json");
+        if (!File.Exists(path)) return null;
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path));
+        return node?["variance"]?.GetValue<double>() ?? throw new ConfigException($"{path}: expected {{\"variance\": v}}");
+    }
+}

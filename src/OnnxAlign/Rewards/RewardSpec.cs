@@ -1,0 +1,115 @@
+using System.Globalization;
+using System.Text.Json;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+
+namespace OnnxAlign.Rewards;
+
+/// <summary>
+/// Parses reward specs of the command line into rewards for samples of a given shape:
+/// <list type="bullet">
+/// <item><c>brightness</c>: the mean of all values;</item>
+/// <item><c>channel-mean:C</c>: the mean of channel C (0-based) of a [C, H, W] sample;</item>
+/// <item><c>region-brightness:MASK.png</c>: the mask-weighted mean (mask in [0, 1], all channels);</item>
+/// <item><c>direction:FILE.npy</c> or <c>direction:FILE.png</c>: ⟨a, x⟩ with a read from the file;</item>
+/// <item><c>class:K</c> or <c>class:NAME</c>, optionally <c>class:K@DIR</c>: the logit ⟨W_K, x⟩ + b_K of a linear
+/// classifier with <c>W.npy</c> (rows = classes), <c>b.npy</c> and optional <c>classes.json</c> (names) in DIR,
+/// by default the model folder's <c>classifier/</c>.</item>
+/// </list>
+/// </summary>
+public static class RewardSpec
+{
+    /// <summary>The spec forms, for help texts and errors.</summary>
+    public const string Forms = "brightness, channel-mean:C, region-brightness:MASK.png, direction:FILE.npy|FILE.png, class:K|NAME[@DIR]";
+
+    /// <summary>Builds the reward a spec names.</summary>
+    /// <exception cref="ConfigException">Malformed spec, unreadable file or a shape that does not fit the samples.</exception>
+    public static LinearReward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    {
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        int colon = spec.IndexOf(':');
+        string kind = colon < 0 ? spec : spec[..colon];
+        string argument = colon < 0 ? "" : spec[(colon + 1)..];
+        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+
+        switch (kind)
+        {
+            case "brightness" when argument.Length == 0:
+                return new LinearReward(spec, Enumerable.Repeat(1f / size, size).ToArray());
+
+            case "channel-mean":
+            {
+                if (sampleShape.Count != 3) throw Bad("needs image samples [C, H, W]");
+                if (!int.TryParse(argument, NumberStyles.None, CultureInfo.InvariantCulture, out int channel) || channel >= sampleShape[0])
+                    throw Bad($"expected a channel index 0..{sampleShape[0] - 1}");
+                int plane = sampleShape[1] * sampleShape[2];
+                var a = new float[size];
+                a.AsSpan(channel * plane, plane).Fill(1f / plane);
+                return new LinearReward(spec, a);
+            }
+
+            case "region-brightness":
+            {
+                if (!ImageFiles.IsImage(sampleShape)) throw Bad("needs image samples [C, H, W]");
+                var mask = ImageFiles.ReadImage(argument, [1, sampleShape[1], sampleShape[2]]).Select(v => (v + 1) / 2).ToArray();
+                double total = mask.Sum() * sampleShape[0];
+                if (total <= 0) throw Bad("the mask is empty (all black)");
+                var a = new float[size];
+                for (int c = 0; c < sampleShape[0]; c++)
+                    for (int i = 0; i < mask.Length; i++) a[c * mask.Length + i] = (float)(mask[i] / total);
+                return new LinearReward(spec, a);
+            }
+
+            case "direction":
+            {
+                float[] a = argument.EndsWith(".png", StringComparison.OrdinalIgnoreCase)
+                    ? ImageFiles.IsImage(sampleShape) ? ImageFiles.ReadImage(argument, sampleShape) : throw Bad("a PNG direction needs image samples")
+                    : NpyFile.Read(argument) is var array && array.Data.Length == size ? array.Data
+                    : throw Bad($"{argument} has shape [{string.Join(", ", array.Shape)}], expected {size} values [{string.Join(", ", sampleShape)}]");
+                return new LinearReward(spec, a);
+            }
+
+            case "class":
+                return ClassLogit(spec, argument, size, modelDirectory);
+
+            default:
+                throw Bad($"unknown reward (expected one of: {Forms})");
+        }
+    }
+
+    private static LinearReward ClassLogit(string spec, string argument, int size, string? modelDirectory)
+    {
+        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        int at = argument.IndexOf('@');
+        string which = at < 0 ? argument : argument[..at];
+        string directory = at >= 0 ? argument[(at + 1)..]
+            : modelDirectory is not null ? Path.Combine(modelDirectory, "classifier")
+            : throw Bad("no classifier folder (give class:K@DIR)");
+        var w = NpyFile.Read(Path.Combine(directory, "W.npy"));
+        var b = NpyFile.Read(Path.Combine(directory, "b.npy"));
+        if (w.Shape.Length != 2 || w.Shape[1] != size)
+            throw Bad($"W.npy has shape [{string.Join(", ", w.Shape)}], expected [classes, {size}]");
+        if (b.Data.Length != w.Shape[0])
+            throw Bad($"b.npy has {b.Data.Length} values, expected {w.Shape[0]}");
+        string[] names = ClassNames(directory, modelDirectory);
+        int k = int.TryParse(which, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index
+            : Array.FindIndex(names, n => string.Equals(n, which, StringComparison.OrdinalIgnoreCase));
+        if (k < 0 || k >= w.Shape[0])
+            throw Bad($"unknown class '{which}' (expected 0..{w.Shape[0] - 1}{(names.Length > 0 ? " or one of " + string.Join(", ", names) : "")})");
+        return new LinearReward(spec, w.Data.AsSpan(k * size, size), b.Data[k]);
+    }
+
+    /// <summary>Class names from <c>classes.json</c> (a JSON array of strings) in the classifier or model folder.</summary>
+    public static string[] ClassNames(string classifierDirectory, string? modelDirectory)
+    {
+        foreach (var dir in new[] { classifierDirectory, modelDirectory })
+        {
+            if (dir is null) continue;
+            string path = Path.Combine(dir, "classes.json");
+            if (!File.Exists(path)) continue;
+            try { return JsonSerializer.Deserialize<string[]>(File.ReadAllText(path)) ?? []; }
+            catch (JsonException e) { throw new ConfigException($"{path}: expected a JSON array of class names ({e.Message})"); }
+        }
+        return [];
+    }
+}
