@@ -10,12 +10,15 @@ internal static class ProgressReporter
     {
         if (Console.IsErrorRedirected || Console.IsOutputRedirected || Environment.GetEnvironmentVariable("CI") == "true")
         {
-            int lastDecile = -1;
+            int lastDecile = -1, lastDone = -1;
             return work(p =>
             {
                 int decile = p.StepsTotal == 0 ? 10 : (int)(10 * p.StepsDone / p.StepsTotal);
-                if (decile == lastDecile) return;
+                // A line per 10 % of the steps, and the final one once every sample is finished.
+                bool finished = p.SamplesDone == p.SamplesTotal && lastDone != p.SamplesDone;
+                if (decile == lastDecile && !finished) return;
                 lastDecile = decile;
+                lastDone = p.SamplesDone;
                 Console.Error.WriteLine($"{title}: {decile * 10}% ({p.SamplesDone}/{p.SamplesTotal} samples)");
             });
         }

@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign bench</c>: speed ratios measured in one run (never asserted in tests). Untilted and tilted generation
+/// alternate, repeat after repeat, so drift of the machine affects both alike; the median of each is reported.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Model to time.", DefaultValueFactory = _ => "models/toy/tiny-unet" };
+        var steps = new Option<int>("--steps") { Description = "Steps per run.", DefaultValueFactory = _ => 20 };
+        var batch = new Option<int>("--batch") { Description = "Samples per run (one batch).", DefaultValueFactory = _ => 16 };
+        var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
+        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
+        var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output };
+        command.SetAction(parse =>
+        {
+            int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
+            int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
+            int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            using var denoiser = located.OpenDenoiser(new DenoiserOptions { IntraOpThreads = parse.GetValue(threads) });
+            var sampler = Sampler.Create("ddim", located.Config, s);
+            var tilt = new LinearTilt(denoiser, RewardSpec.Parse("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));
+            var request = new GenerationRequest { Count = b, BatchSize = b, Seed = 1 };
+
+            Generation.Run(denoiser, sampler, request);  // warm-up: session initialisation, buffers
+            Generation.Run(tilt, sampler, request);
+            var plain = new List<double>();
+            var tilted = new List<double>();
+            var network = new List<double>();
+            for (int i = 0; i < r; i++)
+            {
+                var a = Generation.Run(denoiser, sampler, request);
+                plain.Add(a.TotalTime.TotalSeconds);
+                network.Add(a.ModelTime.TotalSeconds);
+                tilted.Add(Generation.Run(tilt, sampler, request).TotalTime.TotalSeconds);
+            }
+            double plainMedian = Median(plain), tiltedMedian = Median(tilted), networkMedian = Median(network);
+            var figures = new JsonObject
+            {
+                ["model"] = located.OnnxPath,
+                ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+                ["steps"] = s,
+                ["batch"] = b,
+                ["repeats"] = r,
+                ["untilted_seconds_median"] = plainMedian,
+                ["tilted_seconds_median"] = tiltedMedian,
+                ["network_seconds_median"] = networkMedian,
+                ["tilted_over_untilted"] = tiltedMedian / plainMedian,
+                ["sampling_over_network"] = plainMedian / networkMedian,
+                ["samples_per_second_untilted"] = b / plainMedian,
+            };
+            Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians)");
+            Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
+            Console.WriteLine($"  tilted (exact)        {tiltedMedian * 1000,9:F1} ms");
+            Console.WriteLine($"  network alone         {networkMedian * 1000,9:F1} ms");
+            Console.WriteLine($"  tilted / untilted     {tiltedMedian / plainMedian,9:F3}   (target ≤ 1.05)");
+            Console.WriteLine($"  sampling / network    {plainMedian / networkMedian,9:F3}");
+            if (parse.GetValue(output) is { } path)
+                AtomicFile.WriteText(path, figures.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            return 0;
+        });
+        return command;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}

@@ -1,0 +1,104 @@
+using System.Text.Json.Nodes;
+using OnnxAlign.Model;
+using OnnxAlign.ModelForge;
+using OnnxAlign.Output;
+using OnnxAlign.Rewards;
+
+namespace OnnxAlign.Tests;
+
+public class RewardTests
+{
+    private static readonly int[] Image = [3, 4, 4];
+
+    [Fact]
+    public void BuiltInImageRewards()
+    {
+        var x = Enumerable.Range(0, 48).Select(i => (float)(i / 48.0)).ToArray();
+        Assert.Equal(x.Average(), RewardSpec.Parse("brightness", Image, null).Evaluate(x), 5);
+        Assert.Equal(x.Skip(16).Take(16).Average(), RewardSpec.Parse("channel-mean:1", Image, null).Evaluate(x), 5);
+        var theta = RewardSpec.Parse("brightness", Image, null).Tilt(0.5);
+        Assert.All(theta, v => Assert.Equal(1f / 48 / 0.5f, v, 6));
+    }
+
+    [Fact]
+    public void RegionAndDirectionFromFiles()
+    {
+        string dir = TestSupport.TempDirectory();
+        var mask = new float[16];
+        mask[5] = 1; mask[6] = 1; // two white pixels, the rest black ([-1,1] scale below)
+        ImageFiles.WritePng(Path.Combine(dir, "mask.png"), mask.Select(v => v * 2 - 1).ToArray(), [1, 4, 4]);
+        var x = Enumerable.Range(0, 48).Select(i => (float)i).ToArray();
+        double expected = (x[5] + x[6] + x[21] + x[22] + x[37] + x[38]) / 6;
+        Assert.Equal(expected, RewardSpec.Parse($"region-brightness:{Path.Combine(dir, "mask.png")}", Image, null).Evaluate(x), 3);
+
+        var a = Enumerable.Range(0, 48).Select(i => (float)Math.Sin(i)).ToArray();
+        NpyFile.Write(Path.Combine(dir, "a.npy"), a, Image);
+        Assert.Equal(a.Zip(x, (p, q) => (double)p * q).Sum(), RewardSpec.Parse($"direction:{Path.Combine(dir, "a.npy")}", Image, null).Evaluate(x), 2);
+    }
+
+    [Fact]
+    public void LinearClassifierLogitByIndexOrName()
+    {
+        string model = TestSupport.TempDirectory();
+        string classifier = Path.Combine(model, "classifier");
+        Directory.CreateDirectory(classifier);
+        var w = Enumerable.Range(0, 2 * 48).Select(i => (float)(i % 7 - 3)).ToArray();
+        NpyFile.Write(Path.Combine(classifier, "W.npy"), w, [2, 48]);
+        NpyFile.Write(Path.Combine(classifier, "b.npy"), [0.5f, -1.5f], [2]);
+        File.WriteAllText(Path.Combine(model, "classes.json"), """["Shirt", "Trouser"]""");
+        var x = Enumerable.Range(0, 48).Select(i => (float)(i * 0.01)).ToArray();
+        double expected = w.Skip(48).Zip(x, (p, q) => (double)p * q).Sum() - 1.5;
+        Assert.Equal(expected, RewardSpec.Parse("class:1", Image, model).Evaluate(x), 4);
+        Assert.Equal(expected, RewardSpec.Parse("class:trouser", Image, model).Evaluate(x), 4);
+        Assert.Contains("Shirt, Trouser", Assert.Throws<ConfigException>(() => RewardSpec.Parse("class:Bag", Image, model)).Message);
+    }
+
+    [Theory]
+    [InlineData("sharpness", "unknown reward")]
+    [InlineData("channel-mean:3", "channel index")]
+    [InlineData("channel-mean:x", "channel index")]
+    [InlineData("direction:/nonexistent.npy", "/nonexistent.npy")]
+    [InlineData("class:0", "W.npy")]
+    public void MalformedSpecsAreClearErrors(string spec, string mentioned)
+    {
+        var e = Assert.Throws<ConfigException>(() => RewardSpec.Parse(spec, Image, TestSupport.TempDirectory()));
+        Assert.Contains(mentioned, e.Message);
+    }
+
+    [Fact]
+    public void CliTiltMovesTheMeanToTheAnalyticTiltedMean()
+    {
+        // Acceptance: generate models/toy/gmm2d --reward direction:a.npy --lambda L lands on the mean of p·e^{⟨a,x⟩/λ}.
+        string dir = TestSupport.TempDirectory();
+        NpyFile.Write(Path.Combine(dir, "a.npy"), [0f, -1.5f], [2]);
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm2d"), "--reward", $"direction:{Path.Combine(dir, "a.npy")}",
+            "--lambda", "0.5", "--count", "4000", "--steps", "50", "--sampler", "dpm++2m", "--reference-count", "500", "--out", Path.Combine(dir, "run"));
+        Assert.True(code == 0, stderr);
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run", "report.json")))!;
+        var q = ToyModels.Gmm2d.Tilted([0.0, -3.0]);
+        var mean = report["statistics"]!["mean"]!.AsArray().Select(v => (double)v!).ToArray();
+        var cov = report["statistics"]!["covariance"]!.AsArray().Select(v => (double)v!).ToArray();
+        for (int i = 0; i < 2; i++)
+            Assert.True(Math.Abs(mean[i] - q.Mean()[i]) <= Moments.Z * Math.Sqrt(cov[i * 3] / 4000), $"mean[{i}] {mean[i]} vs {q.Mean()[i]}");
+        var alignment = report["alignment"]!;
+        Assert.Equal(3.0, (double)alignment["theta_norm"]!, 5);
+        Assert.True((double)alignment["reward_after"]!["mean"]! > (double)alignment["reward_before"]!["mean"]! + 2);
+        double logZ = ToyModels.Gmm2d.LogPartition([0.0, -3.0]);
+        var lz = alignment["log_partition"]!;
+        Assert.True(Math.Abs((double)lz["value"]! - logZ) <= Moments.Z * (double)lz["standard_error"]!, $"log Z {lz["value"]} vs {logZ}");
+        Assert.True((double)alignment["max_shift_ratio"]! > 1);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "0" }, "--lambda")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "Infinity" }, "--lambda")]
+    [InlineData(new[] { "--reward", "brightness" }, "--lambda")]
+    [InlineData(new[] { "--lambda", "1" }, "--lambda needs --reward")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--tilt-mode", "fast" }, "--tilt-mode")]
+    public void CliRejectsBadAlignmentFlags(string[] flags, string mentioned)
+    {
+        var (code, _, stderr) = CliTests.Onnxalign(["generate", TestSupport.Toy("gmm2d"), "--out", Path.Combine(TestSupport.TempDirectory(), "r"), .. flags]);
+        Assert.Equal(2, code);
+        Assert.Contains(mentioned, stderr);
+    }
+}
