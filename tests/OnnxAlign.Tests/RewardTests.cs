@@ -102,3 +102,28 @@ public class RewardTests
         Assert.Contains(mentioned, stderr);
     }
 }
+
+public class HybridCliTests
+{
+    [Fact]
+    public void HybridModeEstimatesTheDataVarianceAndReportsSurrogateSteps()
+    {
+        string dir = TestSupport.TempDirectory();
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm-image"), "--reward", "brightness", "--lambda", "0.05",
+            "--tilt-mode", "hybrid", "--trust-radius", "2", "--count", "32", "--steps", "20", "--logz-samples", "0", "--out", dir, "--overwrite");
+        Assert.True(code == 0, stderr);
+        var alignment = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "report.json")))!["alignment"]!;
+        Assert.Equal("hybrid", (string)alignment["tilt_mode"]!);
+        Assert.Equal("estimated from 256 base samples", (string)alignment["data_variance_source"]!);
+        // Exact mean per-pixel variance of the mixture, against the estimate from 256 base samples. A sample variance
+        // from n = 256 has relative SE √(2/(n−1)) ≈ 0.089; averaging correlated pixels cannot make it worse, so
+        // 4.5 SE = 4.5 · 0.089 · v bounds the error.
+        var mixture = OnnxAlign.Model.GaussianMixture.Load(Path.Combine(TestSupport.Toy("gmm-image"), "mixture.json"));
+        var covariance = mixture.Covariance();
+        double exact = Enumerable.Range(0, 64).Average(i => covariance[i * 64 + i]);
+        double tolerance = Moments.Z * Math.Sqrt(2.0 / 255) * exact;
+        Assert.True(Math.Abs((double)alignment["data_variance"]! - exact) <= tolerance, $"variance {alignment["data_variance"]} vs {exact:F4} ± {tolerance:F4}");
+        Assert.True((long)alignment["surrogate_steps"]! > 0);
+        Assert.Null(alignment["log_partition"]);
+    }
+}

@@ -75,6 +75,19 @@ internal static class Moments
             }
     }
 
+    /// <summary>Per-coordinate means of high-dimensional samples, with a wider z for the many statistics (Bonferroni at 1e-3 overall for 64).</summary>
+    public static void AssertCoordinateMeans(float[] samples, int d, double[] mean, string label, double z = 5)
+    {
+        int n = samples.Length / d;
+        var m = Numerics.ColumnMeans(samples, d);
+        var c = Numerics.ColumnCovariance(samples, d);
+        for (int i = 0; i < d; i++)
+        {
+            double se = Math.Sqrt(c[i * d + i] / n);
+            Assert.True(Math.Abs(m[i] - mean[i]) <= z * se, $"{label}: coordinate {i}: {m[i]:F4} vs {mean[i]:F4} ± {z * se:F4}");
+        }
+    }
+
     public static void AssertComponentWeights(float[] samples, GaussianMixture mixture, double[] weights, string label, double z = Z)
     {
         int d = mixture.Dimension, n = samples.Length / d;

@@ -67,14 +67,7 @@ public class TiltTests
         var tilt = new LinearTilt(denoiser, theta.Select(v => (float)v).ToArray());
         var samples = TestSupport.Generate(tilt, Sampler.Create(samplerName, model.Config, steps), 2000, seed: 8);
         Moments.AssertComponentWeights(samples, mixture, q.Weights, samplerName);
-        var mean = q.Mean();
-        var m = Numerics.ColumnMeans(samples, 64);
-        var c = Numerics.ColumnCovariance(samples, 64);
-        for (int i = 0; i < 64; i++)
-        {
-            double se = Math.Sqrt(c[i * 64 + i] / 2000);
-            Assert.True(Math.Abs(m[i] - mean[i]) <= 5 * se, $"pixel {i}: {m[i]:F4} vs {mean[i]:F4} ± {5 * se:F4}");
-        }
+        Moments.AssertCoordinateMeans(samples, 64, q.Mean(), samplerName);
     }
 
     [Theory]
