@@ -10,9 +10,18 @@ internal static class TestSupport
 
     public static string Toy(string name) => Path.Combine(RepositoryRoot, "models", "toy", name);
 
+    /// <summary>This test run's scratch folder, removed when the test process exits.</summary>
+    private static readonly Lazy<string> RunDirectory = new(() =>
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "onnxalign-tests", $"{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } };
+        return dir;
+    });
+
     public static string TempDirectory()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "onnxalign-tests", Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(RunDirectory.Value, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         return dir;
     }
