@@ -82,8 +82,7 @@ internal sealed class TiltOptions
                 if (variance is null)
                 {
                     var baseRun = Generation.Run(denoiser, sampler, request with { Count = 256, Shard = Shard.Whole, InitialNoise = null });
-                    var c = Numerics.ColumnMeans(Square(baseRun.Samples, Numerics.ColumnMeans(baseRun.Samples, denoiser.SampleSize)), denoiser.SampleSize);
-                    variance = c.Average();
+                    variance = Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
                     alignment["data_variance_network_evaluations"] = baseRun.NetworkEvaluations;
                 }
                 surrogate = new HybridSurrogate(variance.Value, TrustRadius);
@@ -91,13 +90,6 @@ internal sealed class TiltOptions
                 alignment["trust_radius"] = TrustRadius;
             }
             return new LinearTilt(denoiser, Theta, Mode, surrogate);
-        }
-
-        private static float[] Square(float[] samples, double[] mean)
-        {
-            var d = new float[samples.Length];
-            for (int i = 0; i < samples.Length; i++) { double v = samples[i] - mean[i % mean.Length]; d[i] = (float)(v * v); }
-            return d;
         }
     }
 }

@@ -34,6 +34,18 @@ public static class Numerics
         return mean;
     }
 
+    /// <summary>Per-column sample variance (divisor rows − 1): the diagonal of <see cref="ColumnCovariance"/> in O(rows·cols).</summary>
+    public static double[] ColumnVariances(ReadOnlySpan<float> data, int cols)
+    {
+        int rows = data.Length / cols;
+        var mean = ColumnMeans(data, cols);
+        var variance = new double[cols];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) { double d = data[r * cols + c] - mean[c]; variance[c] += d * d; }
+        for (int c = 0; c < cols; c++) variance[c] /= rows - 1;
+        return variance;
+    }
+
     /// <summary>Sample covariance (divisor rows − 1) of a row-major [rows, cols] float matrix, row-major cols × cols.</summary>
     public static double[] ColumnCovariance(ReadOnlySpan<float> data, int cols)
     {

@@ -116,8 +116,10 @@ public sealed class LinearTilt : IDenoiser
     public static void GuideNoise(ReadOnlySpan<float> x, int batchSize, ReadOnlySpan<float> theta, double alpha, double sigma,
                                   NoiseNetwork network, Span<float> guidedNoise, Span<float> denoised = default)
     {
-        var shifted = new float[x.Length];
-        Apply(x, batchSize, theta, alpha, sigma, sigma * sigma / alpha, shifted, guidedNoise, network);
+        // Called once per step of the caller's loop: borrow the shifted-input buffer rather than allocate it.
+        var shifted = System.Buffers.ArrayPool<float>.Shared.Rent(x.Length);
+        try { Apply(x, batchSize, theta, alpha, sigma, sigma * sigma / alpha, shifted.AsSpan(0, x.Length), guidedNoise, network); }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(shifted); }
         if (!denoised.IsEmpty) Prediction.DenoisedFromNoise(x, guidedNoise, alpha, sigma, denoised);
     }
 
