@@ -33,7 +33,7 @@ internal static class BenchCommand
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
             using var denoiser = located.OpenDenoiser(new DenoiserOptions { IntraOpThreads = parse.GetValue(threads) });
             var sampler = Sampler.Create("ddim", located.Config, s);
-            var tilt = new LinearTilt(denoiser, RewardSpec.Parse("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));
+            var tilt = new LinearTilt(denoiser, RewardSpec.ParseLinear("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));
             var request = new GenerationRequest { Count = b, BatchSize = b, Seed = 1 };
 
             Generation.Run(denoiser, sampler, request);  // warm-up: session initialisation, buffers

@@ -53,7 +53,7 @@ internal sealed class TiltOptions
         {
             if (lambda is not { } l || !(l > 0) || double.IsInfinity(l))
                 throw new UsageException($"--lambda {(lambda?.ToString() ?? "missing")}: expected a finite value > 0 with --reward");
-            reward = RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory);
+            reward = RewardSpec.ParseLinear(spec, denoiser.SampleShape, modelDirectory);
             theta = reward.Tilt(l);
         }
         else

@@ -61,4 +61,47 @@ public static class Numerics
         for (int k = 0; k < cov.Length; k++) cov[k] /= rows - 1;
         return cov;
     }
+
+    /// <summary>Solves S·u = b in place (u overwrites b) for a small symmetric positive definite S (row-major k × k) by
+    /// Cholesky; returns false when S is not numerically positive definite.</summary>
+    public static bool SolveSymmetricPositive(ReadOnlySpan<double> s, Span<double> b)
+    {
+        int k = b.Length;
+        Span<double> l = k <= 16 ? stackalloc double[k * k] : new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double sum = s[i * k + j];
+                for (int m = 0; m < j; m++) sum -= l[i * k + m] * l[j * k + m];
+                if (i == j)
+                {
+                    if (!(sum > 0)) return false;
+                    l[i * k + i] = Math.Sqrt(sum);
+                }
+                else l[i * k + j] = sum / l[j * k + j];
+            }
+        for (int i = 0; i < k; i++)
+        {
+            double sum = b[i];
+            for (int m = 0; m < i; m++) sum -= l[i * k + m] * b[m];
+            b[i] = sum / l[i * k + i];
+        }
+        for (int i = k - 1; i >= 0; i--)
+        {
+            double sum = b[i];
+            for (int m = i + 1; m < k; m++) sum -= l[m * k + i] * b[m];
+            b[i] = sum / l[i * k + i];
+        }
+        return true;
+    }
+
+    /// <summary>The largest eigenvalue of a symmetric matrix (row-major k × k), rounded up by a relative 1e-9 so that
+    /// it can serve in a priori bounds.</summary>
+    public static double LargestEigenvalue(ReadOnlySpan<double> s, int k)
+    {
+        var values = s[..(k * k)].ToArray();
+        var matrix = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(k, k, (i, j) => values[i * k + j]);
+        double largest = matrix.Evd(MathNet.Numerics.LinearAlgebra.Symmetricity.Symmetric).EigenValues.Max(e => e.Real);
+        return largest * (1 + 1e-9) + 1e-300;
+    }
 }

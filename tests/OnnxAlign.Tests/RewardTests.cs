@@ -16,7 +16,7 @@ public class RewardTests
         var x = Enumerable.Range(0, 48).Select(i => (float)(i / 48.0)).ToArray();
         Assert.Equal(x.Average(), RewardSpec.Parse("brightness", Image, null).Evaluate(x), 5);
         Assert.Equal(x.Skip(16).Take(16).Average(), RewardSpec.Parse("channel-mean:1", Image, null).Evaluate(x), 5);
-        var theta = RewardSpec.Parse("brightness", Image, null).Tilt(0.5);
+        var theta = RewardSpec.ParseLinear("brightness", Image, null).Tilt(0.5);
         Assert.All(theta, v => Assert.Equal(1f / 48 / 0.5f, v, 6));
     }
 

@@ -6,21 +6,19 @@ namespace OnnxAlign.Rewards;
 /// A linear reward r(x) = ⟨a, x⟩ + b. Its KL-aligned law at temperature λ is the exact tilt θ = a/λ (DESIGN §1); its
 /// Wasserstein prox is x + a/λ (DESIGN §3).
 /// </summary>
-public sealed class LinearReward
+public sealed class LinearReward : Reward
 {
     private readonly float[] _direction;
+    private readonly double[] _directionDouble;
 
     /// <summary>A reward with direction <paramref name="direction"/> (one sample's shape) and offset <paramref name="offset"/>.</summary>
-    public LinearReward(string name, ReadOnlySpan<float> direction, double offset = 0)
+    public LinearReward(string name, ReadOnlySpan<float> direction, double offset = 0) : base(name, direction.Length)
     {
-        Name = name;
         _direction = direction.ToArray();
+        _directionDouble = Array.ConvertAll(_direction, v => (double)v);
         Offset = offset;
         if (_direction.Any(v => !float.IsFinite(v))) throw new ArgumentException($"reward '{name}': direction has non-finite values");
     }
-
-    /// <summary>The spec it was built from, for reports.</summary>
-    public string Name { get; }
 
     /// <summary>a.</summary>
     public ReadOnlySpan<float> Direction => _direction;
@@ -28,16 +26,17 @@ public sealed class LinearReward
     /// <summary>b.</summary>
     public double Offset { get; }
 
-    /// <summary>r(x) for one sample.</summary>
-    public double Evaluate(ReadOnlySpan<float> x) => TensorPrimitives.Dot(_direction, x) + Offset;
+    /// <inheritdoc/>
+    public override double Evaluate(ReadOnlySpan<float> x) => TensorPrimitives.Dot(_direction, x) + Offset;
 
-    /// <summary>r of each sample of a batch.</summary>
-    public double[] EvaluateBatch(ReadOnlySpan<float> samples)
+    /// <inheritdoc/>
+    public override double Evaluate(ReadOnlySpan<double> x) => TensorPrimitives.Dot(_directionDouble, x) + Offset;
+
+    /// <inheritdoc/>
+    public override double Gradient(ReadOnlySpan<double> x, Span<double> gradient)
     {
-        int size = _direction.Length, n = samples.Length / size;
-        var r = new double[n];
-        for (int i = 0; i < n; i++) r[i] = Evaluate(samples.Slice(i * size, size));
-        return r;
+        _directionDouble.CopyTo(gradient);
+        return Evaluate(x);
     }
 
     /// <summary>θ = a/λ, the tilt of the KL-aligned law at temperature λ.</summary>

@@ -6,7 +6,8 @@ using OnnxAlign.Output;
 namespace OnnxAlign.Rewards;
 
 /// <summary>
-/// Parses reward specs of the command line into rewards for samples of a given shape:
+/// Parses reward specs of the command line into rewards for samples of a given shape.
+/// Linear (<see cref="LinearReward"/>):
 /// <list type="bullet">
 /// <item><c>brightness</c>: the mean of all values;</item>
 /// <item><c>channel-mean:C</c>: the mean of channel C (0-based) of a [C, H, W] sample;</item>
@@ -16,20 +17,85 @@ namespace OnnxAlign.Rewards;
 /// classifier with <c>W.npy</c> (rows = classes), <c>b.npy</c> and optional <c>classes.json</c> (names) in DIR,
 /// by default the model folder's <c>classifier/</c>.</item>
 /// </list>
+/// Low-rank (<see cref="FeatureReward"/>, r = f(Ax + c)):
+/// <list type="bullet">
+/// <item><c>color-target:V1,..,VC</c>: −‖mean colour − target‖², target per channel in [0, 1] (k = C, concave);</item>
+/// <item><c>log-prob:K|NAME[@DIR]</c>: log-softmax of the linear classifier's logits (k = classes, concave);</item>
+/// <item><c>ramp:LINEAR,LO,HI</c>: clip((r_lin − lo)/(hi − lo), 0, 1) of any linear spec (k = 1, Lipschitz, not concave);</item>
+/// <item><c>lowrank:A.npy:FUNCTION</c>: features A [k, ...] and a library function (<see cref="FeatureFunction.Forms"/>).</item>
+/// </list>
 /// </summary>
 public static class RewardSpec
 {
-    /// <summary>The spec forms, for help texts and errors.</summary>
-    public const string Forms = "brightness, channel-mean:C, region-brightness:MASK.png, direction:FILE.npy|FILE.png, class:K|NAME[@DIR]";
+    /// <summary>The linear spec forms, for help texts and errors.</summary>
+    public const string LinearForms = "brightness, channel-mean:C, region-brightness:MASK.png, direction:FILE.npy|FILE.png, class:K|NAME[@DIR]";
 
-    /// <summary>Builds the reward a spec names.</summary>
+    /// <summary>All spec forms, for help texts and errors.</summary>
+    public const string Forms = LinearForms + ", color-target:V1,..,VC, log-prob:K|NAME[@DIR], ramp:LINEAR,LO,HI, lowrank:A.npy:FUNCTION";
+
+    /// <summary>Builds the reward a spec names: linear or low-rank.</summary>
     /// <exception cref="ConfigException">Malformed spec, unreadable file or a shape that does not fit the samples.</exception>
-    public static LinearReward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    public static Reward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    {
+        var (kind, argument) = Split(spec);
+        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        switch (kind)
+        {
+            case "color-target":
+            {
+                if (!ImageFiles.IsImage(sampleShape)) throw Bad("needs image samples [C, H, W]");
+                int channels = sampleShape[0];
+                var values = argument.Split(',');
+                var target = new double[values.Length];
+                for (int j = 0; j < values.Length; j++)
+                    if (!double.TryParse(values[j], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || !(v >= 0 && v <= 1))
+                        throw Bad($"'{values[j]}': expected {channels} colour values in [0, 1]");
+                    else target[j] = 2 * v - 1; // pixel values live in [−1, 1]
+                if (target.Length != channels) throw Bad($"expected {channels} colour values in [0, 1], one per channel");
+                int plane = size / channels;
+                var a = new float[channels * size];
+                for (int c = 0; c < channels; c++) a.AsSpan(c * size + c * plane, plane).Fill(1f / plane);
+                return new FeatureReward(spec, a, channels, new FeatureFunction.NegativeSquaredDistance(target));
+            }
+
+            case "log-prob":
+            {
+                var (w, b, k) = Classifier(spec, argument, size, modelDirectory);
+                return new FeatureReward(spec, w.Data, w.Shape[0], new FeatureFunction.LogSoftmax(w.Shape[0], k), b.Data);
+            }
+
+            case "ramp":
+            {
+                int second = argument.LastIndexOf(','), first = second <= 0 ? -1 : argument.LastIndexOf(',', second - 1);
+                if (first <= 0) throw Bad("expected ramp:LINEAR-SPEC,LO,HI");
+                var inner = ParseLinear(argument[..first], sampleShape, modelDirectory);
+                var ramp = FeatureFunction.Parse($"ramp:{argument[(first + 1)..]}", 1);
+                return new FeatureReward(spec, inner.Direction, 1, ramp, [(float)inner.Offset]);
+            }
+
+            case "lowrank":
+            {
+                int colon = argument.IndexOf(':');
+                if (colon <= 0) throw Bad($"expected lowrank:A.npy:FUNCTION with FUNCTION one of {FeatureFunction.Forms}");
+                var features = NpyFile.Read(argument[..colon]);
+                if (features.Shape.Length < 2 || features.Data.Length != features.Shape[0] * size)
+                    throw Bad($"{argument[..colon]} has shape [{string.Join(", ", features.Shape)}], expected [k, {string.Join(", ", sampleShape)}]");
+                var f = FeatureFunction.Parse(argument[(colon + 1)..], features.Shape[0]);
+                return new FeatureReward(spec, features.Data, features.Shape[0], f);
+            }
+
+            default:
+                return ParseLinear(spec, sampleShape, modelDirectory);
+        }
+    }
+
+    /// <summary>Builds a linear reward (the KL tilt's and the closed-form prox's input).</summary>
+    /// <exception cref="ConfigException">Malformed or non-linear spec, unreadable file or a shape that does not fit.</exception>
+    public static LinearReward ParseLinear(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
     {
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
-        int colon = spec.IndexOf(':');
-        string kind = colon < 0 ? spec : spec[..colon];
-        string argument = colon < 0 ? "" : spec[(colon + 1)..];
+        var (kind, argument) = Split(spec);
         ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
 
         switch (kind)
@@ -70,14 +136,27 @@ public static class RewardSpec
             }
 
             case "class":
-                return ClassLogit(spec, argument, size, modelDirectory);
+            {
+                var (w, b, k) = Classifier(spec, argument, size, modelDirectory);
+                return new LinearReward(spec, w.Data.AsSpan(k * size, size), b.Data[k]);
+            }
+
+            case "color-target" or "log-prob" or "ramp" or "lowrank":
+                throw Bad($"is not a linear reward (linear: {LinearForms})");
 
             default:
                 throw Bad($"unknown reward (expected one of: {Forms})");
         }
     }
 
-    private static LinearReward ClassLogit(string spec, string argument, int size, string? modelDirectory)
+    private static (string Kind, string Argument) Split(string spec)
+    {
+        int colon = spec.IndexOf(':');
+        return colon < 0 ? (spec, "") : (spec[..colon], spec[(colon + 1)..]);
+    }
+
+    /// <summary>A linear classifier's W, b and the index of the class named by <c>K|NAME[@DIR]</c>.</summary>
+    private static (NpyArray W, NpyArray B, int Class) Classifier(string spec, string argument, int size, string? modelDirectory)
     {
         ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
         int at = argument.IndexOf('@');
@@ -96,9 +175,8 @@ public static class RewardSpec
             : Array.FindIndex(names, n => string.Equals(n, which, StringComparison.OrdinalIgnoreCase));
         if (k < 0 || k >= w.Shape[0])
             throw Bad($"unknown class '{which}' (expected 0..{w.Shape[0] - 1}{(names.Length > 0 ? " or one of " + string.Join(", ", names) : "")})");
-        return new LinearReward(spec, w.Data.AsSpan(k * size, size), b.Data[k]);
+        return (w, b, k);
     }
-
     /// <summary>Class names from <c>classes.json</c> (a JSON array of strings) in the classifier or model folder.</summary>
     public static string[] ClassNames(string classifierDirectory, string? modelDirectory)
     {

@@ -1,0 +1,356 @@
+using System.Globalization;
+using OnnxAlign.Model;
+
+namespace OnnxAlign.Rewards;
+
+/// <summary>The curvature a <see cref="FeatureFunction"/> declares; the aligners pick their algorithm from it (DESIGN §2, §3).</summary>
+public enum Curvature
+{
+    /// <summary>Neither concave nor convex: only its Lipschitz constant can be used (branch-and-bound).</summary>
+    None,
+
+    /// <summary>Concave: the Wasserstein prox is a strongly concave problem.</summary>
+    Concave,
+
+    /// <summary>Convex: the KL-aligned law is a mixture of linear tilts (DESIGN §2).</summary>
+    Convex,
+}
+
+/// <summary>
+/// f: ℝᵏ → ℝ of a low-rank reward r(x) = f(Ax) (DESIGN §3), with its declared structure: curvature, Lipschitz constant
+/// L (‖∇f‖₂ ≤ L) and, where smooth, gradient-Lipschitz constant M (‖∇²f‖₂ ≤ M) and Hessian.
+/// </summary>
+public abstract class FeatureFunction
+{
+    /// <summary>The library's names with their parameters, for help texts and errors.</summary>
+    public const string Forms =
+        "neg-sq-dist:T1,..,Tk (−‖z−t‖², concave), log-softmax:K (z_K − log Σ exp z, concave), min (concave, nonsmooth), " +
+        "ramp:LO,HI (clip((z−lo)/(hi−lo), 0, 1), k=1), bump:C1,..,Ck,W (exp(−‖z−c‖²/2w²)), max (convex), logsumexp (convex)";
+
+    /// <summary>k, or null when any number of features is accepted.</summary>
+    public abstract int? Dimension { get; }
+
+    /// <summary>Its name and parameters as given.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The declared curvature.</summary>
+    public abstract Curvature Curvature { get; }
+
+    /// <summary>True when f is twice differentiable and <see cref="Hessian"/> is available (Newton, L-BFGS).</summary>
+    public virtual bool IsSmooth => false;
+
+    /// <summary>L with |f(z) − f(z')| ≤ L‖z − z'‖₂; +∞ when unbounded.</summary>
+    public abstract double LipschitzConstant { get; }
+
+    /// <summary>M with ‖∇f(z) − ∇f(z')‖₂ ≤ M‖z − z'‖₂ where f is smooth; +∞ otherwise.</summary>
+    public virtual double SmoothnessConstant => double.PositiveInfinity;
+
+    /// <summary>f(z).</summary>
+    public abstract double Value(ReadOnlySpan<double> z);
+
+    /// <summary>A (super/sub)gradient of f at z into <paramref name="gradient"/>; returns f(z).</summary>
+    public abstract double Gradient(ReadOnlySpan<double> z, Span<double> gradient);
+
+    /// <summary>∇²f(z), row-major k × k, for smooth functions.</summary>
+    public virtual void Hessian(ReadOnlySpan<double> z, Span<double> hessian) =>
+        throw new NotSupportedException($"{Name} is not twice differentiable");
+
+    /// <summary>Builds a library function from <c>NAME[:PARAMS]</c> for <paramref name="k"/> features.</summary>
+    /// <exception cref="ConfigException">Unknown name, bad parameters or a dimension that does not fit.</exception>
+    public static FeatureFunction Parse(string text, int k)
+    {
+        int colon = text.IndexOf(':');
+        string name = colon < 0 ? text : text[..colon];
+        double[] p = colon < 0 ? [] : ParseNumbers(text[(colon + 1)..], text);
+        ConfigException Bad(string why) => new($"feature function '{text}': {why}");
+        FeatureFunction f = name switch
+        {
+            "neg-sq-dist" when p.Length == k => new NegativeSquaredDistance(p),
+            "neg-sq-dist" => throw Bad($"expected {k} target values, one per feature"),
+            "log-softmax" when p.Length == 1 && p[0] == Math.Floor(p[0]) && p[0] >= 0 && p[0] < k => new LogSoftmax(k, (int)p[0]),
+            "log-softmax" => throw Bad($"expected a class index 0..{k - 1}"),
+            "ramp" when p.Length == 2 && p[1] > p[0] => new Ramp(p[0], p[1]),
+            "ramp" => throw Bad("expected LO,HI with LO < HI"),
+            "bump" when p.Length == k + 1 && p[k] > 0 => new Bump(p[..k], p[k]),
+            "bump" => throw Bad($"expected {k} centre values and a width > 0"),
+            "max" when p.Length == 0 => new Max(),
+            "min" when p.Length == 0 => new Min(),
+            "logsumexp" when p.Length == 0 => new LogSumExp(),
+            _ => throw Bad($"unknown (expected one of: {Forms})"),
+        };
+        if (f.Dimension is { } d && d != k) throw Bad($"takes {d} feature(s), the features have {k}");
+        return f;
+    }
+
+    private static double[] ParseNumbers(string text, string whole)
+    {
+        var parts = text.Split(',');
+        var values = new double[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!double.TryParse(parts[i], NumberStyles.Float, CultureInfo.InvariantCulture, out values[i]) || !double.IsFinite(values[i]))
+                throw new ConfigException($"feature function '{whole}': '{parts[i]}' is not a finite number");
+        return values;
+    }
+
+    private static string Format(IEnumerable<double> values) => string.Join(",", values.Select(v => v.ToString("R", CultureInfo.InvariantCulture)));
+
+    /// <summary>f(z) = −‖z − t‖²: concave, smooth (a colour or moment target).</summary>
+    public sealed class NegativeSquaredDistance(double[] target) : FeatureFunction
+    {
+        /// <summary>t.</summary>
+        public IReadOnlyList<double> Target => target;
+
+        /// <inheritdoc/>
+        public override int? Dimension => target.Length;
+
+        /// <inheritdoc/>
+        public override string Name => $"neg-sq-dist:{Format(target)}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Concave;
+
+        /// <inheritdoc/>
+        public override bool IsSmooth => true;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => double.PositiveInfinity;
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 2;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z)
+        {
+            double s = 0;
+            for (int j = 0; j < target.Length; j++) s += (z[j] - target[j]) * (z[j] - target[j]);
+            return -s;
+        }
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            for (int j = 0; j < target.Length; j++) gradient[j] = -2 * (z[j] - target[j]);
+            return Value(z);
+        }
+
+        /// <inheritdoc/>
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
+        {
+            int k = target.Length;
+            hessian[..(k * k)].Clear();
+            for (int j = 0; j < k; j++) hessian[j * k + j] = -2;
+        }
+    }
+
+    /// <summary>f(z) = z_K − log Σ_j exp z_j, the log-probability of class K under logits z: concave, smooth, L ≤ √2.</summary>
+    public sealed class LogSoftmax(int k, int target) : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => k;
+
+        /// <inheritdoc/>
+        public override string Name => $"log-softmax:{target}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Concave;
+
+        /// <inheritdoc/>
+        public override bool IsSmooth => true;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => Math.Sqrt(2);
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 1;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z) => z[target] - Numerics.LogSumExp(z[..k]);
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            var p = Numerics.Softmax(z[..k]);
+            for (int j = 0; j < k; j++) gradient[j] = (j == target ? 1 : 0) - p[j];
+            return Value(z);
+        }
+
+        /// <inheritdoc/>
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
+        {
+            var p = Numerics.Softmax(z[..k]);
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) hessian[i * k + j] = p[i] * p[j] - (i == j ? p[i] : 0);
+        }
+    }
+
+    /// <summary>f(z) = min_j z_j: concave but not smooth, L = 1.</summary>
+    public sealed class Min : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => null;
+
+        /// <inheritdoc/>
+        public override string Name => "min";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Concave;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z)
+        {
+            double m = double.PositiveInfinity;
+            foreach (double v in z) m = Math.Min(m, v);
+            return m;
+        }
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            int arg = 0;
+            for (int j = 1; j < z.Length; j++) if (z[j] < z[arg]) arg = j;
+            gradient[..z.Length].Clear();
+            gradient[arg] = 1;
+            return z[arg];
+        }
+    }
+
+    /// <summary>f(z) = max_j z_j: convex, L = 1.</summary>
+    public sealed class Max : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => null;
+
+        /// <inheritdoc/>
+        public override string Name => "max";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Convex;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z)
+        {
+            double m = double.NegativeInfinity;
+            foreach (double v in z) m = Math.Max(m, v);
+            return m;
+        }
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            int arg = 0;
+            for (int j = 1; j < z.Length; j++) if (z[j] > z[arg]) arg = j;
+            gradient[..z.Length].Clear();
+            gradient[arg] = 1;
+            return z[arg];
+        }
+    }
+
+    /// <summary>f(z) = log Σ_j exp z_j: convex, smooth, L = 1, M = 1 ("any of these classes").</summary>
+    public sealed class LogSumExp : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => null;
+
+        /// <inheritdoc/>
+        public override string Name => "logsumexp";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Convex;
+
+        /// <inheritdoc/>
+        public override bool IsSmooth => true;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1;
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 1;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z) => Numerics.LogSumExp(z);
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            Numerics.Softmax(z).CopyTo(gradient);
+            return Value(z);
+        }
+
+        /// <inheritdoc/>
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
+        {
+            var p = Numerics.Softmax(z);
+            int k = z.Length;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) hessian[i * k + j] = (i == j ? p[i] : 0) - p[i] * p[j];
+        }
+    }
+
+    /// <summary>f(z) = clip((z − lo)/(hi − lo), 0, 1) of one feature: a clipped linear score, neither concave nor convex,
+    /// L = 1/(hi − lo).</summary>
+    public sealed class Ramp(double low, double high) : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => 1;
+
+        /// <inheritdoc/>
+        public override string Name => $"ramp:{Format([low, high])}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.None;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1 / (high - low);
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z) => Math.Clamp((z[0] - low) / (high - low), 0, 1);
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            gradient[0] = z[0] > low && z[0] < high ? 1 / (high - low) : 0;
+            return Value(z);
+        }
+    }
+
+    /// <summary>f(z) = exp(−‖z − c‖²/(2w²)): a smooth bump, neither concave nor convex, L = 1/(w√e), M = 1/w².</summary>
+    public sealed class Bump(double[] centre, double width) : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => centre.Length;
+
+        /// <inheritdoc/>
+        public override string Name => $"bump:{Format([.. centre, width])}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.None;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1 / (width * Math.Sqrt(Math.E));
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 1 / (width * width);
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z)
+        {
+            double s = 0;
+            for (int j = 0; j < centre.Length; j++) s += (z[j] - centre[j]) * (z[j] - centre[j]);
+            return Math.Exp(-s / (2 * width * width));
+        }
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            double v = Value(z);
+            for (int j = 0; j < centre.Length; j++) gradient[j] = -v * (z[j] - centre[j]) / (width * width);
+            return v;
+        }
+    }
+}
