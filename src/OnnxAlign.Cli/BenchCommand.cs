@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Output;
+using OnnxAlign.Prox;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
@@ -49,6 +50,24 @@ internal static class BenchCommand
                 tilted.Add(Generation.Run(tilt, sampler, request).TotalTime.TotalSeconds);
             }
             double plainMedian = Median(plain), tiltedMedian = Median(tilted), networkMedian = Median(network);
+
+            // The prox stage on the same batch, image model in [−1, 1] (box on), one reward per oracle structure.
+            var baseSamples = Generation.Run(denoiser, sampler, request).Samples;
+            double perEvaluation = networkMedian / (s * b);
+            var proxFigures = new JsonArray();
+            foreach (var (spec, lambda) in ProxWorkloads(denoiser.SampleShape))
+            {
+                var oracle = new ProxOracle(RewardSpec.Parse(spec, denoiser.SampleShape, located.Directory),
+                    new ProxSettings { Lambda = lambda, Box = ImageFiles.IsImage(denoiser.SampleShape) ? ValueBox.Pixels : null });
+                ProxStage.Apply(oracle, baseSamples);  // warm-up
+                var times = Enumerable.Range(0, r).Select(_ => ProxStage.Apply(oracle, baseSamples).Time.TotalSeconds).ToList();
+                double median = Median(times), perSample = median / b;
+                proxFigures.Add(new JsonObject
+                {
+                    ["reward"] = spec, ["lambda"] = lambda, ["algorithm"] = oracle.Method,
+                    ["samples_per_second"] = b / median, ["per_sample_over_network_evaluation"] = perSample / perEvaluation,
+                });
+            }
             var figures = new JsonObject
             {
                 ["model"] = located.OnnxPath,
@@ -62,6 +81,7 @@ internal static class BenchCommand
                 ["tilted_over_untilted"] = tiltedMedian / plainMedian,
                 ["sampling_over_network"] = plainMedian / networkMedian,
                 ["samples_per_second_untilted"] = b / plainMedian,
+                ["prox"] = proxFigures,
             };
             Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians)");
             Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
@@ -69,11 +89,23 @@ internal static class BenchCommand
             Console.WriteLine($"  network alone         {networkMedian * 1000,9:F1} ms");
             Console.WriteLine($"  tilted / untilted     {tiltedMedian / plainMedian,9:F3}   (target ≤ 1.05)");
             Console.WriteLine($"  sampling / network    {plainMedian / networkMedian,9:F3}");
+            Console.WriteLine($"  prox stage ({Environment.ProcessorCount} workers; per sample vs one network evaluation per sample):");
+            foreach (var p in proxFigures)
+                Console.WriteLine($"    {p!["reward"],-26} λ={p["lambda"]!.GetValue<double>(),-9:G3} {p["algorithm"],-28} {p["samples_per_second"]!.GetValue<double>(),9:F1} samples/s   {p["per_sample_over_network_evaluation"]!.GetValue<double>(),8:F2}×");
             if (parse.GetValue(output) is { } path)
                 AtomicFile.WriteText(path, figures.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             return 0;
         });
         return command;
+    }
+
+    /// <summary>A reward per prox structure: linear (closed form), k = 3 concave (Newton), k = 1 Lipschitz (branch-and-bound).</summary>
+    private static IEnumerable<(string Spec, double Lambda)> ProxWorkloads(IReadOnlyList<int> shape)
+    {
+        int size = shape.Aggregate(1, (a, b) => a * b);
+        yield return ("brightness", 1.0 / size);
+        if (ImageFiles.IsImage(shape)) yield return ($"color-target:{string.Join(",", Enumerable.Repeat("0.8", shape[0]))}", 1.0 / size);
+        yield return ("ramp:brightness,0.1,0.3", 0.2 / size);
     }
 
     private static double Median(List<double> values)

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using OnnxAlign.Model;
 using OnnxAlign.Output;
+using OnnxAlign.Prox;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
@@ -27,13 +28,15 @@ internal static class GenerateCommand
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+        var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, DESIGN §1) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
 
         var tilt = new TiltOptions();
-        var command = new Command("generate", "Generate samples from a diffusion model, optionally KL-aligned to a linear reward.")
+        var prox = new ProxOptions();
+        var command = new Command("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).")
         {
-            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite,
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align,
         };
-        foreach (var option in tilt.All) command.Options.Add(option);
+        foreach (var option in tilt.All.Concat(prox.All)) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var clock = Stopwatch.StartNew();
@@ -54,10 +57,18 @@ internal static class GenerateCommand
             };
             NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
+            string alignMode = parse.GetValue(align) is "kl" or "w2" ? parse.GetValue(align)! : throw new UsageException($"--align '{parse.GetValue(align)}': expected kl or w2");
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             using var denoiser = located.OpenDenoiser(options);
-            var plan = tilt.Read(parse, denoiser, located.Directory);
+            TiltOptions.Plan? plan = null;
+            ProxOracle? oracle = null;
+            if (alignMode == "w2")
+            {
+                var (spec, lambda) = tilt.RewardAndLambda(parse);
+                oracle = prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
+            }
+            else plan = tilt.Read(parse, denoiser, located.Directory);
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init };
             var alignment = new JsonObject();
             var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
@@ -65,9 +76,20 @@ internal static class GenerateCommand
                 progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
             if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
 
+            ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
+
             var ioClock = Stopwatch.StartNew();
-            var files = SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape);
+            var files = new List<string>();
+            if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
+            files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape));
             var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
+            if (moved is not null)
+            {
+                report["alignment"] = ProxOptions.Report(oracle!, moved, result.FirstIndex);
+                report["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
+                report["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
+                Console.WriteLine(ProxOptions.Describe(moved));
+            }
             if (plan is not null)
             {
                 report["alignment"] = alignment;
@@ -75,6 +97,7 @@ internal static class GenerateCommand
             }
             report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
             RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
+            if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
             RunReport.Write(output, report);
 
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");

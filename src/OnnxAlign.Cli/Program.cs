@@ -4,6 +4,7 @@ using OnnxAlign.Model;
 
 var root = new RootCommand("OnnxAlign: align ONNX diffusion models to rewards at inference time.");
 root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(ProxCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 return Cli.Run(root, args);

@@ -23,6 +23,9 @@ internal sealed class TiltOptions
 
     public IEnumerable<Option> All => [_reward, _lambda, _tilt, _mode, _trust, _reference, _logzNodes, _logzSamples];
 
+    /// <summary>--reward and --lambda as given (the W2 stage uses them too).</summary>
+    public (string? Spec, double? Lambda) RewardAndLambda(ParseResult parse) => (parse.GetValue(_reward), parse.GetValue(_lambda));
+
     /// <summary>What the options ask for, checked before any work is done.</summary>
     public Plan? Read(ParseResult parse, IDenoiser denoiser, string modelDirectory)
     {

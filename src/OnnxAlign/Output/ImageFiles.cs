@@ -43,6 +43,26 @@ public static class ImageFiles
         WritePng(path, grid, [c, gh, gw]);
     }
 
+    /// <summary>File extensions read as images.</summary>
+    public static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp"];
+
+    /// <summary>The sample shape [C, H, W] an image file reads as: 1 channel for grey (± alpha), 3 otherwise.</summary>
+    /// <exception cref="ConfigException">The file is not a readable image.</exception>
+    public static int[] ProbeShape(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var info = ImageInfo.FromStream(stream) ?? throw new InvalidOperationException("unknown image format");
+            int channels = info.ColorComponents is StbImageSharp.ColorComponents.Grey or StbImageSharp.ColorComponents.GreyAlpha ? 1 : 3;
+            return [channels, info.Height, info.Width];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
+        {
+            throw new ConfigException($"{path}: not a readable image ({e.Message})");
+        }
+    }
+
     /// <summary>Reads a PNG/JPEG/BMP as a sample [C, H, W] in [−1, 1] with the requested channel count.</summary>
     /// <exception cref="ConfigException">The file is unreadable or has another size.</exception>
     public static float[] ReadImage(string path, IReadOnlyList<int> shape)
