@@ -51,6 +51,36 @@ public class RewardTests
         Assert.Equal(expected, RewardSpec.Parse("class:1", Image, model).Evaluate(x), 4);
         Assert.Equal(expected, RewardSpec.Parse("class:trouser", Image, model).Evaluate(x), 4);
         Assert.Contains("Shirt, Trouser", Assert.Throws<ConfigException>(() => RewardSpec.Parse("class:Bag", Image, model)).Message);
+
+        // log-prob: log-softmax of the same logits, concave, over both classes.
+        var logits = new[] { w.Take(48).Zip(x, (p, q) => (double)p * q).Sum() + 0.5, expected };
+        var logProb = Assert.IsType<FeatureReward>(RewardSpec.Parse("log-prob:Trouser", Image, model));
+        Assert.Equal(logits[1] - Numerics.LogSumExp(logits), logProb.Evaluate(x), 4);
+        Assert.Equal(Curvature.Concave, logProb.Function.Curvature);
+        Assert.Contains("not a linear reward", Assert.Throws<ConfigException>(() => RewardSpec.ParseLinear("log-prob:1", Image, model)).Message);
+    }
+
+    [Fact]
+    public void LowRankRewardsEvaluateTheirFeatureFunctions()
+    {
+        var x = Enumerable.Range(0, 48).Select(i => (float)(i * 0.02 - 0.4)).ToArray();
+        double[] means = [.. Enumerable.Range(0, 3).Select(c => x.Skip(16 * c).Take(16).Average(v => (double)v))];
+        var colour = RewardSpec.Parse("color-target:1,0.5,0", Image, null);
+        Assert.Equal(-(Math.Pow(means[0] - 1, 2) + Math.Pow(means[1], 2) + Math.Pow(means[2] + 1, 2)), colour.Evaluate(x), 5);
+
+        double brightness = x.Average(v => (double)v);
+        var ramp = Assert.IsType<FeatureReward>(RewardSpec.Parse("ramp:brightness,-0.1,0.2", Image, null));
+        Assert.Equal(Math.Clamp((brightness + 0.1) / 0.3, 0, 1), ramp.Evaluate(x), 5);
+        Assert.Equal(1 / 0.3, ramp.Function.LipschitzConstant, 9);
+
+        string dir = TestSupport.TempDirectory();
+        var a = Enumerable.Range(0, 2 * 48).Select(i => (float)((i % 5) - 2) / 48).ToArray();
+        NpyFile.Write(Path.Combine(dir, "A.npy"), a, [2, 3, 4, 4]);
+        var z = Enumerable.Range(0, 2).Select(j => a.Skip(48 * j).Take(48).Zip(x, (p, q) => (double)p * q).Sum()).ToArray();
+        var bump = RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:bump:0.1,-0.1,0.5", Image, null);
+        Assert.Equal(Math.Exp(-(Math.Pow(z[0] - 0.1, 2) + Math.Pow(z[1] + 0.1, 2)) / (2 * 0.25)), bump.Evaluate(x), 5);
+        Assert.Contains("expected 2 centre values", Assert.Throws<ConfigException>(() => RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:bump:0.1,0.5", Image, null)).Message);
+        Assert.Contains("takes 1 feature", Assert.Throws<ConfigException>(() => RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:ramp:0,1", Image, null)).Message);
     }
 
     [Theory]
