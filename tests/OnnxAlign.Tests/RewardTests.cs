@@ -79,6 +79,8 @@ public class RewardTests
         var z = Enumerable.Range(0, 2).Select(j => a.Skip(48 * j).Take(48).Zip(x, (p, q) => (double)p * q).Sum()).ToArray();
         var bump = RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:bump:0.1,-0.1,0.5", Image, null);
         Assert.Equal(Math.Exp(-(Math.Pow(z[0] - 0.1, 2) + Math.Pow(z[1] + 0.1, 2)) / (2 * 0.25)), bump.Evaluate(x), 5);
+        Assert.Equal(z.Max(), RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:max", Image, null).Evaluate(x), 5);
+        Assert.Equal(z.Min(), RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:min", Image, null).Evaluate(x), 5);
         Assert.Contains("expected 2 centre values", Assert.Throws<ConfigException>(() => RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:bump:0.1,0.5", Image, null)).Message);
         Assert.Contains("takes 1 feature", Assert.Throws<ConfigException>(() => RewardSpec.Parse($"lowrank:{Path.Combine(dir, "A.npy")}:ramp:0,1", Image, null)).Message);
     }

@@ -199,22 +199,10 @@ public abstract class FeatureFunction
         public override double LipschitzConstant => 1;
 
         /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z)
-        {
-            double m = double.PositiveInfinity;
-            foreach (double v in z) m = Math.Min(m, v);
-            return m;
-        }
+        public override double Value(ReadOnlySpan<double> z) => Extreme(z, default, largest: false);
 
         /// <inheritdoc/>
-        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
-        {
-            int arg = 0;
-            for (int j = 1; j < z.Length; j++) if (z[j] < z[arg]) arg = j;
-            gradient[..z.Length].Clear();
-            gradient[arg] = 1;
-            return z[arg];
-        }
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient) => Extreme(z, gradient, largest: false);
     }
 
     /// <summary>f(z) = max_j z_j: convex, L = 1.</summary>
@@ -233,22 +221,25 @@ public abstract class FeatureFunction
         public override double LipschitzConstant => 1;
 
         /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z)
-        {
-            double m = double.NegativeInfinity;
-            foreach (double v in z) m = Math.Max(m, v);
-            return m;
-        }
+        public override double Value(ReadOnlySpan<double> z) => Extreme(z, default, largest: true);
 
         /// <inheritdoc/>
-        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient) => Extreme(z, gradient, largest: true);
+    }
+
+    /// <summary>max_j z_j or min_j z_j, and (when <paramref name="gradient"/> is not empty) the indicator of the first
+    /// extreme coordinate as a sub/supergradient.</summary>
+    private static double Extreme(ReadOnlySpan<double> z, Span<double> gradient, bool largest)
+    {
+        int arg = 0;
+        for (int j = 1; j < z.Length; j++)
+            if (largest ? z[j] > z[arg] : z[j] < z[arg]) arg = j;
+        if (!gradient.IsEmpty)
         {
-            int arg = 0;
-            for (int j = 1; j < z.Length; j++) if (z[j] > z[arg]) arg = j;
             gradient[..z.Length].Clear();
             gradient[arg] = 1;
-            return z[arg];
         }
+        return z[arg];
     }
 
     /// <summary>f(z) = log Σ_j exp z_j: convex, smooth, L = 1, M = 1 ("any of these classes").</summary>
