@@ -57,7 +57,8 @@ internal static class GenerateCommand
             };
             NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
-            string alignMode = parse.GetValue(align) is "kl" or "w2" ? parse.GetValue(align)! : throw new UsageException($"--align '{parse.GetValue(align)}': expected kl or w2");
+            string alignMode = parse.GetValue(align)!;
+            if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             using var denoiser = located.OpenDenoiser(options);

@@ -175,7 +175,7 @@ internal sealed class TransportDual
         _x = x.ToArray();
         _box = box;
         Origin = new double[geometry.K];
-        geometry.Project(x, Origin);
+        geometry.Reward.Project(x, Origin);
         _y = new double[x.Length];
         _shift = new double[x.Length];
     }

@@ -53,18 +53,6 @@ internal sealed class FeatureGeometry
     /// <summary>λ_max(G) (rounded up): ‖u‖²_{G⁻¹} ≥ ‖u‖²/λ_max.</summary>
     public double LargestEigenvalue { get; }
 
-    /// <summary>z = Ax + c of a float sample.</summary>
-    public void Project(ReadOnlySpan<float> x, Span<double> z)
-    {
-        for (int j = 0; j < K; j++)
-        {
-            var row = Reward.Feature(j);
-            double s = 0;
-            for (int i = 0; i < row.Length; i++) s += row[i] * x[i];
-            z[j] = s + Reward.Offsets[j];
-        }
-    }
-
     /// <summary>M·v for a row-major k × k matrix M.</summary>
     public void Multiply(ReadOnlySpan<double> m, ReadOnlySpan<double> v, Span<double> result)
     {
@@ -90,7 +78,6 @@ internal sealed class FeatureGeometry
     public void Lift(ReadOnlySpan<float> x, ReadOnlySpan<double> nu, ValueBox? box, Span<double> y)
     {
         for (int i = 0; i < y.Length; i++) y[i] = x[i];
-        Span<double> scaled = stackalloc double[K];
         for (int j = 0; j < K; j++)
         {
             var row = Reward.Feature(j);

@@ -22,7 +22,7 @@ internal sealed class LowRankNewtonProx(FeatureReward reward, ProxSettings setti
         Span<double> z0 = stackalloc double[k], z = stackalloc double[k], u = stackalloc double[k], grad = stackalloc double[k],
                      step = stackalloc double[k], trial = stackalloc double[k], gradF = stackalloc double[k];
         Span<double> hessian = stackalloc double[k * k];
-        g.Project(x, z0);
+        reward.Project(x, z0);
         z0.CopyTo(z);
         double Phi(ReadOnlySpan<double> zz, ReadOnlySpan<double> origin)
         {

@@ -73,8 +73,8 @@ public abstract class FeatureFunction
             "ramp" => throw Bad("expected LO,HI with LO < HI"),
             "bump" when p.Length == k + 1 && p[k] > 0 => new Bump(p[..k], p[k]),
             "bump" => throw Bad($"expected {k} centre values and a width > 0"),
-            "max" when p.Length == 0 => new Max(),
-            "min" when p.Length == 0 => new Min(),
+            "max" when p.Length == 0 => new Extreme(largest: true),
+            "min" when p.Length == 0 => new Extreme(largest: false),
             "logsumexp" when p.Length == 0 => new LogSumExp(),
             _ => throw Bad($"unknown (expected one of: {Forms})"),
         };
@@ -183,53 +183,34 @@ public abstract class FeatureFunction
         }
     }
 
-    /// <summary>f(z) = min_j z_j: concave but not smooth, L = 1.</summary>
-    public sealed class Min : FeatureFunction
+    /// <summary>f(z) = max_j z_j (convex) or min_j z_j (concave, not smooth); L = 1.</summary>
+    public sealed class Extreme(bool largest) : FeatureFunction
     {
+        /// <summary>True for max, false for min.</summary>
+        public bool Largest => largest;
+
         /// <inheritdoc/>
         public override int? Dimension => null;
 
         /// <inheritdoc/>
-        public override string Name => "min";
+        public override string Name => largest ? "max" : "min";
 
         /// <inheritdoc/>
-        public override Curvature Curvature => Curvature.Concave;
+        public override Curvature Curvature => largest ? Curvature.Convex : Curvature.Concave;
 
         /// <inheritdoc/>
         public override double LipschitzConstant => 1;
 
         /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z) => Extreme(z, default, largest: false);
+        public override double Value(ReadOnlySpan<double> z) => Extremum(z, default, largest);
 
         /// <inheritdoc/>
-        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient) => Extreme(z, gradient, largest: false);
-    }
-
-    /// <summary>f(z) = max_j z_j: convex, L = 1.</summary>
-    public sealed class Max : FeatureFunction
-    {
-        /// <inheritdoc/>
-        public override int? Dimension => null;
-
-        /// <inheritdoc/>
-        public override string Name => "max";
-
-        /// <inheritdoc/>
-        public override Curvature Curvature => Curvature.Convex;
-
-        /// <inheritdoc/>
-        public override double LipschitzConstant => 1;
-
-        /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z) => Extreme(z, default, largest: true);
-
-        /// <inheritdoc/>
-        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient) => Extreme(z, gradient, largest: true);
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient) => Extremum(z, gradient, largest);
     }
 
     /// <summary>max_j z_j or min_j z_j, and (when <paramref name="gradient"/> is not empty) the indicator of the first
     /// extreme coordinate as a sub/supergradient.</summary>
-    private static double Extreme(ReadOnlySpan<double> z, Span<double> gradient, bool largest)
+    private static double Extremum(ReadOnlySpan<double> z, Span<double> gradient, bool largest)
     {
         int arg = 0;
         for (int j = 1; j < z.Length; j++)

@@ -43,13 +43,25 @@ public sealed class FeatureReward : Reward
         for (int j = 0; j < FeatureCount; j++) z[j] = System.Numerics.Tensors.TensorPrimitives.Dot(Feature(j), x) + _offsets[j];
     }
 
-    /// <summary>x += Aᵀ v (scaled by <paramref name="scale"/>).</summary>
-    public void AddTransposed(ReadOnlySpan<double> v, Span<double> x, double scale = 1)
+    /// <summary>z = Ax + c for one float sample.</summary>
+    public void Project(ReadOnlySpan<float> x, Span<double> z)
     {
         for (int j = 0; j < FeatureCount; j++)
         {
             var row = Feature(j);
-            double c = scale * v[j];
+            double s = 0;
+            for (int i = 0; i < row.Length; i++) s += row[i] * x[i];
+            z[j] = s + _offsets[j];
+        }
+    }
+
+    /// <summary>x += Aᵀv.</summary>
+    public void AddTransposed(ReadOnlySpan<double> v, Span<double> x)
+    {
+        for (int j = 0; j < FeatureCount; j++)
+        {
+            var row = Feature(j);
+            double c = v[j];
             if (c == 0) continue;
             for (int i = 0; i < x.Length; i++) x[i] += c * row[i];
         }
@@ -59,13 +71,7 @@ public sealed class FeatureReward : Reward
     public override double Evaluate(ReadOnlySpan<float> x)
     {
         Span<double> z = stackalloc double[FeatureCount];
-        for (int j = 0; j < FeatureCount; j++)
-        {
-            var row = Feature(j);
-            double s = 0;
-            for (int i = 0; i < row.Length; i++) s += row[i] * x[i];
-            z[j] = s + _offsets[j];
-        }
+        Project(x, z);
         return Function.Value(z);
     }
 
