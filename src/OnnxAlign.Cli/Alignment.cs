@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
@@ -43,8 +44,61 @@ internal static class Alignment
         }
     }
 
+    /// <summary>Samples q ∝ p·exp(f(Ax)/λ) by the mixture of tilts (DESIGN §2) and fills the report's alignment section.</summary>
+    public static GenerationResult RunMixture(JsonObject alignment, TiltOptions.Plan plan, FeatureReward reward, IDenoiser denoiser,
+                                              Sampler sampler, GenerationRequest request)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var settings = new TiltMixtureSettings
+        {
+            BatchSize = request.BatchSize,
+            Partition = new LogPartitionSettings { Nodes = plan.LogZNodes, SamplesPerNode = Math.Max(plan.LogZSamples, 32), BatchSize = request.BatchSize },
+        };
+        var mixture = new TiltMixtureSampler(denoiser, sampler, reward, plan.Lambda!.Value, settings);
+        var drawn = ProgressReporter.Run($"generate (KL mixture, {mixture.Method})", progress =>
+            mixture.Sample(request.Count, request.Seed, (accepted, _) =>
+                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count))));
+        alignment["method"] = mixture.Method switch
+        {
+            MixtureMethod.ExactMixture => "kl-exact-mixture",
+            MixtureMethod.HubbardStratonovich => "kl-hubbard-stratonovich",
+            _ => "kl-tangent-mixture",
+        };
+        alignment["reward"] = reward.Name;
+        alignment["lambda"] = plan.Lambda;
+        alignment["features"] = reward.FeatureCount;
+        alignment["components"] = new JsonArray(drawn.Components.Select(c => (JsonNode)new JsonObject
+        {
+            ["u"] = new JsonArray(c.U.Select(v => (JsonNode)v).ToArray()),
+            ["intercept"] = c.Intercept,
+            ["log_partition"] = c.LogPartition.Value,
+            ["log_partition_standard_error"] = c.LogPartition.StandardError,
+            ["weight"] = c.Weight,
+        }).ToArray());
+        alignment["epsilon"] = drawn.Epsilon;
+        alignment["proposed"] = drawn.Proposed;
+        alignment["acceptance_rate"] = drawn.AcceptanceRate;
+        alignment["envelope_violations"] = drawn.EnvelopeViolations;
+        alignment["refinement"] = new JsonArray(drawn.Refinement.Select(r => (JsonNode)new JsonObject
+            { ["terms"] = r.Terms, ["epsilon"] = r.Epsilon, ["acceptance"] = r.Acceptance }).ToArray());
+        alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
+        alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
+        alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
+        if (plan.ReferenceCount > 0)
+        {
+            var reference = Generation.Run(denoiser, sampler, request with { Count = plan.ReferenceCount, Shard = Shard.Whole, InitialNoise = null });
+            alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
+            alignment["reward_before"] = Summary(reward.EvaluateBatch(reference.Samples));
+        }
+        if (drawn.EnvelopeViolations > 0)
+            Console.Error.WriteLine($"warning: {drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4}); see report.json");
+        Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
+                          $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
+        return new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
+    }
+
     public static long ExtraEvaluations(JsonObject alignment) =>
-        new[] { "reference_network_evaluations", "logz_network_evaluations", "data_variance_network_evaluations" }
+        new[] { "reference_network_evaluations", "logz_network_evaluations", "data_variance_network_evaluations", "setup_network_evaluations" }
             .Sum(k => alignment[k]?.GetValue<long>() ?? 0);
 
     private static JsonObject Summary(IReadOnlyList<double> values)

@@ -28,7 +28,7 @@ internal static class GenerateCommand
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
-        var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, DESIGN §1) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
+        var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, or a mixture of tilts for convex low-rank rewards, DESIGN §1–2) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
 
         var tilt = new TiltOptions();
         var prox = new ProxOptions();
@@ -59,8 +59,6 @@ internal static class GenerateCommand
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
             string alignMode = parse.GetValue(align)!;
             if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
-            SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
-
             using var denoiser = located.OpenDenoiser(options);
             TiltOptions.Plan? plan = null;
             ProxOracle? oracle = null;
@@ -70,12 +68,24 @@ internal static class GenerateCommand
                 oracle = prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
+            // Only now, with every input checked, is the output folder created: bad input writes nothing.
+            SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init };
             var alignment = new JsonObject();
-            var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
-            var result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
-                progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
-            if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
+            GenerationResult result;
+            if (plan?.Mixture is { } mixtureReward)
+            {
+                if (shardValue != Shard.Whole || init is not null)
+                    throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
+                result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request);
+            }
+            else
+            {
+                var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
+                result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
+                    progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
+                if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
+            }
 
             ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
 

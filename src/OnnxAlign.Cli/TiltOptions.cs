@@ -9,10 +9,10 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Cli;
 
 /// <summary>The KL-alignment options of <c>generate</c>: a linear reward at temperature λ (θ = a/λ) or a raw θ, sampled
-/// exactly by <see cref="LinearTilt"/> (DESIGN §1).</summary>
+/// exactly by <see cref="LinearTilt"/> (DESIGN §1); a convex low-rank reward, sampled by <see cref="TiltMixtureSampler"/> (§2).</summary>
 internal sealed class TiltOptions
 {
-    private readonly Option<string?> _reward = new("--reward") { Description = $"Linear reward to align to: {RewardSpec.Forms}." };
+    private readonly Option<string?> _reward = new("--reward") { Description = $"Reward to align to: {RewardSpec.Forms}." };
     private readonly Option<double?> _lambda = new("--lambda") { Description = "Temperature λ > 0 of the KL alignment (θ = a/λ; smaller = stronger)." };
     private readonly Option<string?> _tilt = new("--tilt") { Description = "A raw tilt θ as .npy (one sample's shape) instead of --reward/--lambda." };
     private readonly Option<string> _mode = new("--tilt-mode") { Description = "exact (default) or hybrid (Gaussian surrogate where the shift is large, DESIGN §1b).", DefaultValueFactory = _ => "exact" };
@@ -51,13 +51,26 @@ internal sealed class TiltOptions
         if (perNode < 0) throw new UsageException($"--logz-samples {perNode}: expected ≥ 0");
 
         LinearReward? reward = null;
-        float[] theta;
+        FeatureReward? mixture = null;
+        float[] theta = [];
         if (spec is not null)
         {
             if (lambda is not { } l || !(l > 0) || double.IsInfinity(l))
                 throw new UsageException($"--lambda {(lambda?.ToString() ?? "missing")}: expected a finite value > 0 with --reward");
-            reward = RewardSpec.ParseLinear(spec, denoiser.SampleShape, modelDirectory);
-            theta = reward.Tilt(l);
+            // The reward's structure picks the exact algorithm: linear → one tilt; convex low-rank → a mixture of tilts.
+            switch (RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory))
+            {
+                case LinearReward linear:
+                    reward = linear;
+                    theta = linear.Tilt(l);
+                    break;
+                case FeatureReward features when TiltMixtureSampler.Supports(features, l, out string? why) is null:
+                    throw new UsageException($"--reward '{spec}' with --align kl: {why}. Linear rewards ({RewardSpec.LinearForms}) use one exact tilt; " +
+                                             "--align w2 takes any of the reward forms");
+                case FeatureReward features:
+                    mixture = features;
+                    break;
+            }
         }
         else
         {
@@ -68,12 +81,16 @@ internal sealed class TiltOptions
             if (array.Data.Any(v => !float.IsFinite(v))) throw new ConfigException($"--tilt {tiltPath}: contains NaN or infinite values");
             theta = array.Data;
         }
-        return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory);
+        if (mixture is not null && mode == TiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
+        return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory) { Mixture = mixture };
     }
 
     internal sealed record Plan(LinearReward? Reward, double? Lambda, float[] Theta, TiltMode Mode, double TrustRadius,
                                 int ReferenceCount, int LogZNodes, int LogZSamples, string ModelDirectory)
     {
+        /// <summary>A convex low-rank reward to sample by a mixture of tilts, instead of one tilt.</summary>
+        public FeatureReward? Mixture { get; init; }
+
         /// <summary>The tilted denoiser; hybrid mode reads the data variance from the model folder or estimates it from a base batch.</summary>
         public LinearTilt CreateTilt(IDenoiser denoiser, Sampler sampler, GenerationRequest request, JsonObject alignment)
         {

@@ -97,11 +97,62 @@ public static class Numerics
 
     /// <summary>The largest eigenvalue of a symmetric matrix (row-major k × k), rounded up by a relative 1e-9 so that
     /// it can serve in a priori bounds.</summary>
-    public static double LargestEigenvalue(ReadOnlySpan<double> s, int k)
+    public static double LargestEigenvalue(ReadOnlySpan<double> s, int k) => SymmetricEigenvalues(s, k).Max() * (1 + 1e-9) + 1e-300;
+
+    /// <summary>The eigenvalues of a symmetric k × k matrix (row-major), ascending.</summary>
+    public static double[] SymmetricEigenvalues(ReadOnlySpan<double> s, int k) => SymmetricEigen(s, k).Values;
+
+    /// <summary>Eigenvalues (ascending) and eigenvectors (column j of the row-major k × k result belongs to value j) of a symmetric matrix.</summary>
+    public static (double[] Values, double[] Vectors) SymmetricEigen(ReadOnlySpan<double> s, int k)
     {
         var values = s[..(k * k)].ToArray();
         var matrix = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(k, k, (i, j) => values[i * k + j]);
-        double largest = matrix.Evd(MathNet.Numerics.LinearAlgebra.Symmetricity.Symmetric).EigenValues.Max(e => e.Real);
-        return largest * (1 + 1e-9) + 1e-300;
+        var evd = matrix.Evd(MathNet.Numerics.LinearAlgebra.Symmetricity.Symmetric);
+        var vectors = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++) vectors[i * k + j] = evd.EigenVectors[i, j];
+        return (evd.EigenValues.Select(e => e.Real).ToArray(), vectors);
+    }
+
+    /// <summary>Sample covariance (row-major k × k) of k-vectors around a given mean.</summary>
+    public static double[] Covariance(IReadOnlyList<double[]> rows, ReadOnlySpan<double> mean)
+    {
+        int k = mean.Length;
+        var c = new double[k * k];
+        foreach (var row in rows)
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) c[i * k + j] += (row[i] - mean[i]) * (row[j] - mean[j]);
+        for (int i = 0; i < c.Length; i++) c[i] /= Math.Max(rows.Count - 1, 1);
+        return c;
+    }
+
+    /// <summary>
+    /// Gauss–Hermite nodes and weights for E_{ξ∼N(0,1)}[h(ξ)] (probabilists' Hermite, weights sum to 1), by Golub–Welsch:
+    /// the nodes are the eigenvalues of the Jacobi matrix with off-diagonal √i, the weights the squared first
+    /// components of its eigenvectors. Exact for polynomials of degree ≤ 2n − 1.
+    /// </summary>
+    public static (double[] Nodes, double[] Weights) GaussHermite(int n)
+    {
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n));
+        var jacobi = new double[n * n];
+        for (int i = 1; i < n; i++) jacobi[i * n + i - 1] = jacobi[(i - 1) * n + i] = Math.Sqrt(i);
+        var (values, vectors) = SymmetricEigen(jacobi, n);
+        var weights = new double[n];
+        for (int j = 0; j < n; j++) weights[j] = vectors[j] * vectors[j];
+        double total = weights.Sum();
+        return (values, weights.Select(w => w / total).ToArray());
+    }
+
+    /// <summary>The Kolmogorov–Smirnov distance sup |F_n − F| of a sample to a continuous CDF.</summary>
+    public static double KolmogorovSmirnov(IEnumerable<double> sample, Func<double, double> cdf)
+    {
+        var sorted = sample.OrderBy(v => v).ToArray();
+        double d = 0;
+        for (int i = 0; i < sorted.Length; i++)
+        {
+            double f = cdf(sorted[i]);
+            d = Math.Max(d, Math.Max((i + 1.0) / sorted.Length - f, f - (double)i / sorted.Length));
+        }
+        return d;
     }
 }

@@ -61,7 +61,7 @@ public class ProxTests
     {
         var a = RandomFeatures(7, k);
         var target = Enumerable.Range(0, k).Select(j => 0.3 - 0.1 * j).ToArray();
-        var reward = new FeatureReward("test", a, k, new FeatureFunction.NegativeSquaredDistance(target));
+        var reward = new FeatureReward("test", a, k, FeatureFunction.Quadratic.NegativeSquaredDistance(target));
         var weights = Enumerable.Range(0, D).Select(i => 1f + 0.25f * (i % 3)).ToArray();
         var settings = new ProxSettings { Lambda = 0.01, Cost = new TransportCost(weights), Tolerance = 1e-10 };
         var x = RandomSample(3);
@@ -169,7 +169,7 @@ public class ProxTests
         Reward reward = structure switch
         {
             "linear" => RewardSpec.Parse("brightness", Shape, null),
-            "newton" => new FeatureReward("t", RandomFeatures(2, 2), 2, new FeatureFunction.NegativeSquaredDistance([0.5, -0.2])),
+            "newton" => new FeatureReward("t", RandomFeatures(2, 2), 2, FeatureFunction.Quadratic.NegativeSquaredDistance([0.5, -0.2])),
             "lbfgs" or "projected" => new FeatureReward("t", RandomFeatures(3, 4), 4, new FeatureFunction.LogSoftmax(4, 1)),
             _ => new FeatureReward("t", RandomFeatures(4, 2), 2, new FeatureFunction.Bump([0.3, 0.1], 0.1)),
         };

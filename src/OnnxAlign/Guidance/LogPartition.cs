@@ -1,4 +1,5 @@
 using OnnxAlign.Model;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Guidance;
@@ -28,30 +29,13 @@ public static class LogPartition
     public static TiltStatistics Estimate(IDenoiser denoiser, Sampler sampler, ReadOnlySpan<float> theta, int nodes = 8, int samplesPerNode = 256,
                                           long seed = 0, int batchSize = 256, IReadOnlyList<double>? tiltedProjections = null)
     {
-        var (points, weights) = GaussLegendre(nodes);
-        double logZ = 0, logZVariance = 0;
-        long evaluations = 0;
-        var thetaArray = theta.ToArray();
-        for (int j = 0; j < nodes; j++)
-        {
-            var scaled = thetaArray.Select(v => (float)(v * points[j])).ToArray();
-            var (mean, se, evals) = MeanProjection(denoiser, sampler, scaled, thetaArray, samplesPerNode, seed, j, batchSize);
-            logZ += weights[j] * mean;
-            logZVariance += weights[j] * weights[j] * se * se;
-            evaluations += evals;
-        }
-        double tiltedMean, tiltedSe;
-        if (tiltedProjections is { Count: > 1 })
-            (tiltedMean, tiltedSe) = MeanAndStandardError(tiltedProjections);
-        else
-        {
-            long evals;
-            (tiltedMean, tiltedSe, evals) = MeanProjection(denoiser, sampler, thetaArray, thetaArray, samplesPerNode, seed, nodes, batchSize);
-            evaluations += evals;
-        }
-        // The two terms come from independent batches, so their variances add.
-        var kl = new Estimate(tiltedMean - logZ, Math.Sqrt(tiltedSe * tiltedSe + logZVariance));
-        return new TiltStatistics(new Estimate(logZ, Math.Sqrt(logZVariance)), kl, new Estimate(tiltedMean, tiltedSe), evaluations);
+        // The one feature z = ⟨θ, x⟩ (f = max of one value is the identity, and unused here) at u = 1.
+        var feature = new FeatureReward("θ", theta, 1, new FeatureFunction.Extreme(largest: true));
+        var partition = new FeatureLogPartition(denoiser, sampler, feature,
+            new LogPartitionSettings { Nodes = nodes, SamplesPerNode = samplesPerNode, BatchSize = batchSize, Seed = seed });
+        var stats = partition.At([1.0], tiltedProjections?.Select(v => new[] { v }).ToArray());
+        return new TiltStatistics(stats.LogPartition, stats.KlDivergence, new Estimate(stats.MeanFeatures[0], stats.MeanStandardErrors[0]),
+                                  partition.NetworkEvaluations);
     }
 
     /// <summary>Gauss–Legendre nodes and weights on [0, 1] (Newton iteration on P_n; exact for polynomials of degree 2n − 1).</summary>
@@ -76,18 +60,6 @@ public static class LogPartition
             weights[n - 1 - i] = 1 / ((1 - z * z) * derivative * derivative);  // 2/((1−z²)P'²) × ½
         }
         return (points, weights);
-    }
-
-    private static (double Mean, double StandardError, long Evaluations) MeanProjection(
-        IDenoiser denoiser, Sampler sampler, float[] tilt, float[] theta, int count, long seed, int block, int batchSize)
-    {
-        var tilted = new LinearTilt(denoiser, tilt);
-        // Each node draws from its own block of sample indices, so the node estimates are independent.
-        var request = new GenerationRequest { Count = count * (block + 1), BatchSize = batchSize, Seed = seed, Shard = new Shard(block, block + 1) };
-        var result = Generation.Run(tilted, sampler, request);
-        var projections = Projections(result.Samples, theta);
-        var (mean, se) = MeanAndStandardError(projections);
-        return (mean, se, result.NetworkEvaluations);
     }
 
     /// <summary>⟨θ, x_i⟩ for each sample.</summary>

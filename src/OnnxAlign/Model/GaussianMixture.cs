@@ -90,6 +90,20 @@ public sealed record GaussianMixture
         return Numerics.LogSumExp(terms);
     }
 
+    /// <summary>log p0(x) = log Σ π_k N(x; μ_k, s_k² I).</summary>
+    public double LogDensity(ReadOnlySpan<double> x)
+    {
+        var terms = new double[Components];
+        for (int k = 0; k < Components; k++)
+        {
+            double r2 = 0;
+            for (int i = 0; i < Dimension; i++) r2 += (x[i] - Means[k][i]) * (x[i] - Means[k][i]);
+            double s2 = Stds[k] * Stds[k];
+            terms[k] = Math.Log(Weights[k]) - r2 / (2 * s2) - 0.5 * Dimension * Math.Log(2 * Math.PI * s2);
+        }
+        return Numerics.LogSumExp(terms);
+    }
+
     /// <summary>The index of the most probable component for x (posterior under the mixture).</summary>
     public int Classify(ReadOnlySpan<float> x)
     {

@@ -25,7 +25,9 @@ public abstract class FeatureFunction
     /// <summary>The library's names with their parameters, for help texts and errors.</summary>
     public const string Forms =
         "neg-sq-dist:T1,..,Tk (−‖z−t‖², concave), log-softmax:K (z_K − log Σ exp z, concave), min (concave, nonsmooth), " +
-        "ramp:LO,HI (clip((z−lo)/(hi−lo), 0, 1), k=1), bump:C1,..,Ck,W (exp(−‖z−c‖²/2w²)), max (convex), logsumexp (convex)";
+        "ramp:LO,HI (clip((z−lo)/(hi−lo), 0, 1), k=1), bump:C1,..,Ck,W (exp(−‖z−c‖²/2w²)), max (convex), " +
+        "logsumexp[:T] (T·log Σ exp(z/T), convex), sq-dist:T1,..,Tk (‖z−t‖², convex), variance (of the k features, convex), " +
+        "quadratic:M11,..,Mkk (½ zᵀMz), softplus[:T] (T·log(1 + exp(z/T)), k=1, convex)";
 
     /// <summary>k, or null when any number of features is accepted.</summary>
     public abstract int? Dimension { get; }
@@ -65,8 +67,13 @@ public abstract class FeatureFunction
         ConfigException Bad(string why) => new($"feature function '{text}': {why}");
         FeatureFunction f = name switch
         {
-            "neg-sq-dist" when p.Length == k => new NegativeSquaredDistance(p),
-            "neg-sq-dist" => throw Bad($"expected {k} target values, one per feature"),
+            "neg-sq-dist" when p.Length == k => Quadratic.NegativeSquaredDistance(p),
+            "sq-dist" when p.Length == k => Quadratic.SquaredDistance(p),
+            "neg-sq-dist" or "sq-dist" => throw Bad($"expected {k} target values, one per feature"),
+            "variance" when p.Length == 0 && k >= 2 => Quadratic.Variance(k),
+            "variance" => throw Bad("takes no parameters and at least 2 features"),
+            "quadratic" when p.Length == k * k => new Quadratic(text, p, new double[k]),
+            "quadratic" => throw Bad($"expected the {k * k} entries of a symmetric {k}×{k} matrix M (f = ½ zᵀMz), row by row"),
             "log-softmax" when p.Length == 1 && p[0] == Math.Floor(p[0]) && p[0] >= 0 && p[0] < k => new LogSoftmax(k, (int)p[0]),
             "log-softmax" => throw Bad($"expected a class index 0..{k - 1}"),
             "ramp" when p.Length == 2 && p[1] > p[0] => new Ramp(p[0], p[1]),
@@ -75,7 +82,12 @@ public abstract class FeatureFunction
             "bump" => throw Bad($"expected {k} centre values and a width > 0"),
             "max" when p.Length == 0 => new Extreme(largest: true),
             "min" when p.Length == 0 => new Extreme(largest: false),
+            "softplus" when p.Length == 0 => new Softplus(1),
+            "softplus" when p.Length == 1 && p[0] > 0 => new Softplus(p[0]),
+            "softplus" => throw Bad("expected softplus or softplus:T with a temperature T > 0"),
             "logsumexp" when p.Length == 0 => new LogSumExp(),
+            "logsumexp" when p.Length == 1 && p[0] > 0 => new LogSumExp(p[0]),
+            "logsumexp" => throw Bad("expected logsumexp or logsumexp:T with a temperature T > 0"),
             _ => throw Bad($"unknown (expected one of: {Forms})"),
         };
         if (f.Dimension is { } d && d != k) throw Bad($"takes {d} feature(s), the features have {k}");
@@ -94,20 +106,71 @@ public abstract class FeatureFunction
 
     private static string Format(IEnumerable<double> values) => string.Join(",", values.Select(v => v.ToString("R", CultureInfo.InvariantCulture)));
 
-    /// <summary>f(z) = −‖z − t‖²: concave, smooth (a colour or moment target).</summary>
-    public sealed class NegativeSquaredDistance(double[] target) : FeatureFunction
+    /// <summary>
+    /// f(z) = ½ zᵀMz + hᵀz + c with M symmetric: convex when M ⪰ 0 (the Hubbard–Stratonovich case of DESIGN §2),
+    /// concave when M ⪯ 0 (a colour or moment target −‖z − t‖²), smooth either way.
+    /// </summary>
+    public sealed class Quadratic : FeatureFunction
     {
-        /// <summary>t.</summary>
-        public IReadOnlyList<double> Target => target;
+        private readonly double[] _m, _h;
+        private readonly double _c;
+
+        /// <summary>f(z) = ½ zᵀMz + hᵀz + c; M row-major k × k, symmetric.</summary>
+        /// <exception cref="ConfigException">M is not k × k or not symmetric.</exception>
+        public Quadratic(string name, double[] m, double[] h, double c = 0)
+        {
+            int k = h.Length;
+            if (m.Length != k * k) throw new ConfigException($"feature function '{name}': expected {k}×{k} matrix entries, got {m.Length}");
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < i; j++)
+                    if (Math.Abs(m[i * k + j] - m[j * k + i]) > 1e-12 * (1 + Math.Abs(m[i * k + j])))
+                        throw new ConfigException($"feature function '{name}': the matrix is not symmetric (entry {i},{j})");
+            (_m, _h, _c, Name) = (m, h, c, name);
+            var eigenvalues = Numerics.SymmetricEigenvalues(m, k);
+            Curvature = eigenvalues.Min() >= -1e-12 ? Curvature.Convex : eigenvalues.Max() <= 1e-12 ? Curvature.Concave : Curvature.None;
+            SmoothnessConstant = eigenvalues.Max(Math.Abs);
+        }
+
+        /// <summary>−‖z − t‖² (concave).</summary>
+        public static Quadratic NegativeSquaredDistance(double[] target) => SquaredDistance($"neg-sq-dist:{Format(target)}", target, -1);
+
+        /// <summary>‖z − t‖² (convex: "distance from a point").</summary>
+        public static Quadratic SquaredDistance(double[] target) => SquaredDistance($"sq-dist:{Format(target)}", target, +1);
+
+        /// <summary>The variance of the k features around their mean, (1/k) Σ (z_j − z̄)² (convex: contrast between regions).</summary>
+        public static Quadratic Variance(int k)
+        {
+            var m = new double[k * k];
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) m[i * k + j] = 2.0 / k * ((i == j ? 1 : 0) - 1.0 / k);
+            return new Quadratic("variance", m, new double[k]);
+        }
+
+        private static Quadratic SquaredDistance(string name, double[] target, int sign)
+        {
+            int k = target.Length;
+            var m = new double[k * k];
+            for (int j = 0; j < k; j++) m[j * k + j] = 2 * sign;
+            return new Quadratic(name, m, target.Select(t => -2 * sign * t).ToArray(), sign * target.Sum(t => t * t));
+        }
+
+        /// <summary>M, row-major.</summary>
+        public ReadOnlySpan<double> Matrix => _m;
+
+        /// <summary>h.</summary>
+        public ReadOnlySpan<double> Linear => _h;
+
+        /// <summary>c.</summary>
+        public double Constant => _c;
 
         /// <inheritdoc/>
-        public override int? Dimension => target.Length;
+        public override int? Dimension => _h.Length;
 
         /// <inheritdoc/>
-        public override string Name => $"neg-sq-dist:{Format(target)}";
+        public override string Name { get; }
 
         /// <inheritdoc/>
-        public override Curvature Curvature => Curvature.Concave;
+        public override Curvature Curvature { get; }
 
         /// <inheritdoc/>
         public override bool IsSmooth => true;
@@ -116,30 +179,28 @@ public abstract class FeatureFunction
         public override double LipschitzConstant => double.PositiveInfinity;
 
         /// <inheritdoc/>
-        public override double SmoothnessConstant => 2;
+        public override double SmoothnessConstant { get; }
 
         /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z)
-        {
-            double s = 0;
-            for (int j = 0; j < target.Length; j++) s += (z[j] - target[j]) * (z[j] - target[j]);
-            return -s;
-        }
+        public override double Value(ReadOnlySpan<double> z) => Gradient(z, stackalloc double[z.Length]);
 
         /// <inheritdoc/>
         public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
         {
-            for (int j = 0; j < target.Length; j++) gradient[j] = -2 * (z[j] - target[j]);
-            return Value(z);
+            int k = _h.Length;
+            double value = _c;
+            for (int i = 0; i < k; i++)
+            {
+                double mz = 0;
+                for (int j = 0; j < k; j++) mz += _m[i * k + j] * z[j];
+                gradient[i] = mz + _h[i];
+                value += z[i] * (0.5 * mz + _h[i]);
+            }
+            return value;
         }
 
         /// <inheritdoc/>
-        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
-        {
-            int k = target.Length;
-            hessian[..(k * k)].Clear();
-            for (int j = 0; j < k; j++) hessian[j * k + j] = -2;
-        }
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian) => _m.CopyTo(hessian);
     }
 
     /// <summary>f(z) = z_K − log Σ_j exp z_j, the log-probability of class K under logits z: concave, smooth, L ≤ √2.</summary>
@@ -223,14 +284,17 @@ public abstract class FeatureFunction
         return z[arg];
     }
 
-    /// <summary>f(z) = log Σ_j exp z_j: convex, smooth, L = 1, M = 1 ("any of these classes").</summary>
-    public sealed class LogSumExp : FeatureFunction
+    /// <summary>f(z) = T·log Σ_j exp(z_j/T): convex, smooth, L = 1, M = 1/T ("any of these classes"; → max as T → 0).</summary>
+    public sealed class LogSumExp(double temperature = 1) : FeatureFunction
     {
+        /// <summary>T.</summary>
+        public double Temperature => temperature;
+
         /// <inheritdoc/>
         public override int? Dimension => null;
 
         /// <inheritdoc/>
-        public override string Name => "logsumexp";
+        public override string Name => temperature == 1 ? "logsumexp" : $"logsumexp:{Format([temperature])}";
 
         /// <inheritdoc/>
         public override Curvature Curvature => Curvature.Convex;
@@ -242,25 +306,72 @@ public abstract class FeatureFunction
         public override double LipschitzConstant => 1;
 
         /// <inheritdoc/>
-        public override double SmoothnessConstant => 1;
+        public override double SmoothnessConstant => 1 / temperature;
 
         /// <inheritdoc/>
-        public override double Value(ReadOnlySpan<double> z) => Numerics.LogSumExp(z);
+        public override double Value(ReadOnlySpan<double> z) => temperature * Numerics.LogSumExp(Scaled(z));
 
         /// <inheritdoc/>
         public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
         {
-            Numerics.Softmax(z).CopyTo(gradient);
+            var scaled = Scaled(z);
+            Numerics.Softmax(scaled).CopyTo(gradient);
+            return temperature * Numerics.LogSumExp(scaled);
+        }
+
+        /// <inheritdoc/>
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
+        {
+            var p = Numerics.Softmax(Scaled(z));
+            int k = z.Length;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) hessian[i * k + j] = ((i == j ? p[i] : 0) - p[i] * p[j]) / temperature;
+        }
+
+        private double[] Scaled(ReadOnlySpan<double> z)
+        {
+            var scaled = new double[z.Length];
+            for (int j = 0; j < z.Length; j++) scaled[j] = z[j] / temperature;
+            return scaled;
+        }
+    }
+
+    /// <summary>f(z) = T·log(1 + exp(z/T)) of one feature: a smooth hinge ("at least this much"), convex, L = 1, M = 1/(4T).</summary>
+    public sealed class Softplus(double temperature) : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => 1;
+
+        /// <inheritdoc/>
+        public override string Name => temperature == 1 ? "softplus" : $"softplus:{Format([temperature])}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Convex;
+
+        /// <inheritdoc/>
+        public override bool IsSmooth => true;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => 1;
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 0.25 / temperature;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z) => temperature * Numerics.LogSumExp([0, z[0] / temperature]);
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            gradient[0] = 1 / (1 + Math.Exp(-z[0] / temperature));
             return Value(z);
         }
 
         /// <inheritdoc/>
         public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian)
         {
-            var p = Numerics.Softmax(z);
-            int k = z.Length;
-            for (int i = 0; i < k; i++)
-                for (int j = 0; j < k; j++) hessian[i * k + j] = (i == j ? p[i] : 0) - p[i] * p[j];
+            double s = 1 / (1 + Math.Exp(-z[0] / temperature));
+            hessian[0] = s * (1 - s) / temperature;
         }
     }
 

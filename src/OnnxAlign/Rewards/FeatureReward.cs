@@ -55,6 +55,14 @@ public sealed class FeatureReward : Reward
         }
     }
 
+    /// <summary>θ = Aᵀu as one float sample: the tilt of x that tilts the features by u (DESIGN §2).</summary>
+    public float[] Transposed(ReadOnlySpan<double> u)
+    {
+        var theta = new double[Size];
+        AddTransposed(u, theta);
+        return theta.Select(v => (float)v).ToArray();
+    }
+
     /// <summary>x += Aᵀv.</summary>
     public void AddTransposed(ReadOnlySpan<double> v, Span<double> x)
     {

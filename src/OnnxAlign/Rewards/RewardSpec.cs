@@ -23,6 +23,10 @@ namespace OnnxAlign.Rewards;
 /// <item><c>log-prob:K|NAME[@DIR]</c>: log-softmax of the linear classifier's logits (k = classes, concave);</item>
 /// <item><c>ramp:LINEAR,LO,HI</c>: clip((r_lin − lo)/(hi − lo), 0, 1) of any linear spec (k = 1, Lipschitz, not concave);</item>
 /// <item><c>lowrank:A.npy:FUNCTION</c>: features A [k, ...] and a library function (<see cref="FeatureFunction.Forms"/>).</item>
+/// <item><c>any-class:NAME|NAME..[@DIR][,T]</c>: T·log Σ_c exp(logit_c/T) over a class set (convex; T = 1 by default;
+/// with T = λ the KL-aligned law is exactly the mixture of the class tilts, DESIGN §2).</item>
+/// <item><c>FUNCTION(LINEAR|LINEAR..)</c>: a library function of linear specs as features, e.g. <c>max(class:Bag|class:Trouser)</c>,
+/// <c>variance(region-brightness:top.png|region-brightness:bottom.png)</c>, <c>sq-dist:0.5,-0.5(channel-mean:0|channel-mean:1)</c>.</item>
 /// </list>
 /// </summary>
 public static class RewardSpec
@@ -31,7 +35,8 @@ public static class RewardSpec
     public const string LinearForms = "brightness, channel-mean:C, region-brightness:MASK.png, direction:FILE.npy|FILE.png, class:K|NAME[@DIR]";
 
     /// <summary>All spec forms, for help texts and errors.</summary>
-    public const string Forms = LinearForms + ", color-target:V1,..,VC, log-prob:K|NAME[@DIR], ramp:LINEAR,LO,HI, lowrank:A.npy:FUNCTION";
+    public const string Forms = LinearForms + ", color-target:V1,..,VC, log-prob:K|NAME[@DIR], ramp:LINEAR,LO,HI, lowrank:A.npy:FUNCTION, " +
+                                "any-class:NAME|NAME[@DIR][,T], FUNCTION(LINEAR|LINEAR..)";
 
     /// <summary>Builds the reward a spec names: linear or low-rank.</summary>
     /// <exception cref="ConfigException">Malformed spec, unreadable file or a shape that does not fit the samples.</exception>
@@ -40,8 +45,35 @@ public static class RewardSpec
         var (kind, argument) = Split(spec);
         ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        if (spec.EndsWith(')') && spec.IndexOf('(') is var open && open > 0)
+        {
+            // FUNCTION(LINEAR|LINEAR..): each linear spec is one feature row (with its offset).
+            var parts = spec[(open + 1)..^1].Split('|').Select(p => ParseLinear(p, sampleShape, modelDirectory)).ToArray();
+            var rows = parts.SelectMany(p => p.Direction.ToArray()).ToArray();
+            var f = FeatureFunction.Parse(spec[..open], parts.Length);
+            return new FeatureReward(spec, rows, parts.Length, f, parts.Select(p => (float)p.Offset).ToArray());
+        }
         switch (kind)
         {
+            case "any-class":
+            {
+                double temperature = 1;
+                int comma = argument.LastIndexOf(',');
+                if (comma > 0)
+                {
+                    if (!double.TryParse(argument[(comma + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out temperature) || !(temperature > 0) || double.IsInfinity(temperature))
+                        throw Bad($"'{argument[(comma + 1)..]}': expected a temperature T > 0 after the comma");
+                    argument = argument[..comma];
+                }
+                int at = argument.IndexOf('@');
+                string suffix = at < 0 ? "" : argument[at..];
+                var names = (at < 0 ? argument : argument[..at]).Split('|');
+                if (names.Length < 2) throw Bad("expected at least two classes, e.g. any-class:Trouser|Bag");
+                var picked = names.Select(n => Classifier(spec, n + suffix, size, modelDirectory)).ToArray();
+                var rows = picked.SelectMany(c => c.W.Data.AsSpan(c.Class * size, size).ToArray()).ToArray();
+                return new FeatureReward(spec, rows, names.Length, new FeatureFunction.LogSumExp(temperature), picked.Select(c => c.B.Data[c.Class]).ToArray());
+            }
+
             case "color-target":
             {
                 if (!ImageFiles.IsImage(sampleShape)) throw Bad("needs image samples [C, H, W]");
@@ -56,7 +88,7 @@ public static class RewardSpec
                 int plane = size / channels;
                 var a = new float[channels * size];
                 for (int c = 0; c < channels; c++) a.AsSpan(c * size + c * plane, plane).Fill(1f / plane);
-                return new FeatureReward(spec, a, channels, new FeatureFunction.NegativeSquaredDistance(target));
+                return new FeatureReward(spec, a, channels, FeatureFunction.Quadratic.NegativeSquaredDistance(target));
             }
 
             case "log-prob":
@@ -97,6 +129,7 @@ public static class RewardSpec
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
         var (kind, argument) = Split(spec);
         ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        if (spec.EndsWith(')')) throw Bad($"is not a linear reward (linear: {LinearForms})");
 
         switch (kind)
         {
@@ -141,7 +174,7 @@ public static class RewardSpec
                 return new LinearReward(spec, w.Data.AsSpan(k * size, size), b.Data[k]);
             }
 
-            case "color-target" or "log-prob" or "ramp" or "lowrank":
+            case "color-target" or "log-prob" or "ramp" or "lowrank" or "any-class":
                 throw Bad($"is not a linear reward (linear: {LinearForms})");
 
             default:

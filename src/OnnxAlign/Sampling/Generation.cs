@@ -29,7 +29,8 @@ public readonly record struct GenerationProgress(int SamplesDone, int SamplesTot
 /// <summary>Samples of one shard and how they were made.</summary>
 public sealed class GenerationResult
 {
-    internal GenerationResult(float[] samples, int start, int count, long evaluations, TimeSpan model, TimeSpan total)
+    /// <summary>A result from samples made by any procedure (the KL mixture, for instance).</summary>
+    public GenerationResult(float[] samples, int start, int count, long evaluations, TimeSpan model, TimeSpan total)
     {
         Samples = samples; FirstIndex = start; Count = count; NetworkEvaluations = evaluations; ModelTime = model; TotalTime = total;
     }
