@@ -25,9 +25,17 @@ internal static class BenchCommand
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
-        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output };
+        var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output, mixture };
         command.SetAction(parse =>
         {
+            if (parse.GetValue(mixture))
+            {
+                var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
+                if (parse.GetValue(output) is { } file)
+                    AtomicFile.WriteText(file, new JsonObject { ["kl_mixture"] = rows }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+                return 0;
+            }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
             int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
