@@ -7,6 +7,8 @@ root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(ProxCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(QualityCommand.Create());
+root.Subcommands.Add(SweepCommand.Create());
 return Cli.Run(root, args);
 
 namespace OnnxAlign.Cli

@@ -164,7 +164,8 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         return binding;
     }
 
-    private static InferenceSession OpenSession(string onnxPath, DenoiserOptions options)
+    /// <summary>An ONNX Runtime session with the project's options (threads, denormals, device), errors as <see cref="ConfigException"/>.</summary>
+    internal static InferenceSession OpenSession(string onnxPath, DenoiserOptions options)
     {
         if (!File.Exists(onnxPath)) throw new ConfigException($"{onnxPath}: no such file");
         var so = new SessionOptions

@@ -23,11 +23,11 @@ public static class ImageFiles
         AtomicFile.Write(path, s => new ImageWriter().WritePng(pixels, w, h, components, s));
     }
 
-    /// <summary>Writes samples as a near-square grid with a 2-pixel gap, atomically.</summary>
-    public static void WriteGrid(string path, ReadOnlySpan<float> samples, int count, IReadOnlyList<int> shape)
+    /// <summary>Writes samples as a grid with a 2-pixel gap (near-square unless <paramref name="columns"/> is given), atomically.</summary>
+    public static void WriteGrid(string path, ReadOnlySpan<float> samples, int count, IReadOnlyList<int> shape, int? columns = null)
     {
         var (c, h, w) = (shape[0], shape[1], shape[2]);
-        int cols = (int)Math.Ceiling(Math.Sqrt(count)), rows = (count + cols - 1) / cols, gap = 2;
+        int cols = columns ?? (int)Math.Ceiling(Math.Sqrt(count)), rows = (count + cols - 1) / cols, gap = 2;
         int gw = cols * (w + gap) + gap, gh = rows * (h + gap) + gap;
         var grid = new float[c * gh * gw];
         Array.Fill(grid, 1f);

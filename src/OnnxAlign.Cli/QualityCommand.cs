@@ -1,0 +1,129 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxAlign.Evaluation;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign quality MODEL</c>: the sample-quality figures of a model with an evaluator (issue #6): evaluator class
+/// histogram, mean confidence and Fréchet distance of evaluator features to the test set, with the real-image floor.
+/// </summary>
+internal static class QualityCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Model folder with evaluator/ (model.onnx, classes.json, reference_mean.npy, reference_cov.npy, real_u8.npy)." };
+        var count = new Option<int>("--count") { Description = "Samples to generate and evaluate.", DefaultValueFactory = _ => 2000 };
+        var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
+        var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
+        var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
+        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 250 };
+        var samples = new Option<string?>("--samples") { Description = "Evaluate these samples (.npy or a run folder) instead of generating." };
+        var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator)." };
+        var output = new Option<string?>("--out") { Description = "Write the figures as JSON to this file." };
+        var writeReference = new Option<string?>("--write-reference") { Description = "Developers: compute the reference feature statistics from these real images (.npy, values in [−1, 1] or bytes 0..255) into the evaluator folder, then exit." };
+        var command = new Command("quality", "Sample quality of a model: evaluator class histogram, confidence and Fréchet distance to the test set.")
+        {
+            model, count, steps, sampler, seed, batch, samples, evaluatorDir, output, writeReference,
+        };
+        command.SetAction(parse =>
+        {
+            string modelPath = parse.GetValue(model)!;
+            string dir = parse.GetValue(evaluatorDir) ?? Path.Combine(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(modelPath) ?? ".", "evaluator");
+            if (!Directory.Exists(dir)) throw new ConfigException($"{dir}: no evaluator folder (give --evaluator DIR)");
+            using var evaluator = new ImageEvaluator(dir);
+
+            if (parse.GetValue(writeReference) is { } realPath)
+            {
+                // Needs only the evaluator, so the reference can be made before the diffusion model exists.
+                var shape = evaluator.SampleShape;
+                var real = ReadImages(realPath, shape);
+                var stats = FeatureStatistics.Of(evaluator.Evaluate(real.Data, real.Rows, shape));
+                NpyFile.Write(Path.Combine(dir, "reference_mean.npy"), stats.Mean.Select(v => (float)v).ToArray(), [stats.Mean.Length]);
+                NpyFile.Write(Path.Combine(dir, "reference_cov.npy"), stats.Covariance.Select(v => (float)v).ToArray(), [stats.Mean.Length, stats.Mean.Length]);
+                Console.WriteLine($"wrote reference statistics of {real.Rows} images to {dir}");
+                return 0;
+            }
+
+            var located = DiffusionModel.Locate(modelPath);
+            using var denoiser = located.OpenDenoiser();
+            var sampleShape = denoiser.SampleShape;
+            var reference = ReadReference(dir);
+            float[] data;
+            int n;
+            JsonObject generation = new();
+            if (parse.GetValue(samples) is { } given)
+            {
+                var set = SampleSetReader.Read(given);
+                (data, n) = (set.Samples, set.Count);
+                generation["samples"] = given;
+            }
+            else
+            {
+                n = GenerateCommand.Positive(parse.GetValue(count), "--count");
+                var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
+                var request = new GenerationRequest { Count = n, BatchSize = GenerateCommand.Positive(parse.GetValue(batch), "--batch"), Seed = parse.GetValue(seed) };
+                var result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, s, request, progress));
+                data = result.Samples;
+                generation["sampler"] = s.Name;
+                generation["steps"] = s.Steps;
+                generation["seed"] = request.Seed;
+                generation["seconds"] = result.TotalTime.TotalSeconds;
+            }
+            var quality = SampleQuality.Measure(evaluator.Evaluate(data, n, sampleShape), reference);
+            var realImages = ReadImages(Path.Combine(dir, "real_u8.npy"), sampleShape);
+            var floor = SampleQuality.Measure(evaluator.Evaluate(realImages.Data, realImages.Rows, sampleShape), reference);
+
+            var names = evaluator.ClassNames.Length == quality.ClassShares.Length ? evaluator.ClassNames
+                : Enumerable.Range(0, quality.ClassShares.Length).Select(c => c.ToString(CultureInfo.InvariantCulture)).ToArray();
+            Console.WriteLine($"{n} samples of {located.OnnxPath}, evaluator {dir}:");
+            for (int c = 0; c < names.Length; c++)
+                Console.WriteLine($"  {names[c],-12} {quality.ClassShares[c] * 100,6:F1} %   (real: {floor.ClassShares[c] * 100:F1} %)");
+            Console.WriteLine($"  largest deviation from {100.0 / names.Length:F0} %: {quality.LargestDeviationPoints:F1} points");
+            Console.WriteLine($"  mean confidence     {quality.MeanConfidence:F3}   (real: {floor.MeanConfidence:F3})");
+            Console.WriteLine($"  Fréchet distance    {quality.FrechetDistance:F2}   (real-image floor, {floor.Count} training images: {floor.FrechetDistance:F2})");
+            var figures = new JsonObject
+            {
+                ["model"] = located.OnnxPath,
+                ["generation"] = generation,
+                ["count"] = n,
+                ["class_shares"] = new JsonObject(names.Select((name, c) => KeyValuePair.Create(name, (JsonNode?)quality.ClassShares[c]))),
+                ["largest_deviation_points"] = quality.LargestDeviationPoints,
+                ["mean_confidence"] = quality.MeanConfidence,
+                ["frechet_distance"] = quality.FrechetDistance,
+                ["real_floor"] = new JsonObject { ["count"] = floor.Count, ["frechet_distance"] = floor.FrechetDistance, ["mean_confidence"] = floor.MeanConfidence },
+                ["reference_count"] = reference.Count,
+            };
+            if (parse.GetValue(output) is { } path) AtomicFile.WriteText(path, figures.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Reads images from .npy: values in [−1, 1], or bytes 0..255 (any value above 1), which are mapped to [−1, 1].</summary>
+    internal static NpyArray ReadImages(string path, IReadOnlyList<int> shape)
+    {
+        var array = NpyFile.Read(path);
+        int size = shape.Aggregate(1, (a, b) => a * b);
+        if (array.RowSize != size) throw new ConfigException($"{path}: shape [{string.Join(", ", array.Shape)}], expected [N, {string.Join(", ", shape)}]");
+        if (array.Data.Any(v => v > 1.0001f))
+            for (int i = 0; i < array.Data.Length; i++) array.Data[i] = array.Data[i] / 127.5f - 1f;
+        return array;
+    }
+
+    private static FeatureStatistics ReadReference(string dir)
+    {
+        string meanPath = Path.Combine(dir, "reference_mean.npy"), covPath = Path.Combine(dir, "reference_cov.npy");
+        if (!File.Exists(meanPath) || !File.Exists(covPath))
+            throw new ConfigException($"{dir}: no reference_mean.npy / reference_cov.npy (make them with quality --write-reference TEST_IMAGES.npy)");
+        var mean = NpyFile.Read(meanPath).Data.Select(v => (double)v).ToArray();
+        var cov = NpyFile.Read(covPath).Data.Select(v => (double)v).ToArray();
+        if (cov.Length != mean.Length * mean.Length) throw new ConfigException($"{covPath}: expected [{mean.Length}, {mean.Length}]");
+        return new FeatureStatistics(mean, cov, 10000);
+    }
+}

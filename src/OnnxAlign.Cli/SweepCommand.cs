@@ -1,0 +1,160 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxAlign.Evaluation;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Prox;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+using SkiaSharp;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign sweep MODEL --reward SPEC --lambdas L1,L2,..</c>: KL alignment (exact and hybrid tilt, DESIGN §1, §1b)
+/// and Wasserstein alignment (prox, §3) of the same seeds across λ, measured by an independent evaluator: target-class
+/// rate, reward, and RMS distance to the base samples. Writes sweep.json, sweep.md, sweep.png and grid.png.
+/// </summary>
+internal static class SweepCommand
+{
+    private static readonly string[] Methods = ["kl-exact", "kl-hybrid", "w2-prox"];
+
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Model folder (with evaluator/ for the class rate)." };
+        var reward = new Option<string>("--reward") { Description = "A linear reward, e.g. class:Trouser.", Required = true };
+        var lambdas = new Option<string>("--lambdas") { Description = "Comma-separated λ values.", DefaultValueFactory = _ => "1,0.3,0.1,0.03,0.01" };
+        var count = new Option<int>("--count") { Description = "Samples per method and λ (same seeds throughout).", DefaultValueFactory = _ => 256 };
+        var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
+        var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
+        var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
+        var target = new Option<string?>("--target-class") { Description = "Evaluator class whose rate is reported (default: the class of a class:NAME reward)." };
+        var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out/sweep" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous sweep in --out." };
+        var command = new Command("sweep", "KL (exact and hybrid tilt) and Wasserstein (prox) alignment across λ, measured by the evaluator; table and plot.")
+        {
+            model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite,
+        };
+        command.SetAction(parse =>
+        {
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            string spec = parse.GetValue(reward)!, outDir = parse.GetValue(output)!;
+            var lambdaValues = parse.GetValue(lambdas)!.Split(',').Select(v =>
+                double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double l) && l > 0 && double.IsFinite(l) ? l
+                : throw new UsageException($"--lambdas: '{v}' is not a finite value > 0")).ToArray();
+            int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
+            var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
+            using var denoiser = located.OpenDenoiser();
+            var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
+            using var evaluator = new ImageEvaluator(Path.Combine(located.Directory, "evaluator"));
+            string? targetName = parse.GetValue(target) ?? (spec.StartsWith("class:", StringComparison.Ordinal) ? spec[6..].Split('@')[0] : null);
+            int targetClass = targetName is null ? -1
+                : int.TryParse(targetName, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index
+                : Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, targetName, StringComparison.OrdinalIgnoreCase));
+            if (targetName is not null && targetClass < 0) throw new UsageException($"--target-class '{targetName}': not one of {string.Join(", ", evaluator.ClassNames)}");
+            SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+
+            var request = new GenerationRequest { Count = n, BatchSize = Math.Min(n, 256), Seed = parse.GetValue(seed) };
+            var baseRun = ProgressReporter.Run("base", p => Generation.Run(denoiser, s, request, p));
+            // Hybrid surrogate: data variance from the model folder, else from this base batch (DESIGN §1b).
+            double variance = HybridSurrogate.ReadVariance(located.Directory) ?? Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
+            var baseRow = Measure(evaluator, denoiser, linear, targetClass, baseRun.Samples, baseRun.Samples, n);
+            Console.WriteLine($"base: target rate {baseRow.Rate:P1}, reward {baseRow.Reward:F3}");
+
+            var rows = new List<(string Method, double Lambda, Row Row, float[] Samples)>();
+            foreach (double lambda in lambdaValues)
+                foreach (string method in Methods)
+                {
+                    float[] samples = method switch
+                    {
+                        "kl-exact" => ProgressReporter.Run($"KL exact λ={lambda:G3}", p => Generation.Run(new LinearTilt(denoiser, linear.Tilt(lambda)), s, request, p)).Samples,
+                        "kl-hybrid" => ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => Generation.Run(
+                            new LinearTilt(denoiser, linear.Tilt(lambda), TiltMode.Hybrid, new HybridSurrogate(variance)), s, request, p)).Samples,
+                        _ => ProxStage.Apply(new ProxOracle(linear, new ProxSettings { Lambda = lambda, Box = ValueBox.Pixels }), baseRun.Samples).Samples,
+                    };
+                    var row = Measure(evaluator, denoiser, linear, targetClass, samples, baseRun.Samples, n);
+                    rows.Add((method, lambda, row, samples));
+                    Console.WriteLine($"  {method,-10} λ={lambda,-8:G3} target rate {row.Rate,7:P1}   reward {row.Reward,8:F3}   RMS distance to base {row.Distance:F3}");
+                }
+
+            var json = new JsonObject
+            {
+                ["model"] = located.OnnxPath, ["reward"] = spec, ["target_class"] = targetName, ["count"] = n, ["sampler"] = s.Name, ["steps"] = s.Steps,
+                ["seed"] = request.Seed, ["data_variance"] = variance,
+                ["base"] = baseRow.ToJson(),
+                ["rows"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject { ["method"] = r.Method, ["lambda"] = r.Lambda, ["figures"] = r.Row.ToJson() }).ToArray()),
+            };
+            AtomicFile.WriteText(Path.Combine(outDir, "sweep.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            var table = new StringBuilder($"| method | λ | target rate ({targetName ?? "none"}) | reward | RMS distance to base |\n|---|---|---|---|---|\n");
+            table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseRow.Rate:P1} | {baseRow.Reward:F3} | 0 |\n");
+            foreach (var r in rows) table.Append(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Lambda:G3} | {r.Row.Rate:P1} | {r.Row.Reward:F3} | {r.Row.Distance:F3} |\n");
+            AtomicFile.WriteText(Path.Combine(outDir, "sweep.md"), table.ToString());
+            Plot(Path.Combine(outDir, "sweep.png"), rows.Select(r => (r.Method, r.Lambda, r.Row)).ToList(), baseRow, targetName ?? "target");
+
+            // Grid: base / KL exact / KL hybrid / W2 rows for the first 8 seeds at the middle λ.
+            double gridLambda = lambdaValues[lambdaValues.Length / 2];
+            int columns = Math.Min(8, n), size = denoiser.SampleSize;
+            if (ImageFiles.IsImage(denoiser.SampleShape))
+            {
+                var grid = new List<float>(baseRun.Samples.AsSpan(0, columns * size).ToArray());
+                foreach (string method in Methods)
+                    grid.AddRange(rows.First(r => r.Method == method && r.Lambda == gridLambda).Samples.AsSpan(0, columns * size).ToArray());
+                ImageFiles.WriteGrid(Path.Combine(outDir, "grid.png"), grid.ToArray(), grid.Count / size, denoiser.SampleShape, columns);
+            }
+            Console.WriteLine($"wrote sweep.json, sweep.md, sweep.png{(ImageFiles.IsImage(denoiser.SampleShape) ? $" and grid.png (rows: base, {string.Join(", ", Methods)} at λ={gridLambda:G3})" : "")} to {Path.GetFullPath(outDir)}");
+            return 0;
+        });
+        return command;
+    }
+
+    private sealed record Row(double Rate, double Reward, double Distance)
+    {
+        public JsonObject ToJson() => new() { ["target_rate"] = Rate, ["reward"] = Reward, ["rms_distance_to_base"] = Distance };
+    }
+
+    private static Row Measure(ImageEvaluator evaluator, IDenoiser denoiser, Reward reward, int targetClass, float[] samples, float[] baseSamples, int n)
+    {
+        var evaluation = evaluator.Evaluate(samples, n, denoiser.SampleShape);
+        double rate = targetClass < 0 ? double.NaN : Enumerable.Range(0, n).Count(i => evaluation.Predicted(i) == targetClass) / (double)n;
+        double distance = 0;
+        for (long i = 0; i < samples.Length; i++) distance += (samples[i] - baseSamples[i]) * (double)(samples[i] - baseSamples[i]);
+        return new Row(rate, reward.EvaluateBatch(samples).Average(), Math.Sqrt(distance / samples.Length));
+    }
+
+    /// <summary>Three panels side by side (target rate, reward, distance against log10 λ), one line per method.</summary>
+    private static void Plot(string path, List<(string Method, double Lambda, Row Row)> rows, Row baseRow, string target)
+    {
+        const int width = 520, height = 400;
+        var panels = new (string Title, Func<Row, double> Value)[]
+        {
+            ($"evaluator rate of {target}", r => r.Rate), ("reward (mean)", r => r.Reward), ("RMS distance to base samples", r => r.Distance),
+        };
+        using var surface = SKSurface.Create(new SKImageInfo(width * panels.Length, height));
+        surface.Canvas.Clear(SKColors.White);
+        for (int p = 0; p < panels.Length; p++)
+        {
+            var plot = new ScottPlot.Plot();
+            foreach (string method in Methods)
+            {
+                var points = rows.Where(r => r.Method == method).OrderBy(r => r.Lambda).ToArray();
+                var line = plot.Add.Scatter(points.Select(r => Math.Log10(r.Lambda)).ToArray(), points.Select(r => panels[p].Value(r.Row)).ToArray());
+                line.LegendText = method;
+            }
+            var baseline = plot.Add.HorizontalLine(panels[p].Value(baseRow));
+            baseline.LegendText = "base";
+            baseline.LinePattern = ScottPlot.LinePattern.Dashed;
+            plot.Title(panels[p].Title);
+            plot.XLabel("log10 λ");
+            plot.ShowLegend();
+            using var image = SKImage.FromEncodedData(plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
+            surface.Canvas.DrawImage(image, p * width, 0);
+        }
+        using var snapshot = surface.Snapshot();
+        using var data = snapshot.Encode(SKEncodedImageFormat.Png, 100);
+        AtomicFile.Write(path, stream => data.SaveTo(stream));
+    }
+}
