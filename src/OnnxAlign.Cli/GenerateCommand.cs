@@ -28,13 +28,14 @@ internal static class GenerateCommand
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+        var onNan = new Option<string>("--on-nan") { Description = "When a sample turns NaN/±∞: stop (keep the finished samples, exit 3) or skip (drop it, go on).", DefaultValueFactory = _ => "stop" };
         var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, or a mixture of tilts for convex low-rank rewards, DESIGN §1–2) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
 
         var tilt = new TiltOptions();
         var prox = new ProxOptions();
         var command = new Command("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).")
         {
-            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align,
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align, onNan,
         };
         foreach (var option in tilt.All.Concat(prox.All)) command.Options.Add(option);
         command.SetAction(parse =>
@@ -59,6 +60,12 @@ internal static class GenerateCommand
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
             string alignMode = parse.GetValue(align)!;
             if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
+            var nanPolicy = parse.GetValue(onNan) switch
+            {
+                "stop" => NonFinitePolicy.Stop,
+                "skip" => NonFinitePolicy.Skip,
+                var v => throw new UsageException($"--on-nan '{v}': expected stop or skip"),
+            };
             using var denoiser = located.OpenDenoiser(options);
             TiltOptions.Plan? plan = null;
             ProxOracle? oracle = null;
@@ -70,7 +77,7 @@ internal static class GenerateCommand
             else plan = tilt.Read(parse, denoiser, located.Directory);
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
-            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init };
+            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
             var alignment = new JsonObject();
             GenerationResult result;
             if (plan?.Mixture is { } mixtureReward)
@@ -82,8 +89,25 @@ internal static class GenerateCommand
             else
             {
                 var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
-                result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
-                    progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
+                try
+                {
+                    result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
+                        progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
+                }
+                catch (NonFiniteException fault)
+                {
+                    // Keep every finished sample, then fail loudly with where it happened.
+                    var kept = fault.Finished;
+                    var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
+                    var partial = RunReport.Create("generate", located, denoiser, samplerInstance, request, kept);
+                    partial["status"] = "stopped";
+                    partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
+                    partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
+                    RunReport.Write(output, partial);
+                    Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(output)} " +
+                                            "(--on-nan skip drops such samples and goes on)");
+                    return 3;
+                }
                 if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
             }
 
@@ -92,7 +116,7 @@ internal static class GenerateCommand
             var ioClock = Stopwatch.StartNew();
             var files = new List<string>();
             if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
-            files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape));
+            files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
             var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
             if (moved is not null)
             {
@@ -105,6 +129,11 @@ internal static class GenerateCommand
             {
                 report["alignment"] = alignment;
                 report["network_evaluations"] = result.NetworkEvaluations + Alignment.ExtraEvaluations(alignment);
+            }
+            if (result.Skipped.Count > 0)
+            {
+                report["skipped_non_finite"] = new JsonArray(result.Skipped.Select(i => (JsonNode)i).ToArray());
+                Console.Error.WriteLine($"warning: skipped {result.Skipped.Count} samples that turned NaN/±∞ (indices {string.Join(", ", result.Skipped.Take(10))}{(result.Skipped.Count > 10 ? ", …" : "")})");
             }
             report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
             RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);

@@ -28,8 +28,10 @@ public static class SampleSetWriter
             throw new ConfigException($"--out {directory}: already holds a run (report.json); pass --overwrite or choose another folder");
     }
 
-    /// <summary>Writes the files; returns their names relative to <paramref name="directory"/>.</summary>
-    public static IReadOnlyList<string> Write(string directory, ReadOnlySpan<float> samples, int count, int firstIndex, IReadOnlyList<int> sampleShape, string stem = "samples")
+    /// <summary>Writes the files; returns their names relative to <paramref name="directory"/>. Images are named by run
+    /// index: <paramref name="firstIndex"/> + i, or <paramref name="indices"/>[i] when samples were skipped.</summary>
+    public static IReadOnlyList<string> Write(string directory, ReadOnlySpan<float> samples, int count, int firstIndex, IReadOnlyList<int> sampleShape,
+                                              string stem = "samples", IReadOnlyList<int>? indices = null)
     {
         var written = new List<string>();
         NpyFile.Write(Path.Combine(directory, $"{stem}.npy"), samples, [count, .. sampleShape]);
@@ -39,7 +41,7 @@ public static class SampleSetWriter
         string prefix = stem == "samples" ? "sample" : stem;
         for (int i = 0; i < count; i++)
         {
-            string name = $"{prefix}_{firstIndex + i:D6}.png";
+            string name = $"{prefix}_{(indices is null ? firstIndex + i : indices[i]):D6}.png";
             ImageFiles.WritePng(Path.Combine(directory, name), samples.Slice(i * size, size), sampleShape);
             written.Add(name);
         }

@@ -21,6 +21,33 @@ public sealed record GenerationRequest
 
     /// <summary>x_T for all <see cref="Count"/> samples ([Count, ...]); null draws it from the noise streams.</summary>
     public NpyArray? InitialNoise { get; init; }
+
+    /// <summary>What to do when a sample gets a NaN or infinite value at some step.</summary>
+    public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Stop;
+}
+
+/// <summary>What a run does with a sample that turns NaN or infinite (a network fault, an overflowing guidance step).</summary>
+public enum NonFinitePolicy
+{
+    /// <summary>Stop the run at that step with a <see cref="NonFiniteException"/> that keeps every finished sample.</summary>
+    Stop,
+
+    /// <summary>Drop that sample and go on; the result lists the skipped indices.</summary>
+    Skip,
+}
+
+/// <summary>A sample became NaN or infinite; <see cref="Finished"/> holds the samples completed before it.</summary>
+public sealed class NonFiniteException(int step, int sampleIndex, GenerationResult finished)
+    : Exception($"non-finite value (NaN or ±∞) at step {step} of sample {sampleIndex}")
+{
+    /// <summary>The step (1-based) after which the value was found.</summary>
+    public int Step { get; } = step;
+
+    /// <summary>The run index of the sample.</summary>
+    public int SampleIndex { get; } = sampleIndex;
+
+    /// <summary>The samples finished before the fault (whole batches before the faulty one).</summary>
+    public GenerationResult Finished { get; } = finished;
 }
 
 /// <summary>Progress of a generation: samples finished and denoising steps done over the whole shard.</summary>
@@ -30,10 +57,17 @@ public readonly record struct GenerationProgress(int SamplesDone, int SamplesTot
 public sealed class GenerationResult
 {
     /// <summary>A result from samples made by any procedure (the KL mixture, for instance).</summary>
-    public GenerationResult(float[] samples, int start, int count, long evaluations, TimeSpan model, TimeSpan total)
+    public GenerationResult(float[] samples, int start, int count, long evaluations, TimeSpan model, TimeSpan total, IReadOnlyList<int>? indices = null)
     {
         Samples = samples; FirstIndex = start; Count = count; NetworkEvaluations = evaluations; ModelTime = model; TotalTime = total;
+        Indices = indices ?? Enumerable.Range(start, count).ToArray();
     }
+
+    /// <summary>The run index of each sample (consecutive from <see cref="FirstIndex"/> unless samples were skipped).</summary>
+    public IReadOnlyList<int> Indices { get; }
+
+    /// <summary>Run indices of samples dropped because they turned NaN or infinite (<see cref="NonFinitePolicy.Skip"/>).</summary>
+    public IReadOnlyList<int> Skipped { get; init; } = [];
 
     /// <summary>The samples, one after another.</summary>
     public float[] Samples { get; }
@@ -74,6 +108,7 @@ public static class Generation
         var samples = new float[(long)length * size];
         var clock = Stopwatch.StartNew();
         long stepsTotal = (long)length * sampler.Steps, stepsDone = 0;
+        var skipped = new SortedSet<int>();
         for (int offset = 0; offset < length; offset += request.BatchSize)
         {
             int batch = Math.Min(request.BatchSize, length - offset);
@@ -88,11 +123,41 @@ public static class Generation
                 else streams[b].NextGaussian(row);
             }
             long before = stepsDone;
+            int batchOffset = offset;
             sampler.Sample(metered, x, batch, streams, steps =>
-                progress?.Invoke(new GenerationProgress(offset, length, before + (long)steps * batch, stepsTotal)));
+            {
+                // Checked after every step, so a fault is reported where it happened (DESIGN: no silent NaN images).
+                for (int b = 0; b < batch; b++)
+                {
+                    int index = start + batchOffset + b;
+                    if (skipped.Contains(index) || AllFinite(samples.AsSpan((batchOffset + b) * size, size))) continue;
+                    if (request.OnNonFinite == NonFinitePolicy.Skip) { skipped.Add(index); continue; }
+                    var finished = samples.AsSpan(0, batchOffset * size).ToArray();
+                    throw new NonFiniteException(steps, index, Kept(finished, start, batchOffset, size, skipped, metered, clock));
+                }
+                progress?.Invoke(new GenerationProgress(batchOffset, length, before + (long)steps * batch, stepsTotal));
+            });
             stepsDone += (long)sampler.Steps * batch;
             progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
         }
-        return new GenerationResult(samples, start, length, metered.Evaluations, metered.Elapsed, clock.Elapsed);
+        return Kept(samples, start, length, size, skipped, metered, clock);
+    }
+
+    private static GenerationResult Kept(float[] samples, int start, int length, int size, SortedSet<int> skipped, MeteredDenoiser metered, Stopwatch clock)
+    {
+        if (skipped.Count == 0) return new GenerationResult(samples, start, length, metered.Evaluations, metered.Elapsed, clock.Elapsed);
+        var indices = Enumerable.Range(start, length).Where(i => !skipped.Contains(i)).ToArray();
+        var kept = new float[(long)indices.Length * size];
+        for (int k = 0; k < indices.Length; k++) samples.AsSpan((indices[k] - start) * size, size).CopyTo(kept.AsSpan(k * size, size));
+        return new GenerationResult(kept, start, indices.Length, metered.Evaluations, metered.Elapsed, clock.Elapsed, indices)
+        {
+            Skipped = skipped.Where(i => i < start + length).ToArray(),
+        };
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (float v in values) if (!float.IsFinite(v)) return false;
+        return true;
     }
 }

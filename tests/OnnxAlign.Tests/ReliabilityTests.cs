@@ -1,0 +1,178 @@
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>Issue #9: loaders fail only with the documented error, and generation is safe from several threads.</summary>
+public class ReliabilityTests
+{
+    /// <summary>Random bytes, random truncations and random byte flips of a file.</summary>
+    private static IEnumerable<byte[]> Corruptions(byte[] original, int seed, int each)
+    {
+        var random = new Random(seed);
+        for (int i = 0; i < each; i++)
+        {
+            var noise = new byte[random.Next(0, 2 * original.Length + 1)];
+            random.NextBytes(noise);
+            yield return noise;
+            yield return original[..random.Next(0, original.Length)];
+            var flipped = (byte[])original.Clone();
+            for (int f = 0; f < 1 + random.Next(8); f++) flipped[random.Next(flipped.Length)] ^= (byte)(1 << random.Next(8));
+            yield return flipped;
+        }
+    }
+
+    /// <summary>Runs a loader on a corrupted copy: it may succeed (a flip can leave a valid file) or throw ConfigException; nothing else, and within a time limit.</summary>
+    private static void AssertOnlyDocumentedErrors(string what, Action load)
+    {
+        var task = Task.Run(() =>
+        {
+            try { load(); }
+            catch (ConfigException) { }
+        });
+        if (!task.Wait(TimeSpan.FromSeconds(20))) Assert.Fail($"{what}: the loader hung");
+        if (task.Exception is { } e) Assert.Fail($"{what}: {e.InnerException!.GetType().Name}: {e.InnerException.Message}");
+    }
+
+    [Fact]
+    public void NpyLoaderFuzz()
+    {
+        string dir = TestSupport.TempDirectory(), path = Path.Combine(dir, "a.npy");
+        NpyFile.Write(path, Enumerable.Range(0, 24).Select(i => (float)i).ToArray(), [2, 3, 4]);
+        var original = File.ReadAllBytes(path);
+        int n = 0;
+        foreach (var bytes in Corruptions(original, seed: 1, each: 300))
+        {
+            File.WriteAllBytes(path, bytes);
+            AssertOnlyDocumentedErrors($"npy case {n++}", () => NpyFile.Read(path));
+        }
+    }
+
+    [Fact]
+    public void SchedulerConfigFuzz()
+    {
+        var original = File.ReadAllBytes(Path.Combine(TestSupport.Toy("gmm-image"), "scheduler", "scheduler_config.json"));
+        int n = 0;
+        foreach (var bytes in Corruptions(original, seed: 2, each: 300))
+        {
+            string text = System.Text.Encoding.UTF8.GetString(bytes);
+            AssertOnlyDocumentedErrors($"config case {n++}", () => SchedulerConfig.Parse(text, "fuzz"));
+        }
+    }
+
+    [Theory]
+    [InlineData("gmm2d")]
+    [InlineData("tiny-unet")]
+    public void OnnxModelLoaderFuzz(string toy)
+    {
+        var located = DiffusionModel.Locate(TestSupport.Toy(toy));
+        var original = File.ReadAllBytes(located.OnnxPath);
+        string dir = TestSupport.TempDirectory();
+        File.Copy(Path.Combine(Path.GetDirectoryName(located.OnnxPath)!, "scheduler_config.json"), Path.Combine(dir, "scheduler_config.json"));
+        string path = Path.Combine(dir, "model.onnx");
+        int n = 0;
+        foreach (var bytes in Corruptions(original, seed: 3, each: 15))
+        {
+            File.WriteAllBytes(path, bytes);
+            AssertOnlyDocumentedErrors($"{toy} model case {n++}", () =>
+            {
+                using var denoiser = DiffusionModel.Locate(dir).OpenDenoiser();
+                // A corrupted file that still loads must also run or fail with the documented error.
+                var x = new float[denoiser.SampleSize];
+                denoiser.PredictNoise(x, 1, 10, new float[denoiser.SampleSize]);
+            });
+        }
+    }
+
+    /// <summary>Several threads generating at once, with one shared session and with a session each, equal the sequential runs.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ParallelGenerationsEqualSequentialOnes(bool sharedSession)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("tiny-unet"));
+        var ddim = Sampler.Create("ddim", model.Config, 5);
+        var requests = Enumerable.Range(0, 6).Select(i => new GenerationRequest { Count = 3, BatchSize = 1 + i % 3, Seed = 10 * i }).ToArray();
+        using var shared = model.OpenDenoiser();
+        var sequential = requests.Select(r => Generation.Run(shared, ddim, r).Samples).ToArray();
+        var parallel = new float[requests.Length][];
+        Parallel.For(0, requests.Length, new ParallelOptions { MaxDegreeOfParallelism = 6 }, i =>
+        {
+            if (sharedSession) parallel[i] = Generation.Run(shared, ddim, requests[i]).Samples;
+            else
+            {
+                using var own = model.OpenDenoiser(new DenoiserOptions { IntraOpThreads = 1 });
+                parallel[i] = Generation.Run(own, ddim, requests[i]).Samples;
+            }
+        });
+        for (int i = 0; i < requests.Length; i++) TestSupport.AssertClose(sequential[i], parallel[i], 1e-5);
+    }
+}
+
+/// <summary>Issue #9: a sample that turns NaN is caught at its step; stop keeps finished samples, skip drops only it.</summary>
+public class NonFiniteTests
+{
+    private static (DiffusionModel Model, NpyArray Noise) Setup(int count, int poisoned)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var random = new Random(7);
+        var data = Enumerable.Range(0, count * 2).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        data[poisoned * 2 + 1] = float.NaN;
+        return (model, new NpyArray(data, [count, 2]));
+    }
+
+    [Fact]
+    public void StopReportsStepAndSampleAndKeepsFinishedBatches()
+    {
+        var (model, noise) = Setup(8, poisoned: 5);
+        using var denoiser = model.OpenDenoiser();
+        var request = new GenerationRequest { Count = 8, BatchSize = 2, InitialNoise = noise };
+        var fault = Assert.Throws<NonFiniteException>(() => Generation.Run(denoiser, Sampler.Create("ddim", model.Config, 10), request));
+        Assert.Equal(1, fault.Step);
+        Assert.Equal(5, fault.SampleIndex);
+        Assert.Equal(4, fault.Finished.Count);
+        Assert.Equal([0, 1, 2, 3], fault.Finished.Indices);
+        Assert.All(fault.Finished.Samples, v => Assert.True(float.IsFinite(v)));
+    }
+
+    [Fact]
+    public void SkipDropsOnlyTheFaultySampleAndLeavesTheOthersUnchanged()
+    {
+        var (model, noise) = Setup(8, poisoned: 5);
+        using var denoiser = model.OpenDenoiser();
+        var ddim = Sampler.Create("ddim", model.Config, 10);
+        var skipped = Generation.Run(denoiser, ddim, new GenerationRequest { Count = 8, BatchSize = 3, InitialNoise = noise, OnNonFinite = NonFinitePolicy.Skip });
+        var clean = noise.Data.ToArray();
+        clean[11] = 0;
+        var reference = Generation.Run(denoiser, ddim, new GenerationRequest { Count = 8, BatchSize = 3, InitialNoise = new NpyArray(clean, [8, 2]) });
+        Assert.Equal([5], skipped.Skipped);
+        Assert.Equal([0, 1, 2, 3, 4, 6, 7], skipped.Indices);
+        for (int k = 0; k < 7; k++)
+        {
+            int i = skipped.Indices[k];
+            Assert.Equal(reference.Samples.AsSpan(i * 2, 2).ToArray(), skipped.Samples.AsSpan(k * 2, 2).ToArray());
+        }
+    }
+
+    [Fact]
+    public void CliStopExitsWithTheLocationAndSkipWritesTheRest()
+    {
+        var (_, noise) = Setup(6, poisoned: 3);
+        string dir = TestSupport.TempDirectory(), noisePath = Path.Combine(dir, "noise.npy");
+        NpyFile.Write(noisePath, noise.Data, [6, 2]);
+        string stopped = Path.Combine(dir, "stopped"), skipped = Path.Combine(dir, "skipped");
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm2d"), "--count", "6", "--batch", "2", "--steps", "10", "--sampler", "ddim",
+                                                   "--init-noise", noisePath, "--out", stopped);
+        Assert.Equal(3, code);
+        Assert.Contains("step 1 of sample 3", stderr);
+        Assert.Equal([2, 2], NpyFile.Read(Path.Combine(stopped, "samples.npy")).Shape);
+        Assert.Contains("\"stopped\"", File.ReadAllText(Path.Combine(stopped, "report.json")));
+
+        (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm2d"), "--count", "6", "--batch", "2", "--steps", "10", "--sampler", "ddim",
+                                               "--init-noise", noisePath, "--out", skipped, "--on-nan", "skip");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("skipped 1 samples", stderr);
+        Assert.Equal([5, 2], NpyFile.Read(Path.Combine(skipped, "samples.npy")).Shape);
+    }
+}
