@@ -25,7 +25,7 @@ internal static class Alignment
         if (plan.ReferenceCount > 0)
         {
             // The untilted reference uses the same seeds (sample i, stream i): common random numbers.
-            var reference = Generation.Run(baseDenoiser, sampler, request with { Count = plan.ReferenceCount, Shard = Shard.Whole, InitialNoise = null });
+            var reference = Generation.Run(baseDenoiser, sampler, request.SideRun(plan.ReferenceCount));
             alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
             if (plan.Reward is { } r) alignment["reward_before"] = Summary(r.EvaluateBatch(reference.Samples));
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
@@ -86,7 +86,7 @@ internal static class Alignment
         alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
         if (plan.ReferenceCount > 0)
         {
-            var reference = Generation.Run(denoiser, sampler, request with { Count = plan.ReferenceCount, Shard = Shard.Whole, InitialNoise = null });
+            var reference = Generation.Run(denoiser, sampler, request.SideRun(plan.ReferenceCount));
             alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
             alignment["reward_before"] = Summary(reward.EvaluateBatch(reference.Samples));
         }

@@ -28,6 +28,7 @@ internal static class GenerateCommand
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+        var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out (same options); finished batches are kept in OUT/.partial/." };
         var onNan = new Option<string>("--on-nan") { Description = "When a sample turns NaN/±∞: stop (keep the finished samples, exit 3) or skip (drop it, go on).", DefaultValueFactory = _ => "stop" };
         var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, or a mixture of tilts for convex low-rank rewards, DESIGN §1–2) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
 
@@ -35,7 +36,7 @@ internal static class GenerateCommand
         var prox = new ProxOptions();
         var command = new Command("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).")
         {
-            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align, onNan,
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align, onNan, resume,
         };
         foreach (var option in tilt.All.Concat(prox.All)) command.Options.Add(option);
         command.SetAction(parse =>
@@ -76,8 +77,17 @@ internal static class GenerateCommand
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
+            bool resuming = parse.GetValue(resume);
+            if (resuming && plan?.Mixture is not null) throw new UsageException("--resume applies to tilted and plain runs; a KL mixture run starts over");
+            if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
+                throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
-            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
+            // Everything that determines the samples, in the order given (--out, --resume, --overwrite and --threads do not).
+            string fingerprint = Fingerprint(parse);
+            var checkpoint = plan?.Mixture is not null ? null
+                : resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
+            if (resuming) Console.WriteLine($"resuming: {checkpoint!.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
+            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
             var alignment = new JsonObject();
             GenerationResult result;
             if (plan?.Mixture is { } mixtureReward)
@@ -140,10 +150,29 @@ internal static class GenerateCommand
             if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
             RunReport.Write(output, report);
 
+            checkpoint?.Complete();
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
             return 0;
         });
         return command;
+    }
+
+    private static string Fingerprint(ParseResult parse)
+    {
+        var tokens = parse.Tokens.Select(t => t.Value).ToList();
+        var kept = new List<string>();
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i] is "--resume" or "--overwrite") continue;
+            if (tokens[i] is "--out" or "--threads") { i++; continue; }
+            kept.Add(tokens[i]);
+        }
+        var model = parse.CommandResult.Command.Arguments.OfType<Argument<string>>().First();
+        return new JsonObject
+        {
+            ["model"] = Path.GetFullPath(parse.GetValue(model)!),
+            ["arguments"] = new JsonArray(kept.Select(t => (JsonNode)t).ToArray()),
+        }.ToJsonString() + "\n";
     }
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)

@@ -101,7 +101,7 @@ internal sealed class TiltOptions
                 alignment["data_variance_source"] = variance is null ? "estimated from 256 base samples" : "data_moments.json";
                 if (variance is null)
                 {
-                    var baseRun = Generation.Run(denoiser, sampler, request with { Count = 256, Shard = Shard.Whole, InitialNoise = null });
+                    var baseRun = Generation.Run(denoiser, sampler, request.SideRun(256));
                     variance = Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
                     alignment["data_variance_network_evaluations"] = baseRun.NetworkEvaluations;
                 }

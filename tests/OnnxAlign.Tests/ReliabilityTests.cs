@@ -176,3 +176,52 @@ public class NonFiniteTests
         Assert.Equal([5, 2], NpyFile.Read(Path.Combine(skipped, "samples.npy")).Shape);
     }
 }
+
+/// <summary>Issue #9: a killed run leaves only complete files, and --resume finishes it with exactly the files of an uninterrupted run.</summary>
+public class ResumeTests
+{
+    private static readonly string[] Arguments = ["--count", "48", "--batch", "4", "--steps", "100", "--sampler", "ddim", "--seed", "3", "--threads", "1"];
+
+    [Fact]
+    public void KillAndResumeGivesTheUninterruptedFiles()
+    {
+        string root = TestSupport.TempDirectory(), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
+        string model = TestSupport.Toy("tiny-unet");
+        var (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", whole]);
+        Assert.True(code == 0, stderr);
+
+        // Start the same run and kill it once two batches are saved.
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"), "generate", model }.Concat(Arguments).Concat(["--out", resumed]))
+            start.ArgumentList.Add(a);
+        using (var process = System.Diagnostics.Process.Start(start)!)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string partial = Path.Combine(resumed, ".partial");
+            while (!(Directory.Exists(partial) && Directory.GetFiles(partial, "batch_*.npy").Length >= 2) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
+                Thread.Sleep(10);
+            Assert.False(process.HasExited, "the run finished before it could be killed; make it longer");
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(resumed, "report.json")));
+        Assert.False(File.Exists(Path.Combine(resumed, "samples.npy")));
+
+        // Without --resume the folder is protected; with other settings resume is refused.
+        (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", resumed]);
+        Assert.Equal(2, code);
+        Assert.Contains("--resume", stderr);
+        (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--eta", "0.5", "--out", resumed, "--resume"]);
+        Assert.Equal(2, code);
+        Assert.Contains("other settings", stderr);
+
+        (code, var stdout, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", resumed, "--resume"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("resuming:", stdout);
+        Assert.False(Directory.Exists(Path.Combine(resumed, ".partial")));
+        var expected = Directory.GetFiles(whole).Select(Path.GetFileName).Where(f => f != "report.json").Order().ToArray();
+        Assert.Equal(expected, Directory.GetFiles(resumed).Select(Path.GetFileName).Where(f => f != "report.json").Order().ToArray());
+        foreach (var file in expected)
+            Assert.True(File.ReadAllBytes(Path.Combine(whole, file!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, file!))), $"{file} differs");
+    }
+}

@@ -24,6 +24,25 @@ public sealed record GenerationRequest
 
     /// <summary>What to do when a sample gets a NaN or infinite value at some step.</summary>
     public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Stop;
+
+    /// <summary>Where finished batches are saved and, on resume, loaded from; null keeps them in memory only.</summary>
+    public IBatchStore? Checkpoint { get; init; }
+
+    /// <summary>
+    /// A side run with the same seeds (an untilted reference, a base batch for statistics): the first
+    /// <paramref name="count"/> indices, noise drawn from the streams, and none of this run's checkpoint.
+    /// </summary>
+    public GenerationRequest SideRun(int count) => this with { Count = count, Shard = Shard.Whole, InitialNoise = null, Checkpoint = null };
+}
+
+/// <summary>Storage for finished batches, so that an interrupted run can continue where it stopped.</summary>
+public interface IBatchStore
+{
+    /// <summary>Fills <paramref name="destination"/> with the saved batch that starts at run index <paramref name="firstIndex"/>, if there is one of that size.</summary>
+    bool TryLoad(int firstIndex, Span<float> destination);
+
+    /// <summary>Saves a finished batch (shape [n, ...sample shape]).</summary>
+    void Save(int firstIndex, ReadOnlySpan<float> batch, IReadOnlyList<int> shape);
 }
 
 /// <summary>What a run does with a sample that turns NaN or infinite (a network fault, an overflowing guidance step).</summary>
@@ -113,6 +132,14 @@ public static class Generation
         {
             int batch = Math.Min(request.BatchSize, length - offset);
             var x = samples.AsSpan(offset * size, batch * size);
+            if (request.Checkpoint?.TryLoad(start + offset, x) == true)
+            {
+                for (int b = 0; b < batch; b++)
+                    if (!AllFinite(x.Slice(b * size, size))) skipped.Add(start + offset + b); // only a skip run saves such rows
+                stepsDone += (long)sampler.Steps * batch;
+                progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
+                continue;
+            }
             var streams = new NoiseStream[batch];
             for (int b = 0; b < batch; b++)
             {
@@ -138,6 +165,7 @@ public static class Generation
                 progress?.Invoke(new GenerationProgress(batchOffset, length, before + (long)steps * batch, stepsTotal));
             });
             stepsDone += (long)sampler.Steps * batch;
+            request.Checkpoint?.Save(start + offset, x, [batch, .. denoiser.SampleShape]);
             progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
         }
         return Kept(samples, start, length, size, skipped, metered, clock);

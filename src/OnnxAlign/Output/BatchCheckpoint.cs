@@ -1,0 +1,70 @@
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Output;
+
+/// <summary>
+/// Finished batches of a run kept in <c>OUT/.partial/</c> so that an interrupted run can continue (<c>--resume</c>,
+/// issue #9). Each batch is written atomically as soon as it is done; <c>run.json</c> holds a fingerprint of everything
+/// that determines the samples, and a resume with a different fingerprint is refused. Because sample i always uses
+/// noise stream (seed, i), the resumed run's samples equal those of an uninterrupted run.
+/// </summary>
+public sealed class BatchCheckpoint : IBatchStore
+{
+    private const string Folder = ".partial";
+    private readonly string _directory;
+
+    private BatchCheckpoint(string directory) => _directory = directory;
+
+    /// <summary>The checkpoint folder of an output folder.</summary>
+    public static string PathOf(string outputDirectory) => Path.Combine(outputDirectory, Folder);
+
+    /// <summary>True when <paramref name="outputDirectory"/> holds an interrupted run.</summary>
+    public static bool Exists(string outputDirectory) => File.Exists(Path.Combine(PathOf(outputDirectory), "run.json"));
+
+    /// <summary>Starts a new checkpoint (replacing any old one) for a run with this fingerprint.</summary>
+    public static BatchCheckpoint Start(string outputDirectory, string fingerprint)
+    {
+        string dir = PathOf(outputDirectory);
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        Directory.CreateDirectory(dir);
+        AtomicFile.WriteText(Path.Combine(dir, "run.json"), fingerprint);
+        return new BatchCheckpoint(dir);
+    }
+
+    /// <summary>Opens the checkpoint of an interrupted run; its fingerprint must equal this run's.</summary>
+    /// <exception cref="ConfigException">No interrupted run there, or one with other settings.</exception>
+    public static BatchCheckpoint Resume(string outputDirectory, string fingerprint)
+    {
+        string dir = PathOf(outputDirectory);
+        string path = Path.Combine(dir, "run.json");
+        if (!File.Exists(path)) throw new ConfigException($"--resume: {outputDirectory} holds no interrupted run ({Folder}/run.json)");
+        if (File.ReadAllText(path) != fingerprint)
+            throw new ConfigException($"--resume: the interrupted run in {outputDirectory} had other settings (see {Folder}/run.json); rerun it with the same options, or use --overwrite to start over");
+        // A kill during an atomic write leaves its hidden temporary file behind; it never became a result.
+        foreach (var stray in Directory.GetFiles(outputDirectory, ".*.tmp").Concat(Directory.GetFiles(dir, ".*.tmp"))) File.Delete(stray);
+        return new BatchCheckpoint(dir);
+    }
+
+    /// <summary>Batches already saved.</summary>
+    public int SavedBatches => Directory.GetFiles(_directory, "batch_*.npy").Length;
+
+    /// <inheritdoc/>
+    public bool TryLoad(int firstIndex, Span<float> destination)
+    {
+        string path = BatchPath(firstIndex);
+        if (!File.Exists(path)) return false;
+        var array = NpyFile.Read(path);
+        if (array.Data.Length != destination.Length) return false; // a batch of another size: recompute it
+        array.Data.CopyTo(destination);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public void Save(int firstIndex, ReadOnlySpan<float> batch, IReadOnlyList<int> shape) => NpyFile.Write(BatchPath(firstIndex), batch, shape);
+
+    /// <summary>Removes the checkpoint once the run's files are written.</summary>
+    public void Complete() => Directory.Delete(_directory, recursive: true);
+
+    private string BatchPath(int firstIndex) => Path.Combine(_directory, $"batch_{firstIndex:D9}.npy");
+}
