@@ -79,6 +79,8 @@ internal static class GenerateCommand
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
             bool resuming = parse.GetValue(resume);
             if (resuming && plan?.Mixture is not null) throw new UsageException("--resume applies to tilted and plain runs; a KL mixture run starts over");
+            if (resuming && plan?.Mixture is null && !BatchCheckpoint.Exists(output))
+                throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
             if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));

@@ -66,7 +66,7 @@ public class CliTests
         Assert.Equal(2, code);
         Assert.StartsWith("error: ", stderr);
         Assert.Contains(mentioned, stderr);
-        Assert.False(File.Exists(Path.Combine(outDir, "report.json")));
+        Assert.False(Directory.Exists(outDir));
     }
 
     [Fact]

@@ -225,3 +225,53 @@ public class ResumeTests
             Assert.True(File.ReadAllBytes(Path.Combine(whole, file!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, file!))), $"{file} differs");
     }
 }
+
+/// <summary>Issue #9, item 1: each kind of bad input is one line naming the file or flag, exit 2, and nothing written.</summary>
+public class BadInputTests
+{
+    private static string Fixtures()
+    {
+        string dir = TestSupport.TempDirectory();
+        NpyFile.Write(Path.Combine(dir, "theta3.npy"), [1f, 2f, 3f], [3]);
+        File.WriteAllText(Path.Combine(dir, "a-file"), "not a folder");
+        // A network whose inputs match no convention: the classifier (input x → logits), with a config beside it.
+        string wrong = Path.Combine(dir, "wrong-inputs");
+        Directory.CreateDirectory(wrong);
+        File.Copy(Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "classifier", "model.onnx"), Path.Combine(wrong, "model.onnx"));
+        File.Copy(Path.Combine(TestSupport.Toy("gmm2d"), "scheduler_config.json"), Path.Combine(wrong, "scheduler_config.json"));
+        // A model folder without a scheduler config.
+        string noConfig = Path.Combine(dir, "no-config");
+        Directory.CreateDirectory(noConfig);
+        File.Copy(Path.Combine(TestSupport.Toy("gmm2d"), "model.onnx"), Path.Combine(noConfig, "model.onnx"));
+        // Images with the wrong channel count / size for prox on gmm-image (1×8×8).
+        string images = Path.Combine(dir, "images");
+        Directory.CreateDirectory(images);
+        ImageFiles.WritePng(Path.Combine(images, "rgb.png"), new float[3 * 8 * 8], [3, 8, 8]);
+        File.WriteAllText(Path.Combine(images, "broken.png"), "not a png");
+        return dir;
+    }
+
+    [Theory]
+    [InlineData("generate|{toy}|--tilt|{dir}/theta3.npy", "theta3.npy")]
+    [InlineData("generate|{toy}|--out|{dir}/a-file/run", "not writable")]
+    [InlineData("generate|{toy}|--resume", "holds no interrupted run")]
+    [InlineData("generate|{toy}|--on-nan|ignore", "--on-nan 'ignore'")]
+    [InlineData("generate|{dir}/wrong-inputs", "cannot tell which input")]
+    [InlineData("generate|{dir}/no-config", "no scheduler config")]
+    [InlineData("generate|{toy}|--reward|max(brightness|--lambda|1", "unknown reward")]
+    [InlineData("generate|{toy}|--reward|any-class:0@{dir}|--lambda|1", "at least two classes")]
+    [InlineData("prox|--in|{dir}/images|--reward|brightness|--lambda|1|--model|{image}", "images")]
+    public void BadInputIsOneLineExitTwoAndNothingWritten(string command, string mentioned)
+    {
+        string dir = Fixtures();
+        string output = Path.Combine(TestSupport.TempDirectory(), "never");
+        var args = command.Replace("{toy}", TestSupport.Toy("gmm2d")).Replace("{image}", TestSupport.Toy("gmm-image")).Replace("{dir}", dir).Split('|').ToList();
+        if (!args.Contains("--out")) args.AddRange(["--out", output]);
+        var (code, _, stderr) = CliTests.Onnxalign([.. args]);
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: ", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Contains(mentioned, stderr);
+        Assert.False(Directory.Exists(output));
+    }
+}
