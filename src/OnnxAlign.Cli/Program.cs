@@ -9,6 +9,7 @@ root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(QualityCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
+root.Subcommands.Add(AlignCommand.Create());
 return Cli.Run(root, args);
 
 namespace OnnxAlign.Cli

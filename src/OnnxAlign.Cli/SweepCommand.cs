@@ -10,7 +10,6 @@ using OnnxAlign.Output;
 using OnnxAlign.Prox;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
-using SkiaSharp;
 
 namespace OnnxAlign.Cli;
 
@@ -128,33 +127,27 @@ internal static class SweepCommand
     /// <summary>Three panels side by side (target rate, reward, distance against log10 λ), one line per method.</summary>
     private static void Plot(string path, List<(string Method, double Lambda, Row Row)> rows, Row baseRow, string target)
     {
-        const int width = 520, height = 400;
         var panels = new (string Title, Func<Row, double> Value)[]
         {
             ($"evaluator rate of {target}", r => r.Rate), ("reward (mean)", r => r.Reward), ("RMS distance to base samples", r => r.Distance),
         };
-        using var surface = SKSurface.Create(new SKImageInfo(width * panels.Length, height));
-        surface.Canvas.Clear(SKColors.White);
-        for (int p = 0; p < panels.Length; p++)
+        var plots = new List<ScottPlot.Plot>();
+        foreach (var (title, value) in panels)
         {
             var plot = new ScottPlot.Plot();
             foreach (string method in Methods)
             {
                 var points = rows.Where(r => r.Method == method).OrderBy(r => r.Lambda).ToArray();
-                var line = plot.Add.Scatter(points.Select(r => Math.Log10(r.Lambda)).ToArray(), points.Select(r => panels[p].Value(r.Row)).ToArray());
-                line.LegendText = method;
+                plot.Add.Scatter(points.Select(r => Math.Log10(r.Lambda)).ToArray(), points.Select(r => value(r.Row)).ToArray()).LegendText = method;
             }
-            var baseline = plot.Add.HorizontalLine(panels[p].Value(baseRow));
+            var baseline = plot.Add.HorizontalLine(value(baseRow));
             baseline.LegendText = "base";
             baseline.LinePattern = ScottPlot.LinePattern.Dashed;
-            plot.Title(panels[p].Title);
+            plot.Title(title);
             plot.XLabel("log10 λ");
             plot.ShowLegend();
-            using var image = SKImage.FromEncodedData(plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
-            surface.Canvas.DrawImage(image, p * width, 0);
+            plots.Add(plot);
         }
-        using var snapshot = surface.Snapshot();
-        using var data = snapshot.Encode(SKEncodedImageFormat.Png, 100);
-        AtomicFile.Write(path, stream => data.SaveTo(stream));
+        Panels.Save(path, plots, 520);
     }
 }

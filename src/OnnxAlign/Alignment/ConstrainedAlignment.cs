@@ -1,0 +1,225 @@
+using System.Numerics.Tensors;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Alignment;
+
+/// <summary>The dual method of <see cref="ConstrainedAlignment"/>.</summary>
+public enum DualMethod
+{
+    /// <summary>μ ← Π(μ − η·slack): projected gradient ascent on the dual.</summary>
+    ProjectedAscent,
+
+    /// <summary>μ ← Π(μ + (S Cov_q(r) S)⁻¹(−slack)) on the free multipliers: Newton with the estimated reward covariance.</summary>
+    Newton,
+}
+
+/// <summary>Settings of the constrained solver.</summary>
+public sealed record ConstrainedSettings
+{
+    /// <summary>Exactly tilted samples per iterate (the estimates of E_q[r] and Cov_q(r)).</summary>
+    public int SamplesPerIteration { get; init; } = 512;
+
+    /// <summary>Iteration limit.</summary>
+    public int MaxIterations { get; init; } = 40;
+
+    /// <summary>Newton (default) or projected ascent.</summary>
+    public DualMethod Method { get; init; } = DualMethod.Newton;
+
+    /// <summary>η of projected ascent (in units of 1/Var_p(r)).</summary>
+    public double StepSize { get; init; } = 1.0;
+
+    /// <summary>Constraints count as met within this many standard errors.</summary>
+    public double Z { get; init; } = 2.0;
+
+    /// <summary>A multiplier beyond this (in units of 1/std_p(r)) means the constraints cannot be met: reported as infeasible.</summary>
+    public double MaxMultiplier { get; init; } = 1000;
+
+    /// <summary>Samples per network call.</summary>
+    public int BatchSize { get; init; } = 256;
+
+    /// <summary>Noise seed; every iterate uses its own seed, the final check another.</summary>
+    public long Seed { get; init; }
+}
+
+/// <summary>One iterate of the dual solver.</summary>
+/// <param name="Iteration">k.</param>
+/// <param name="Mu">μ_k (≥ 0 for inequalities).</param>
+/// <param name="Expected">E_{q_k}[r_i].</param>
+/// <param name="StandardErrors">Their standard errors.</param>
+/// <param name="Slacks">s_i(E_{q_k}[r_i] − b_i): ≥ 0 where met.</param>
+/// <param name="KlDivergence">KL(q_k‖p) = E_{q_k}⟨θ_k, x⟩ − log Z(θ_k), log Z by telescoping over the iterates (DESIGN §1).</param>
+public sealed record DualIterate(int Iteration, double[] Mu, double[] Expected, double[] StandardErrors, double[] Slacks, double KlDivergence);
+
+/// <summary>The outcome of <see cref="ConstrainedAlignment.Solve"/>.</summary>
+public sealed class ConstrainedResult
+{
+    internal ConstrainedResult(double[] mu, float[] theta, double[] thresholds, double[] baseMeans, double[] baseStds, List<DualIterate> trace, bool converged,
+                               string? infeasible, DualIterate check, long evaluations)
+    {
+        (Mu, Theta, Thresholds, BaseMeans, BaseStds, Trace, Converged, Infeasible, Check, NetworkEvaluations) =
+            (mu, theta, thresholds, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
+    }
+
+    /// <summary>The multipliers μ*.</summary>
+    public double[] Mu { get; }
+
+    /// <summary>The tilt θ = Σ_i μ_i s_i a_i of the solution q ∝ p·exp⟨θ, x⟩.</summary>
+    public float[] Theta { get; }
+
+    /// <summary>The thresholds b_i (relative ones resolved against the base batch).</summary>
+    public double[] Thresholds { get; }
+
+    /// <summary>E_p[r_i] from the base batch.</summary>
+    public double[] BaseMeans { get; }
+
+    /// <summary>std_p(r_i) from the base batch.</summary>
+    public double[] BaseStds { get; }
+
+    /// <summary>Every iterate.</summary>
+    public IReadOnlyList<DualIterate> Trace { get; }
+
+    /// <summary>True when the KKT conditions held within the standard errors.</summary>
+    public bool Converged { get; }
+
+    /// <summary>The constraint that cannot be met, when the dual diverged; null otherwise.</summary>
+    public string? Infeasible { get; }
+
+    /// <summary>The constraints on a fresh batch of q_μ* (independent seeds).</summary>
+    public DualIterate Check { get; }
+
+    /// <summary>Network evaluations spent.</summary>
+    public long NetworkEvaluations { get; }
+}
+
+/// <summary>
+/// min KL(q‖p) subject to E_q[r_i] (≥ | ≤ | =) b_i for linear rewards r_i = ⟨a_i, x⟩ + c_i (DESIGN §4). The solution is
+/// the tilt q_μ ∝ p·exp(Σ_i μ_i s_i r_i), μ maximising the concave dual D(μ) = Σ_i μ_i s_i b_i − log E_p exp(Σ_i μ_i s_i r_i)
+/// over μ_i ≥ 0 (inequalities), with ∇D = −slack and ∇²D = −S Cov_q(r) S. Every iterate is sampled exactly by one tilt.
+/// </summary>
+public static class ConstrainedAlignment
+{
+    /// <summary>Solves the dual; <paramref name="onIterate"/> sees each iterate.</summary>
+    public static ConstrainedResult Solve(IDenoiser denoiser, Sampler sampler, IReadOnlyList<Constraint> constraints, ConstrainedSettings? settings = null,
+                                          Action<DualIterate>? onIterate = null)
+    {
+        settings ??= new ConstrainedSettings();
+        if (constraints.Count == 0) throw new ArgumentException("no constraints");
+        int m = constraints.Count, size = denoiser.SampleSize;
+        var signs = constraints.Select(c => (double)c.Sign).ToArray();
+        long evaluations = 0;
+        (float[] Samples, double[][] Rewards) Draw(double[] mu, long seed)
+        {
+            var theta = Theta(constraints, mu, size);
+            IDenoiser d = mu.All(v => v == 0) ? denoiser : new LinearTilt(denoiser, theta);
+            var run = Generation.Run(d, sampler, new GenerationRequest { Count = settings.SamplesPerIteration, BatchSize = settings.BatchSize, Seed = seed });
+            evaluations += run.NetworkEvaluations;
+            return (run.Samples, constraints.Select(c => c.Reward.EvaluateBatch(run.Samples)).ToArray());
+        }
+
+        var mu = new double[m];
+        var (samples, rewards) = Draw(mu, settings.Seed);
+        var baseMeans = rewards.Select(r => r.Average()).ToArray();
+        var baseStds = rewards.Select((r, i) => Math.Sqrt(r.Sum(v => (v - baseMeans[i]) * (v - baseMeans[i])) / (r.Length - 1))).ToArray();
+        var b = constraints.Select((c, i) => c.Threshold.Resolve(baseMeans[i], baseStds[i])).ToArray();
+        var scale = baseStds.Select(s => Math.Max(s, 1e-12)).ToArray();
+
+        var trace = new List<DualIterate>();
+        double logZ = 0;
+        string? infeasible = null;
+        bool converged = false;
+        for (int k = 0; ; k++)
+        {
+            var iterate = Measure(k, mu, samples, rewards, b, signs, constraints, logZ, size);
+            trace.Add(iterate);
+            onIterate?.Invoke(iterate);
+            if (Satisfied(iterate, mu, constraints, settings.Z)) { converged = true; break; }
+            if (k >= settings.MaxIterations) break;
+
+            var next = settings.Method == DualMethod.Newton
+                ? NewtonStep(mu, rewards, iterate, signs, constraints)
+                : mu.Select((v, i) => v - settings.StepSize * iterate.Slacks[i] / (scale[i] * scale[i])).ToArray();
+            for (int i = 0; i < m; i++) if (constraints[i].Relation != Relation.Equal) next[i] = Math.Max(0, next[i]);
+            int runaway = Enumerable.Range(0, m).FirstOrDefault(i => Math.Abs(next[i]) * scale[i] > settings.MaxMultiplier, -1);
+            if (runaway >= 0)
+            {
+                // The dual is unbounded along this multiplier: no q meets the constraints together. Name the worst-violated one.
+                int worst = Enumerable.Range(0, m).OrderBy(i => iterate.Slacks[i] / Math.Max(iterate.StandardErrors[i], 1e-12)).First();
+                infeasible = constraints[worst].Text;
+                break;
+            }
+            // log Z(θ_{k+1}) = log Z(θ_k) + log E_{q_k} exp⟨θ_{k+1} − θ_k, x⟩ (DESIGN §1, telescoping), overflow-safe.
+            var delta = Theta(constraints, next.Select((v, i) => v - mu[i]).ToArray(), size);
+            var exponents = new double[samples.Length / size];
+            for (int j = 0; j < exponents.Length; j++) exponents[j] = TensorPrimitives.Dot(samples.AsSpan(j * size, size), delta);
+            logZ += Numerics.LogSumExp(exponents) - Math.Log(exponents.Length);
+            mu = next;
+            (samples, rewards) = Draw(mu, settings.Seed + 7919L * (k + 1));
+        }
+        var (checkSamples, checkRewards) = Draw(mu, settings.Seed - 104_729L);
+        var check = Measure(trace.Count, mu, checkSamples, checkRewards, b, signs, constraints, logZ, size);
+        return new ConstrainedResult(mu, Theta(constraints, mu, size), b, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
+    }
+
+    /// <summary>θ = Σ_i μ_i s_i a_i.</summary>
+    public static float[] Theta(IReadOnlyList<Constraint> constraints, double[] mu, int size)
+    {
+        var theta = new float[size];
+        for (int i = 0; i < constraints.Count; i++)
+            TensorPrimitives.MultiplyAdd(constraints[i].Reward.Direction, (float)(mu[i] * constraints[i].Sign), theta, theta);
+        return theta;
+    }
+
+    private static DualIterate Measure(int k, double[] mu, float[] samples, double[][] rewards, double[] b, double[] signs,
+                                       IReadOnlyList<Constraint> constraints, double logZ, int size)
+    {
+        int m = rewards.Length;
+        var expected = new double[m];
+        var errors = new double[m];
+        for (int i = 0; i < m; i++) (expected[i], errors[i]) = LogPartition.MeanAndStandardError(rewards[i]);
+        var slacks = expected.Select((e, i) => signs[i] * (e - b[i])).ToArray();
+        var theta = Theta(constraints, mu, size);
+        double projection = LogPartition.Projections(samples, theta).Average();
+        return new DualIterate(k, (double[])mu.Clone(), expected, errors, slacks, projection - logZ);
+    }
+
+    /// <summary>KKT within the standard errors: each constraint met, and each inactive one with μ_i = 0.</summary>
+    private static bool Satisfied(DualIterate iterate, double[] mu, IReadOnlyList<Constraint> constraints, double z)
+    {
+        for (int i = 0; i < mu.Length; i++)
+        {
+            double tolerance = z * iterate.StandardErrors[i];
+            if (constraints[i].Relation == Relation.Equal ? Math.Abs(iterate.Slacks[i]) > tolerance : iterate.Slacks[i] < -tolerance) return false;
+            if (constraints[i].Relation != Relation.Equal && mu[i] > 0 && iterate.Slacks[i] > tolerance) return false;
+        }
+        return true;
+    }
+
+    /// <summary>Newton on the free multipliers (those not held at 0 by an inactive inequality): Δ = (S C S)⁻¹(−slack).</summary>
+    private static double[] NewtonStep(double[] mu, double[][] rewards, DualIterate iterate, double[] signs, IReadOnlyList<Constraint> constraints)
+    {
+        int m = mu.Length;
+        var free = Enumerable.Range(0, m).Where(i => constraints[i].Relation == Relation.Equal || mu[i] > 0 || iterate.Slacks[i] < 0).ToArray();
+        var next = (double[])mu.Clone();
+        if (free.Length == 0) return next;
+        int f = free.Length, n = rewards[0].Length;
+        var h = new double[f * f];
+        var g = new double[f];
+        for (int p = 0; p < f; p++)
+        {
+            g[p] = -iterate.Slacks[free[p]];
+            for (int q = 0; q < f; q++)
+            {
+                int i = free[p], j = free[q];
+                double c = 0;
+                for (int t = 0; t < n; t++) c += (rewards[i][t] - iterate.Expected[i]) * (rewards[j][t] - iterate.Expected[j]);
+                h[p * f + q] = signs[i] * signs[j] * c / (n - 1);
+            }
+            h[p * f + p] += 1e-9 * (1 + h[p * f + p]); // keeps the estimated covariance positive definite
+        }
+        if (!Numerics.SolveSymmetricPositive(h, g)) return next;
+        for (int p = 0; p < f; p++) next[free[p]] += g[p];
+        return next;
+    }
+}

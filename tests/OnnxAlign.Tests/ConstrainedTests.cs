@@ -1,0 +1,183 @@
+using OnnxAlign.Alignment;
+using OnnxAlign.Model;
+using OnnxAlign.ModelForge;
+using OnnxAlign.Output;
+using OnnxAlign.Sampling;
+using Xunit.Abstractions;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>Constrained alignment (DESIGN §4) and preference fits on gmm2d, whose tilted moments are known exactly.</summary>
+public class ConstrainedTests(ITestOutputHelper output)
+{
+    private static readonly string Dir = Directions();
+
+    private static string Directions()
+    {
+        string dir = TestSupport.TempDirectory();
+        NpyFile.Write(Path.Combine(dir, "e0.npy"), [1f, 0f], [2]);
+        NpyFile.Write(Path.Combine(dir, "e1.npy"), [0f, 1f], [2]);
+        return dir;
+    }
+
+    private static Constraint Parse(string text) => Constraint.Parse(text.Replace("{dir}", Dir), [2], null);
+
+    /// <summary>
+    /// The exact optimum for E[x0] ≥ 1, E[x1] ≤ −1 on the mixture: Newton on the exact dual, whose gradient and Hessian
+    /// are the tilted mixture's mean and covariance (DESIGN §1: a tilted mixture is a mixture).
+    /// </summary>
+    private static double[] ExactMultipliers(double b0, double b1)
+    {
+        var mu = new double[2];
+        for (int k = 0; k < 100; k++)
+        {
+            var q = ToyModels.Gmm2d.Tilted([mu[0], -mu[1]]);
+            var mean = q.Mean();
+            var cov = q.Covariance();
+            double g0 = b0 - mean[0], g1 = -(b1 - mean[1]);             // −slack
+            double h00 = cov[0], h01 = -cov[1], h11 = cov[3];             // S C S with S = diag(1, −1)
+            double det = h00 * h11 - h01 * h01;
+            mu[0] += (h11 * g0 - h01 * g1) / det;
+            mu[1] += (h00 * g1 - h01 * g0) / det;
+        }
+        return mu;
+    }
+
+    [Theory]
+    [InlineData(DualMethod.Newton)]
+    [InlineData(DualMethod.ProjectedAscent)]
+    public void TwoActiveConstraintsReachTheExactOptimum(DualMethod method)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var constraints = new[] { Parse("direction:{dir}/e0.npy>=1"), Parse("direction:{dir}/e1.npy<=-1") };
+        var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), constraints,
+            new ConstrainedSettings { Method = method, SamplesPerIteration = 2000, Seed = 3, MaxIterations = method == DualMethod.Newton ? 20 : 200 });
+        var exact = ExactMultipliers(1, -1);
+        foreach (var it in result.Trace.TakeLast(3))
+            output.WriteLine($"{it.Iteration}: μ = ({it.Mu[0]:F4}, {it.Mu[1]:F4}), slacks ({it.Slacks[0]:F4}, {it.Slacks[1]:F4}), KL {it.KlDivergence:F4}");
+        output.WriteLine($"{method}: {result.Trace.Count} iterates, μ = ({result.Mu[0]:F4}, {result.Mu[1]:F4}), exact ({exact[0]:F4}, {exact[1]:F4})");
+        Assert.True(result.Converged);
+        Assert.Null(result.Infeasible);
+        // The solver stops once the slacks are within 2 standard errors of 0, so μ is off by at most H⁻¹·(2 se): bound it by 4 se / λ_min(H).
+        var q = ToyModels.Gmm2d.Tilted([exact[0], -exact[1]]);
+        var cov = q.Covariance();
+        double lambdaMin = Numerics.SymmetricEigenvalues([cov[0], -cov[1], -cov[1], cov[3]], 2).Min();
+        double tolerance = 4 * result.Check.StandardErrors.Max() / lambdaMin;
+        Assert.InRange(result.Mu[0], exact[0] - tolerance, exact[0] + tolerance);
+        Assert.InRange(result.Mu[1], exact[1] - tolerance, exact[1] + tolerance);
+        // Constraint satisfaction on a fresh batch, within 3 standard errors.
+        Assert.All(result.Check.Slacks.Zip(result.Check.StandardErrors), p => Assert.True(p.First > -3 * p.Second, $"slack {p.First} se {p.Second}"));
+        // The KL estimate (telescoped log Z) against the exact KL of the tilt.
+        double klExact = exact[0] * q.Mean()[0] - exact[1] * q.Mean()[1] - ToyModels.Gmm2d.LogPartition([exact[0], -exact[1]]);
+        output.WriteLine($"KL {result.Trace[^1].KlDivergence:F4} vs exact {klExact:F4}");
+        Assert.InRange(result.Trace[^1].KlDivergence, klExact - 0.15 * klExact - 0.05, klExact + 0.15 * klExact + 0.05);
+    }
+
+    [Fact]
+    public void AnInactiveConstraintKeepsTheBaseLawAndARelativeThresholdUsesTheBaseMoments()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var constraints = new[] { Parse("direction:{dir}/e0.npy>=-5"), Parse("direction:{dir}/e1.npy>=mean+1std") };
+        var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), constraints, new ConstrainedSettings { SamplesPerIteration = 2000, Seed = 5 });
+        Assert.True(result.Converged);
+        Assert.Equal(0, result.Mu[0]);
+        Assert.True(result.Mu[1] > 0);
+        Assert.Equal(result.BaseMeans[1] + result.BaseStds[1], result.Thresholds[1], 12);
+        double exactMean = ToyModels.Gmm2d.Mean()[1], exactStd = Math.Sqrt(ToyModels.Gmm2d.Covariance()[3]);
+        Assert.InRange(result.Thresholds[1], exactMean + exactStd - 0.1, exactMean + exactStd + 0.1);
+    }
+
+    [Fact]
+    public void ContradictoryConstraintsAreReportedInfeasible()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var constraints = new[] { Parse("direction:{dir}/e0.npy>=1"), Parse("direction:{dir}/e0.npy<=0") };
+        var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 20), constraints, new ConstrainedSettings { SamplesPerIteration = 500, Seed = 1 });
+        Assert.False(result.Converged);
+        Assert.NotNull(result.Infeasible);
+        Assert.Contains(result.Infeasible, constraints.Select(c => c.Text));
+    }
+
+    [Theory]
+    [InlineData("brightness>=0.2", Relation.AtLeast, 0.2, false)]
+    [InlineData("brightness<=mean-0.5std", Relation.AtMost, -0.5, true)]
+    [InlineData("brightness==mean", Relation.Equal, 0, true)]
+    [InlineData("brightness=1e-1", Relation.Equal, 0.1, false)]
+    public void ConstraintSyntax(string text, Relation relation, double value, bool relative)
+    {
+        var c = Constraint.Parse(text, [2], null);
+        Assert.Equal(relation, c.Relation);
+        Assert.Equal(new Threshold(value, relative), c.Threshold);
+    }
+
+    [Theory]
+    [InlineData("brightness>0.2")]
+    [InlineData("brightness>=mean+std")]
+    [InlineData("brightness>=lots")]
+    [InlineData("ramp:brightness,0,1>=0.5")]
+    public void MalformedConstraintsAreClearErrors(string text) =>
+        Assert.StartsWith($"--constraint '{text}'", Assert.Throws<ConfigException>(() => Constraint.Parse(text, [2], null)).Message);
+
+    /// <summary>DPO on the tilt family recovers a planted θ* from Bradley–Terry pairs drawn with it.</summary>
+    [Fact]
+    public void PreferencePairsRecoverAPlantedTilt()
+    {
+        const int n = 4000;
+        double[] planted = [1.2, -0.8];
+        var random = new Random(11);
+        var (a, b) = (Draw(random, n), Draw(random, n));
+        var preferred = new float[2 * n];
+        var rejected = new float[2 * n];
+        int bayes = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double margin = planted[0] * (a[2 * i] - b[2 * i]) + planted[1] * (a[2 * i + 1] - b[2 * i + 1]);
+            bool aWins = random.NextDouble() < 1 / (1 + Math.Exp(-margin));
+            (var w, var l) = aWins ? (a, b) : (b, a);
+            Array.Copy(w, 2 * i, preferred, 2 * i, 2);
+            Array.Copy(l, 2 * i, rejected, 2 * i, 2);
+            if (aWins == margin > 0 && i >= n * 0.8) bayes++;
+        }
+        var fit = PreferenceAlignment.FitPairs(preferred, rejected, 2, beta: 1, l2: 1e-4);
+        output.WriteLine($"θ̂ = ({fit.Theta[0]:F3}, {fit.Theta[1]:F3}) vs ({planted[0]}, {planted[1]}); held-out accuracy {fit.HeldOutAccuracy:F3} (Bayes {bayes / (0.2 * n):F3})");
+        // Logistic-regression standard error at this n and spread of x_w − x_l (≈ 2.9 per coordinate): ≈ 0.04; allow 4 se.
+        Assert.InRange(fit.Theta[0], planted[0] - 0.16, planted[0] + 0.16);
+        Assert.InRange(fit.Theta[1], planted[1] - 0.16, planted[1] + 0.16);
+        Assert.InRange(fit.HeldOutAccuracy, bayes / (0.2 * n) - 0.04, 1);
+    }
+
+    [Fact]
+    public void UnpairedLabelsRecoverAPlantedTiltAndReference()
+    {
+        const int n = 4000;
+        double[] planted = [0.9, 0.6];
+        const double reference = 0.5;
+        var random = new Random(12);
+        var x = Draw(random, n);
+        var labels = Enumerable.Range(0, n).Select(i => random.NextDouble() < 1 / (1 + Math.Exp(-(planted[0] * x[2 * i] + planted[1] * x[2 * i + 1] - reference)))).ToArray();
+        var fit = PreferenceAlignment.FitUnpaired(x, labels, 2, beta: 1, l2: 1e-4);
+        output.WriteLine($"θ̂ = ({fit.Theta[0]:F3}, {fit.Theta[1]:F3}), z0 = {fit.Intercept:F3}");
+        Assert.InRange(fit.Theta[0], planted[0] - 0.2, planted[0] + 0.2);
+        Assert.InRange(fit.Theta[1], planted[1] - 0.2, planted[1] + 0.2);
+        Assert.InRange(fit.Intercept, reference - 0.25, reference + 0.25);
+    }
+
+    /// <summary>Draws from the gmm2d mixture directly (the preference fit needs samples, not the diffusion model).</summary>
+    private static float[] Draw(Random random, int n)
+    {
+        var m = ToyModels.Gmm2d;
+        var x = new float[2 * n];
+        for (int i = 0; i < n; i++)
+        {
+            double u = random.NextDouble(), acc = 0;
+            int k = 0;
+            while (k < m.Components - 1 && u > (acc += m.Weights[k])) k++;
+            for (int j = 0; j < 2; j++)
+                x[2 * i + j] = (float)(m.Means[k][j] + m.Stds[k] * Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        }
+        return x;
+    }
+}
