@@ -4,6 +4,7 @@ using OnnxAlign.Alignment;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Output;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
@@ -22,7 +23,8 @@ internal static class AlignCommand
         var perIteration = new Option<int>("--samples-per-iteration") { Description = "Exactly tilted samples per dual iterate.", DefaultValueFactory = _ => 512 };
         var iterations = new Option<int>("--iterations") { Description = "Dual iteration limit.", DefaultValueFactory = _ => 40 };
         var preferences = new Option<string?>("--preferences") { Description = "Folder with preferred/ and rejected/ (pairs, matched by sorted name; images or samples.npy), or desirable/ and undesirable/ (unpaired, KTO-style)." };
-        var beta = new Option<double>("--beta") { Description = "DPO β.", DefaultValueFactory = _ => 1.0 };
+        var objective = new Option<string?>("--objective") { Description = "Minimise Φ(E_q[z]) + β·KL: a convex feature function of linear features, e.g. sq-dist:0.2,0.4(channel-mean:0|channel-mean:1), cross-entropy:0.5,0.5(class:Trouser|class:Bag), lowrank:A.npy:sq-dist:..." };
+        var beta = new Option<double>("--beta") { Description = "β: the KL weight of --objective, or DPO's β of --preferences.", DefaultValueFactory = _ => 1.0 };
         var l2 = new Option<double>("--l2") { Description = "L2 weight of the preference fit.", DefaultValueFactory = _ => 1e-3 };
         var count = new Option<int>("--count") { Description = "Samples of the aligned law to write.", DefaultValueFactory = _ => 16 };
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
@@ -33,7 +35,7 @@ internal static class AlignCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
         var command = new Command("align", "Constrained alignment (several rewards with thresholds) or DPO from preference pairs, sampled exactly by one tilt.")
         {
-            model, constraints, method, perIteration, iterations, preferences, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
+            model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
         };
         command.SetAction(parse =>
         {
@@ -43,8 +45,9 @@ internal static class AlignCommand
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
             var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
             var constraintTexts = parse.GetValue(constraints) ?? [];
-            string? preferenceDir = parse.GetValue(preferences);
-            if ((constraintTexts.Length > 0) == (preferenceDir is not null)) throw new UsageException("give --constraint (one or more) or --preferences DIR");
+            string? preferenceDir = parse.GetValue(preferences), objectiveSpec = parse.GetValue(objective);
+            if ((constraintTexts.Length > 0 ? 1 : 0) + (preferenceDir is null ? 0 : 1) + (objectiveSpec is null ? 0 : 1) != 1)
+                throw new UsageException("give one of --constraint (one or more), --objective SPEC or --preferences DIR");
             var dualMethod = parse.GetValue(method) switch
             {
                 "newton" => DualMethod.Newton,
@@ -81,6 +84,47 @@ internal static class AlignCommand
                     return 4;
                 }
                 theta = result.Theta;
+                Console.WriteLine(result.Converged ? $"converged after {result.Trace.Count} iterates" : $"warning: not converged after {result.Trace.Count} iterates (see report.json)");
+            }
+            else if (objectiveSpec is not null)
+            {
+                var features = RewardSpec.Parse(objectiveSpec, denoiser.SampleShape, located.Directory) as FeatureReward
+                    ?? throw new UsageException($"--objective '{objectiveSpec}': expected a function of features, e.g. sq-dist:T1,T2(LINEAR|LINEAR)");
+                if (features.Function.Curvature != Curvature.Convex)
+                    throw new UsageException($"--objective '{objectiveSpec}': Φ = {features.Function.Name} is not convex (convex: sq-dist, cross-entropy, variance, quadratic with M ⪰ 0, …)");
+                double betaValue = parse.GetValue(beta);
+                if (!(betaValue > 0) || !double.IsFinite(betaValue)) throw new UsageException($"--beta {betaValue}: expected a finite value > 0");
+                SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+                var settings = new DualAveragingSettings
+                {
+                    Beta = betaValue, MaxIterations = GenerateCommand.Positive(parse.GetValue(iterations), "--iterations"),
+                    SamplesPerIteration = GenerateCommand.Positive(parse.GetValue(perIteration), "--samples-per-iteration"), BatchSize = b, Seed = seedValue + 5_000_011,
+                };
+                var result = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(denoiser, s, features, settings, it =>
+                {
+                    progress(new GenerationProgress(it.Iteration, settings.MaxIterations, it.Iteration, settings.MaxIterations));
+                    Console.WriteLine($"  iterate {it.Iteration}: E[z] = [{string.Join(", ", it.Moments.Select(v => v.ToString("G4")))}], objective {it.Objective:G5}, ‖Δθ‖ {it.ThetaChange:G3}");
+                }));
+                theta = result.Theta;
+                setupEvaluations = result.NetworkEvaluations;
+                report["objective"] = new JsonObject
+                {
+                    ["spec"] = objectiveSpec, ["beta"] = betaValue, ["converged"] = result.Converged, ["u"] = new JsonArray(result.U.Select(v => (JsonNode)v).ToArray()),
+                    ["trace"] = new JsonArray(result.Trace.Select(it => (JsonNode)new JsonObject
+                    {
+                        ["iteration"] = it.Iteration, ["moments"] = new JsonArray(it.Moments.Select(v => (JsonNode)v).ToArray()),
+                        ["objective"] = it.Objective, ["kl_divergence"] = it.KlDivergence, ["theta_change"] = it.ThetaChange,
+                    }).ToArray()),
+                };
+                var iterationsAxis = result.Trace.Select(t => (double)t.Iteration).ToArray();
+                var objectivePlot = new ScottPlot.Plot();
+                objectivePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.Objective).ToArray());
+                objectivePlot.Title("Φ(E_q z) + β·KL");
+                var changePlot = new ScottPlot.Plot();
+                changePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.ThetaChange).ToArray());
+                changePlot.Title("‖θ_k − θ_{k−1}‖");
+                foreach (var p in new[] { objectivePlot, changePlot }) p.XLabel("iterate");
+                Panels.Save(Path.Combine(outDir, "dual_trace.png"), [objectivePlot, changePlot], 560);
                 Console.WriteLine(result.Converged ? $"converged after {result.Trace.Count} iterates" : $"warning: not converged after {result.Trace.Count} iterates (see report.json)");
             }
             else

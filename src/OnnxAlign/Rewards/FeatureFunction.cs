@@ -27,7 +27,8 @@ public abstract class FeatureFunction
         "neg-sq-dist:T1,..,Tk (−‖z−t‖², concave), log-softmax:K (z_K − log Σ exp z, concave), min (concave, nonsmooth), " +
         "ramp:LO,HI (clip((z−lo)/(hi−lo), 0, 1), k=1), bump:C1,..,Ck,W (exp(−‖z−c‖²/2w²)), max (convex), " +
         "logsumexp[:T] (T·log Σ exp(z/T), convex), sq-dist:T1,..,Tk (‖z−t‖², convex), variance (of the k features, convex), " +
-        "quadratic:M11,..,Mkk (½ zᵀMz), softplus[:T] (T·log(1 + exp(z/T)), k=1, convex)";
+        "quadratic:M11,..,Mkk (½ zᵀMz), softplus[:T] (T·log(1 + exp(z/T)), k=1, convex), " +
+        "cross-entropy:P1,..,Pk (−Σ p_c log softmax(z)_c, convex: class proportions of logits)";
 
     /// <summary>k, or null when any number of features is accepted.</summary>
     public abstract int? Dimension { get; }
@@ -82,6 +83,8 @@ public abstract class FeatureFunction
             "bump" => throw Bad($"expected {k} centre values and a width > 0"),
             "max" when p.Length == 0 => new Extreme(largest: true),
             "min" when p.Length == 0 => new Extreme(largest: false),
+            "cross-entropy" when p.Length == k && p.All(v => v >= 0) && Math.Abs(p.Sum() - 1) < 1e-6 => new CrossEntropy(p),
+            "cross-entropy" => throw Bad($"expected {k} target proportions ≥ 0 that sum to 1"),
             "softplus" when p.Length == 0 => new Softplus(1),
             "softplus" when p.Length == 1 && p[0] > 0 => new Softplus(p[0]),
             "softplus" => throw Bad("expected softplus or softplus:T with a temperature T > 0"),
@@ -334,6 +337,50 @@ public abstract class FeatureFunction
             for (int j = 0; j < z.Length; j++) scaled[j] = z[j] / temperature;
             return scaled;
         }
+    }
+
+    /// <summary>
+    /// f(z) = −Σ_c p_c log softmax(z)_c = log Σ exp z − ⟨p, z⟩: the cross-entropy of target proportions p against the
+    /// softmax of logits z; convex, smooth, ∇f = softmax(z) − p (zero where the softmax equals p).
+    /// </summary>
+    public sealed class CrossEntropy(double[] proportions) : FeatureFunction
+    {
+        /// <inheritdoc/>
+        public override int? Dimension => proportions.Length;
+
+        /// <inheritdoc/>
+        public override string Name => $"cross-entropy:{Format(proportions)}";
+
+        /// <inheritdoc/>
+        public override Curvature Curvature => Curvature.Convex;
+
+        /// <inheritdoc/>
+        public override bool IsSmooth => true;
+
+        /// <inheritdoc/>
+        public override double LipschitzConstant => Math.Sqrt(2);
+
+        /// <inheritdoc/>
+        public override double SmoothnessConstant => 1;
+
+        /// <inheritdoc/>
+        public override double Value(ReadOnlySpan<double> z)
+        {
+            double value = Numerics.LogSumExp(z);
+            for (int c = 0; c < proportions.Length; c++) value -= proportions[c] * z[c];
+            return value;
+        }
+
+        /// <inheritdoc/>
+        public override double Gradient(ReadOnlySpan<double> z, Span<double> gradient)
+        {
+            var softmax = Numerics.Softmax(z);
+            for (int c = 0; c < proportions.Length; c++) gradient[c] = softmax[c] - proportions[c];
+            return Value(z);
+        }
+
+        /// <inheritdoc/>
+        public override void Hessian(ReadOnlySpan<double> z, Span<double> hessian) => new LogSumExp().Hessian(z, hessian);
     }
 
     /// <summary>f(z) = T·log(1 + exp(z/T)) of one feature: a smooth hinge ("at least this much"), convex, L = 1, M = 1/(4T).</summary>
