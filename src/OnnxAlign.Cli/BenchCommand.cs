@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxAlign.Guidance;
@@ -25,8 +26,10 @@ internal static class BenchCommand
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
+        var torch = new Option<string?>("--torch") { Description = "Also time tools/bench/torch_loop.py on this PyTorch checkpoint (the training script's ddpm_ema.pt) for equal work." };
+        var sweepBatches = new Option<bool>("--throughput") { Description = "Also measure throughput for batch 1…256 with all cores and with one thread." };
         var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
-        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output, mixture };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output, mixture, torch, sweepBatches };
         command.SetAction(parse =>
         {
             if (parse.GetValue(mixture))
@@ -58,6 +61,9 @@ internal static class BenchCommand
                 tilted.Add(Generation.Run(tilt, sampler, request).TotalTime.TotalSeconds);
             }
             double plainMedian = Median(plain), tiltedMedian = Median(tilted), networkMedian = Median(network);
+            // The floor: the same number of bare session.Run calls on the same pre-bound batch.
+            denoiser.TimeBareRuns(b, 2);
+            double bareMedian = Median(Enumerable.Range(0, r).Select(_ => denoiser.TimeBareRuns(b, s).TotalSeconds).ToList());
 
             // The prox stage on the same batch, image model in [−1, 1] (box on), one reward per oracle structure.
             var baseSamples = Generation.Run(denoiser, sampler, request).Samples;
@@ -90,13 +96,20 @@ internal static class BenchCommand
                 ["sampling_over_network"] = plainMedian / networkMedian,
                 ["samples_per_second_untilted"] = b / plainMedian,
                 ["prox"] = proxFigures,
+                ["bare_run_loop_seconds_median"] = bareMedian,
+                ["sampling_over_bare_run_loop"] = plainMedian / bareMedian,
             };
+            if (parse.GetValue(sweepBatches)) figures["throughput"] = Throughput(located, sampler, s, parse.GetValue(threads));
+            figures["peak_working_set_mb"] = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+            if (parse.GetValue(torch) is { } checkpoint) figures["pytorch"] = TorchComparison(checkpoint, s, b, r, plainMedian);
             Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians)");
             Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
             Console.WriteLine($"  tilted (exact)        {tiltedMedian * 1000,9:F1} ms");
             Console.WriteLine($"  network alone         {networkMedian * 1000,9:F1} ms");
             Console.WriteLine($"  tilted / untilted     {tiltedMedian / plainMedian,9:F3}   (target ≤ 1.05)");
             Console.WriteLine($"  sampling / network    {plainMedian / networkMedian,9:F3}");
+            Console.WriteLine($"  bare Run loop         {bareMedian * 1000,9:F1} ms   (sampling / bare loop {plainMedian / bareMedian:F3}, target ≤ 1.05)");
+            Console.WriteLine($"  peak working set      {figures["peak_working_set_mb"]!.GetValue<double>(),9:F0} MB");
             Console.WriteLine($"  prox stage ({Environment.ProcessorCount} workers; per sample vs one network evaluation per sample):");
             foreach (var p in proxFigures)
                 Console.WriteLine($"    {p!["reward"],-26} λ={p["lambda"]!.GetValue<double>(),-9:G3} {p["algorithm"],-28} {p["samples_per_second"]!.GetValue<double>(),9:F1} samples/s   {p["per_sample_over_network_evaluation"]!.GetValue<double>(),8:F2}×");
@@ -105,6 +118,47 @@ internal static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Samples per second for batch 1…256, with all cores and with one intra-op thread (DDIM, the bench's steps).</summary>
+    private static JsonArray Throughput(DiffusionModel located, Sampler sampler, int steps, int? threads)
+    {
+        var rows = new JsonArray();
+        Console.WriteLine($"  throughput (DDIM {steps} steps; samples/s):");
+        foreach (int? t in new[] { threads, 1 })
+        {
+            using var d = located.OpenDenoiser(new DenoiserOptions { IntraOpThreads = t });
+            foreach (int batch in new[] { 1, 4, 16, 64, 256 })
+            {
+                var request = new GenerationRequest { Count = batch, BatchSize = batch, Seed = 1 };
+                Generation.Run(d, sampler, request);
+                var times = Enumerable.Range(0, 3).Select(_ => Generation.Run(d, sampler, request).TotalTime.TotalSeconds).ToList();
+                double perSecond = batch / Median(times);
+                rows.Add(new JsonObject { ["threads"] = t ?? Environment.ProcessorCount, ["batch"] = batch, ["samples_per_second"] = perSecond });
+                Console.WriteLine($"    threads {t ?? Environment.ProcessorCount,2}  batch {batch,4}  {perSecond,10:F1}");
+            }
+        }
+        return rows;
+    }
+
+    /// <summary>Runs tools/bench/torch_loop.py (Debian's python3 with torch, tools/train/setup.sh) for equal work and compares.</summary>
+    private static JsonObject TorchComparison(string checkpoint, int steps, int batch, int repeats, double onnxAlignSeconds)
+    {
+        string script = Path.Combine("tools", "bench", "torch_loop.py");
+        if (!File.Exists(script) || !File.Exists(checkpoint))
+            throw new UsageException($"--torch {checkpoint}: needs {script} and the checkpoint (run from the repository root after tools/train/train_ddpm.py)");
+        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { script, "--checkpoint", checkpoint, "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch", batch.ToString(CultureInfo.InvariantCulture), "--repeats", repeats.ToString(CultureInfo.InvariantCulture) })
+            start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new UsageException("--torch: cannot start /usr/bin/python3 (run tools/train/setup.sh)");
+        string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new UsageException($"--torch: torch_loop.py failed: {stderr.Trim().Split('\n').LastOrDefault()}");
+        var result = JsonNode.Parse(stdout.Trim().Split('\n').Last())!.AsObject();
+        double torchSeconds = result["seconds_median"]!.GetValue<double>();
+        Console.WriteLine($"  PyTorch {result["torch"]} ({result["threads"]} threads): {torchSeconds * 1000:F1} ms for the same work; OnnxAlign / PyTorch time {onnxAlignSeconds / torchSeconds:F3} (target ≤ 1)");
+        return new JsonObject { ["seconds_median"] = torchSeconds, ["threads"] = result["threads"]!.GetValue<int>(), ["torch"] = result["torch"]!.GetValue<string>(),
+                                ["onnxalign_over_pytorch_time"] = onnxAlignSeconds / torchSeconds };
     }
 
     /// <summary>A reward per prox structure: linear (closed form), k = 3 concave (Newton), k = 1 Lipschitz (branch-and-bound).</summary>
