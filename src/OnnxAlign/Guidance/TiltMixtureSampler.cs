@@ -373,7 +373,8 @@ public sealed class TiltMixtureSampler
         {
             streams[i] = new NoiseStream(seed, start + i);
             double pick = streams[i].NextDouble() * sum;
-            chosen[i] = Math.Min(Array.FindIndex(cumulative, c => pick < c) is var c0 && c0 >= 0 ? c0 : components.Count - 1, components.Count - 1);
+            int component = Array.FindIndex(cumulative, c => pick < c);
+            chosen[i] = component < 0 ? components.Count - 1 : component; // pick = sum only by rounding
             uniforms[i] = 1 - streams[i].NextDouble(); // in (0, 1]
             streams[i].NextGaussian(samples.AsSpan(i * size, size));
         }
