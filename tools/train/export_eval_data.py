@@ -6,13 +6,16 @@
   `onnxalign quality models/fashion --write-reference tools/train/out/test_u8.npy` turns them into the evaluator-feature
   mean and covariance that are committed (OUT/evaluator/reference_mean.npy, reference_cov.npy).
 * OUT/evaluator/real_u8.npy: the last 2 000 training images, the real-image floor of the Frechet distance.
+* OUT/data_moments.json: {"variance": v}, the mean per-pixel variance of the training images in [-1, 1], used by the
+  hybrid tilt's Gaussian surrogate (DESIGN section 1b).
 """
 import argparse
+import json
 import os
 
 import numpy as np
 
-from common import load_split, save_npy
+from common import atomic_write_bytes, load_split, save_npy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +35,10 @@ def main():
     x_train, _ = load_split("train")
     os.makedirs(os.path.join(args.out, "evaluator"), exist_ok=True)
     save_npy(os.path.join(args.out, "evaluator", "real_u8.npy"), to_u8(x_train[-2000:]))
-    print("wrote", os.path.join(args.work, "test_u8.npy"), "and", os.path.join(args.out, "evaluator", "real_u8.npy"))
+    variance = float(x_train.reshape(len(x_train), -1).var(axis=0).mean())
+    atomic_write_bytes(os.path.join(args.out, "data_moments.json"), (json.dumps({"variance": round(variance, 6)}) + "\n").encode())
+    print("wrote", os.path.join(args.work, "test_u8.npy"), ",", os.path.join(args.out, "evaluator", "real_u8.npy"),
+          "and data_moments.json (variance", round(variance, 4), ")")
 
 
 if __name__ == "__main__":
