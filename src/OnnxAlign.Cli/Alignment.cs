@@ -30,18 +30,22 @@ internal static class Alignment
             if (plan.Reward is { } r) alignment["reward_before"] = Summary(r.EvaluateBatch(reference.Samples));
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
         }
-        var projections = LogPartition.Projections(result.Samples, plan.Theta);
-        alignment["theta_projection_after"] = Summary(projections);
+        alignment["theta_projection_after"] = Summary(LogPartition.Projections(result.Samples, plan.Theta));
+    }
 
-        if (plan.LogZSamples > 0)
-        {
-            // Quadrature nodes use sample indices past the run's own, so they are independent of it.
-            var stats = LogPartition.Estimate(baseDenoiser, sampler, plan.Theta, plan.LogZNodes, plan.LogZSamples,
-                seed: request.Seed + 1_000_003, batchSize: request.BatchSize, tiltedProjections: projections);
-            alignment["log_partition"] = new JsonObject { ["value"] = stats.LogPartition.Value, ["standard_error"] = stats.LogPartition.StandardError, ["nodes"] = plan.LogZNodes, ["samples_per_node"] = plan.LogZSamples };
-            alignment["kl_divergence"] = new JsonObject { ["value"] = stats.KlDivergence.Value, ["standard_error"] = stats.KlDivergence.StandardError };
-            alignment["logz_network_evaluations"] = stats.NetworkEvaluations;
-        }
+    /// <summary>
+    /// Adds log Z(θ) and KL(q‖p) to the alignment section (DESIGN §1). This runs after the samples are written, so that
+    /// the images are there at once; it costs --logz-nodes × --logz-samples tilted samples.
+    /// </summary>
+    public static void AddLogPartition(JsonObject alignment, TiltOptions.Plan plan, IDenoiser baseDenoiser, Sampler sampler,
+                                       GenerationRequest request, GenerationResult result)
+    {
+        // Quadrature nodes use sample indices past the run's own, so they are independent of it.
+        var stats = LogPartition.Estimate(baseDenoiser, sampler, plan.Theta, plan.LogZNodes, plan.LogZSamples,
+            seed: request.Seed + 1_000_003, batchSize: request.BatchSize, tiltedProjections: LogPartition.Projections(result.Samples, plan.Theta));
+        alignment["log_partition"] = new JsonObject { ["value"] = stats.LogPartition.Value, ["standard_error"] = stats.LogPartition.StandardError, ["nodes"] = plan.LogZNodes, ["samples_per_node"] = plan.LogZSamples };
+        alignment["kl_divergence"] = new JsonObject { ["value"] = stats.KlDivergence.Value, ["standard_error"] = stats.KlDivergence.StandardError };
+        alignment["logz_network_evaluations"] = stats.NetworkEvaluations;
     }
 
     /// <summary>Samples q ∝ p·exp(f(Ax)/λ) by the mixture of tilts (DESIGN §2) and fills the report's alignment section.</summary>

@@ -154,6 +154,16 @@ internal static class GenerateCommand
 
             checkpoint?.Complete();
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
+            if (plan is { Mixture: null, LogZSamples: > 0 })
+            {
+                // After the images are written: the estimate costs more network evaluations than a small run itself.
+                Console.WriteLine($"estimating log Z and KL(q‖p) ({plan.LogZNodes} × {plan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
+                Alignment.AddLogPartition(alignment, plan, denoiser, samplerInstance, request, result);
+                report["network_evaluations"] = result.NetworkEvaluations + Alignment.ExtraEvaluations(alignment);
+                RunReport.Write(output, report);
+                var kl = alignment["kl_divergence"]!;
+                Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");
+            }
             return 0;
         });
         return command;
