@@ -65,3 +65,23 @@ public class LoaderTests
         Assert.Equal([2], NpyFile.Read(oneDim).Shape);
     }
 }
+
+/// <summary>The GPU path (issue #8): the same samples on CUDA as on the CPU, where the GPU build and a GPU are present.</summary>
+public class CudaTests
+{
+    [SkippableFact]
+    public void CudaGenerationMatchesTheCpu()
+    {
+        Skip.IfNot(Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider"),
+            "no CUDA execution provider in this ONNX Runtime build (the CPU package); build with " +
+            "-p:OnnxRuntimePackage=Microsoft.ML.OnnxRuntime.Gpu on a machine with CUDA 12 and cuDNN 9 to run this test");
+        var model = DiffusionModel.Locate(Path.Combine(TestSupport.RepositoryRoot, "models", "fashion"));
+        var ddim = OnnxAlign.Sampling.Sampler.Create("ddim", model.Config, 10);
+        var request = new OnnxAlign.Sampling.GenerationRequest { Count = 8, BatchSize = 8, Seed = 2 };
+        using var cpu = model.OpenDenoiser();
+        using var gpu = model.OpenDenoiser(new DenoiserOptions { Device = "cuda:0" });
+        var a = OnnxAlign.Sampling.Generation.Run(cpu, ddim, request).Samples;
+        var b = OnnxAlign.Sampling.Generation.Run(gpu, ddim, request).Samples;
+        Assert.True(a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) < 2e-2, "CUDA and CPU samples differ");
+    }
+}
