@@ -22,14 +22,8 @@ internal static class Alignment
         if (plan.Reward is { } reward)
             alignment["reward_after"] = Summary(reward.EvaluateBatch(result.Samples));
 
-        if (plan.ReferenceCount > 0)
-        {
-            // The untilted reference uses the same seeds (sample i, stream i): common random numbers.
-            var reference = Generation.Run(baseDenoiser, sampler, request.SideRun(plan.ReferenceCount));
-            alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
-            if (plan.Reward is { } r) alignment["reward_before"] = Summary(r.EvaluateBatch(reference.Samples));
+        if (Reference(alignment, plan, plan.Reward, baseDenoiser, sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
-        }
         alignment["theta_projection_after"] = Summary(LogPartition.Projections(result.Samples, plan.Theta));
     }
 
@@ -88,17 +82,26 @@ internal static class Alignment
         alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
         alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
         alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
-        if (plan.ReferenceCount > 0)
-        {
-            var reference = Generation.Run(denoiser, sampler, request.SideRun(plan.ReferenceCount));
-            alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
-            alignment["reward_before"] = Summary(reward.EvaluateBatch(reference.Samples));
-        }
+        Reference(alignment, plan, reward, denoiser, sampler, request);
         if (drawn.EnvelopeViolations > 0)
             Console.Error.WriteLine($"warning: {drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4}); see report.json");
         Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
                           $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
         return new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// With --reference-count N: N untilted samples with the run's seeds (sample i, stream i: common random numbers) and
+    /// the reward before alignment; null without.
+    /// </summary>
+    private static GenerationResult? Reference(JsonObject alignment, TiltOptions.Plan plan, Reward? reward, IDenoiser denoiser,
+                                               Sampler sampler, GenerationRequest request)
+    {
+        if (plan.ReferenceCount <= 0) return null;
+        var reference = Generation.Run(denoiser, sampler, request.SideRun(plan.ReferenceCount));
+        alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
+        if (reward is not null) alignment["reward_before"] = Summary(reward.EvaluateBatch(reference.Samples));
+        return reference;
     }
 
     public static long ExtraEvaluations(JsonObject alignment) =>
