@@ -53,7 +53,7 @@ public static class DistributionalAlignment
         int k = features.FeatureCount;
         var u = new double[k];
         var averaged = new double[k];
-        double weights = 0, previousThetaNorm = 0;
+        double weights = 0, lastThetaChange = 0;
         var trace = new List<AveragingIterate>();
         bool converged = false;
         for (int iteration = 0; iteration <= settings.MaxIterations; iteration++)
@@ -68,10 +68,10 @@ public static class DistributionalAlignment
             var next = averaged.Select(g => -g / settings.Beta).ToArray();
             var change = next.Select((v, j) => v - u[j]).ToArray();
             double thetaChange = Norm(features.Transposed(change));
-            var iterate = new AveragingIterate(iteration, (double[])u.Clone(), m, phi + settings.Beta * kl, kl, previousThetaNorm);
+            var iterate = new AveragingIterate(iteration, (double[])u.Clone(), m, phi + settings.Beta * kl, kl, lastThetaChange);
             trace.Add(iterate);
             onIterate?.Invoke(iterate);
-            previousThetaNorm = thetaChange;
+            lastThetaChange = thetaChange;
             if (iteration > 2 && Norm(change) <= settings.Tolerance * Math.Max(Norm(next), 1e-12)) { u = next; converged = true; break; }
             u = next;
         }

@@ -70,9 +70,6 @@ public sealed class FeatureLogPartition
     /// <summary>Network evaluations spent so far (all estimates and batches).</summary>
     public long NetworkEvaluations => Interlocked.Read(ref _evaluations);
 
-    /// <summary>θ = Aᵀu, the tilt of x that tilts z by u.</summary>
-    public float[] Theta(ReadOnlySpan<double> u) => Features.Transposed(u);
-
     /// <summary>z = Ax + c of each sample in <paramref name="samples"/>.</summary>
     public double[][] Project(ReadOnlySpan<float> samples)
     {
@@ -93,7 +90,7 @@ public sealed class FeatureLogPartition
     public (float[] Samples, double[][] Features) TiltedBatch(ReadOnlySpan<double> u, int count)
     {
         int block = Interlocked.Increment(ref _nextBlock) - 1;
-        IDenoiser denoiser = u.ToArray().All(v => v == 0) ? _denoiser : new LinearTilt(_denoiser, Theta(u));
+        IDenoiser denoiser = u.ToArray().All(v => v == 0) ? _denoiser : new LinearTilt(_denoiser, Features.Transposed(u));
         var request = new GenerationRequest
         {
             Count = checked(count * (block + 1)), BatchSize = Settings.BatchSize, Seed = Settings.Seed, Shard = new Shard(block, block + 1),
