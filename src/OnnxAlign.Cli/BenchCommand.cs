@@ -25,11 +25,12 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Samples per run (one batch).", DefaultValueFactory = _ => 16 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
         var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N (needs the GPU build, see README).", DefaultValueFactory = _ => "cpu" };
         var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
         var torch = new Option<string?>("--torch") { Description = "Also time tools/bench/torch_loop.py on this PyTorch checkpoint (the training script's ddpm_ema.pt) for equal work." };
         var sweepBatches = new Option<bool>("--throughput") { Description = "Also measure throughput for batch 1…256 with all cores and with one thread." };
         var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
-        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, output, mixture, torch, sweepBatches };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, device, output, mixture, torch, sweepBatches };
         command.SetAction(parse =>
         {
             if (parse.GetValue(mixture))
@@ -43,7 +44,8 @@ internal static class BenchCommand
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
             int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            using var denoiser = located.OpenDenoiser(new DenoiserOptions { IntraOpThreads = parse.GetValue(threads) });
+            var options = new DenoiserOptions { IntraOpThreads = parse.GetValue(threads), Device = parse.GetValue(device)! };
+            using var denoiser = located.OpenDenoiser(options);
             var sampler = Sampler.Create("ddim", located.Config, s);
             var tilt = new LinearTilt(denoiser, RewardSpec.ParseLinear("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));
             var request = new GenerationRequest { Count = b, BatchSize = b, Seed = 1 };
@@ -86,6 +88,9 @@ internal static class BenchCommand
             {
                 ["model"] = located.OnnxPath,
                 ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+                ["device"] = denoiser.Device,
+                ["host_buffers"] = denoiser.HostMemory,
+                ["network_element_type"] = denoiser.SampleElementType.ToString(),
                 ["steps"] = s,
                 ["batch"] = b,
                 ["repeats"] = r,
@@ -99,10 +104,10 @@ internal static class BenchCommand
                 ["bare_run_loop_seconds_median"] = bareMedian,
                 ["sampling_over_bare_run_loop"] = plainMedian / bareMedian,
             };
-            if (parse.GetValue(sweepBatches)) figures["throughput"] = Throughput(located, sampler, s, parse.GetValue(threads));
+            if (parse.GetValue(sweepBatches)) figures["throughput"] = Throughput(located, sampler, s, options);
             figures["peak_working_set_mb"] = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
             if (parse.GetValue(torch) is { } checkpoint) figures["pytorch"] = TorchComparison(checkpoint, s, b, r, plainMedian);
-            Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians)");
+            Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians), device {denoiser.Device} (host buffers {denoiser.HostMemory})");
             Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
             Console.WriteLine($"  tilted (exact)        {tiltedMedian * 1000,9:F1} ms");
             Console.WriteLine($"  network alone         {networkMedian * 1000,9:F1} ms");
@@ -121,13 +126,13 @@ internal static class BenchCommand
     }
 
     /// <summary>Samples per second for batch 1…256, with all cores and with one intra-op thread (DDIM, the bench's steps).</summary>
-    private static JsonArray Throughput(DiffusionModel located, Sampler sampler, int steps, int? threads)
+    private static JsonArray Throughput(DiffusionModel located, Sampler sampler, int steps, DenoiserOptions options)
     {
         var rows = new JsonArray();
         Console.WriteLine($"  throughput (DDIM {steps} steps; samples/s):");
-        foreach (int? t in new[] { threads, 1 })
+        foreach (int? t in new[] { options.IntraOpThreads, 1 })
         {
-            using var d = located.OpenDenoiser(new DenoiserOptions { IntraOpThreads = t });
+            using var d = located.OpenDenoiser(options with { IntraOpThreads = t });
             foreach (int batch in new[] { 1, 4, 16, 64, 256 })
             {
                 var request = new GenerationRequest { Count = batch, BatchSize = batch, Seed = 1 };

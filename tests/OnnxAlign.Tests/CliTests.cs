@@ -44,7 +44,7 @@ public class CliTests
         var (code, _, stderr) = Onnxalign("generate", TestSupport.Toy("gmm-image"), "--count", "5", "--steps", "10", "--out", outDir, "--overwrite", "--shard", "1/2");
         Assert.True(code == 0, stderr);
         // Shard 1 of 2 of 5 samples holds indices 2, 3, 4.
-        Assert.Equal(["sample_000002.png", "sample_000003.png", "sample_000004.png"], Directory.GetFiles(outDir, "sample_*.png").Select(Path.GetFileName).Order().ToArray());
+        Assert.Equal(["sample_000002.png", "sample_000003.png", "sample_000004.png"], Directory.GetFiles(outDir, "sample_*.png").Select(f => Path.GetFileName(f)!).Order().ToArray());
         Assert.True(File.Exists(Path.Combine(outDir, "grid.png")));
         var back = ImageFiles.ReadImage(Path.Combine(outDir, "sample_000002.png"), [1, 8, 8]);
         var samples = NpyFile.Read(Path.Combine(outDir, "samples.npy"));

@@ -72,18 +72,49 @@ public class GenerationTests
             new GmmExport { SampleShape = [2], FixedBatch = 3 },
             new GmmExport { SampleShape = [2], ScalarTimestep = true },
             new GmmExport { SampleShape = [2], TimestepType = OnnxType.Float },
+            new GmmExport { SampleShape = [2], TimestepType = OnnxType.Int32, Conditioning = true },   // zeros bound once, on the device
+            new GmmExport { SampleShape = [2], FixedBatch = 3, Conditioning = true },
         };
         foreach (var export in exports)
         {
-            string dir = TestSupport.TempDirectory();
-            File.WriteAllBytes(Path.Combine(dir, "net.onnx"), ToyModels.GmmNetwork(ToyModels.Gmm2d, ToyModels.Gmm2dConfig, export));
-            File.WriteAllText(Path.Combine(dir, "net.scheduler_config.json"), ToyModels.Gmm2dConfig);
-            var model = DiffusionModel.Locate(Path.Combine(dir, "net.onnx"));
-            using var denoiser = model.OpenDenoiser();
+            using var denoiser = OpenExport(export, out var model);
             Assert.Equal(export.FixedBatch, denoiser.FixedBatchSize);
             var samples = Generation.Run(denoiser, Sampler.Create("ddim", model.Config, 20), new GenerationRequest { Count = 37, BatchSize = 37, Seed = 3 }).Samples;
             TestSupport.AssertClose(reference, samples);
         }
+    }
+
+    [Fact]
+    public void HalfPrecisionExportsRunInFloat16AndStayCloseToFloat32()
+    {
+        // The same network with float16 sample and output (and a float16 timestep): the sampler stays in float32, and
+        // only the crossings into and out of the network round to float16.
+        const int steps = 20;
+        var reference = Run("ddim", 37);
+        foreach (var export in new[]
+        {
+            new GmmExport { SampleShape = [2], HalfPrecisionIo = true },
+            new GmmExport { SampleShape = [2], HalfPrecisionIo = true, TimestepType = OnnxType.Float16, FixedBatch = 3 },
+        })
+        {
+            using var denoiser = OpenExport(export, out var model);
+            Assert.Equal(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16, denoiser.SampleElementType);
+            var samples = Generation.Run(denoiser, Sampler.Create("ddim", model.Config, steps), new GenerationRequest { Count = 37, BatchSize = 37, Seed = 3 }).Samples;
+            double worst = reference.Zip(samples).Max(p => Math.Abs(p.First - p.Second) / (1 + Math.Abs(p.First)));
+            // Each step rounds the network's input and output once, a relative error of at most u = 2⁻¹¹ each; DDIM's
+            // update coefficients are at most 1 in size, so the first-order bound after n steps is 2·n·u.
+            Assert.True(worst <= 2 * steps * Math.Pow(2, -11), $"float16 export strays {worst:G3} from float32");
+            Assert.True(worst > 0, "no rounding seen: the float16 sample was not used");
+        }
+    }
+
+    private static OnnxDenoiser OpenExport(GmmExport export, out DiffusionModel model)
+    {
+        string dir = TestSupport.TempDirectory();
+        File.WriteAllBytes(Path.Combine(dir, "net.onnx"), ToyModels.GmmNetwork(ToyModels.Gmm2d, ToyModels.Gmm2dConfig, export));
+        File.WriteAllText(Path.Combine(dir, "net.scheduler_config.json"), ToyModels.Gmm2dConfig);
+        model = DiffusionModel.Locate(Path.Combine(dir, "net.onnx"));
+        return model.OpenDenoiser();
     }
 
     [Fact]

@@ -80,6 +80,7 @@ public class CudaTests
         var request = new OnnxAlign.Sampling.GenerationRequest { Count = 8, BatchSize = 8, Seed = 2 };
         using var cpu = model.OpenDenoiser();
         using var gpu = model.OpenDenoiser(new DenoiserOptions { Device = "cuda:0" });
+        Assert.Equal("cuda-pinned", gpu.HostMemory); // the per-step copies are DMA transfers from page-locked memory
         var a = OnnxAlign.Sampling.Generation.Run(cpu, ddim, request).Samples;
         var b = OnnxAlign.Sampling.Generation.Run(gpu, ddim, request).Samples;
         Assert.True(a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) < 2e-2, "CUDA and CPU samples differ");

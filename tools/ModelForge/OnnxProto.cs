@@ -66,6 +66,8 @@ public enum OnnxType
     Int32 = 6,
     /// <summary>INT64.</summary>
     Int64 = 7,
+    /// <summary>FLOAT16.</summary>
+    Float16 = 10,
 }
 
 /// <summary>Builds an ONNX graph node by node and serialises it as a ModelProto.</summary>

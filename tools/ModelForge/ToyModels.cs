@@ -8,7 +8,7 @@ public sealed record GmmExport
 {
     /// <summary>Per-sample shape: [d] or [1, h, w].</summary>
     public required int[] SampleShape { get; init; }
-    /// <summary>Timestep dtype: Int64 or Float.</summary>
+    /// <summary>Timestep dtype: Int64, Int32, Float or Float16.</summary>
     public OnnxType TimestepType { get; init; } = OnnxType.Int64;
     /// <summary>Timestep as a scalar (rank 0) instead of a [batch] vector.</summary>
     public bool ScalarTimestep { get; init; }
@@ -16,6 +16,13 @@ public sealed record GmmExport
     public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
     /// <summary>A fixed batch dimension, or null for dynamic.</summary>
     public int? FixedBatch { get; init; }
+    /// <summary>Sample and output in float16 (a half-precision export), computed in float32 inside.</summary>
+    public bool HalfPrecisionIo { get; init; }
+    /// <summary>
+    /// Adds a conditional network's <c>encoder_hidden_states</c> input [batch, 4, 8] whose mean is added to the output:
+    /// unconditional use (zeros) leaves the network unchanged, anything else shows.
+    /// </summary>
+    public bool Conditioning { get; init; }
 }
 
 /// <summary>The toy models of <c>models/toy</c>: exact Gaussian-mixture score networks and a small random UNet.</summary>
@@ -129,10 +136,13 @@ public static class ToyModels
         var g = new OnnxGraph("gmm_score");
         long batch = export.FixedBatch ?? -1;
         long[] sampleDims = [batch, .. export.SampleShape.Select(s => (long)s)];
-        string sample = g.Input("sample", OnnxType.Float, sampleDims);
+        var ioType = export.HalfPrecisionIo ? OnnxType.Float16 : OnnxType.Float;
+        string sample = g.Input("sample", ioType, sampleDims);
         string timestep = export.ScalarTimestep ? g.Input("timestep", export.TimestepType) : g.Input("timestep", export.TimestepType, batch);
+        string? conditioning = export.Conditioning ? g.Input("encoder_hidden_states", OnnxType.Float, batch, 4, 8) : null;
 
-        string x = export.SampleShape.Length == 1 ? sample : g.Node("Reshape", [sample, g.Constant([-1L, d], 2)]);
+        string sample32 = export.HalfPrecisionIo ? g.Node("Cast", [sample], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Float)) : sample;
+        string x = export.SampleShape.Length == 1 ? sample32 : g.Node("Reshape", [sample32, g.Constant([-1L, d], 2)]);
         string index = export.TimestepType == OnnxType.Int64 ? timestep : g.Node("Cast", [timestep], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Int64));
         var table = schedule.AlphasCumprod;
         string alphaTable = g.Constant(table.Select(a => (float)Math.Sqrt(a)).ToArray(), table.Count);
@@ -172,8 +182,15 @@ public static class ToyModels
             PredictionType.VPrediction => g.Node("Neg", [g.Node("Mul", [g.Node("Div", [sigma, alpha]), g.Node("Add", [score, x])])]),
             _ => g.Node("Div", [g.Node("Add", [x, g.Node("Mul", [sigma2, score])]), alpha]),
         };
+        if (conditioning is not null)
+        {
+            string mean = g.Node("ReduceMean", [conditioning], n => { OnnxGraph.IntsAttribute(n, "axes", 1, 2); OnnxGraph.IntAttribute(n, "keepdims", 0); });
+            output = g.Node("Add", [output, g.Node("Reshape", [mean, column])]);                          // [B,d] + [B,1]
+        }
+        if (export.HalfPrecisionIo)
+            output = g.Node("Cast", [output], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Float16));
         g.Node("Reshape", [output, g.Node("Shape", [sample])], output: "out_sample");
-        g.Output("out_sample", OnnxType.Float, sampleDims);
+        g.Output("out_sample", ioType, sampleDims);
         return g.ToModel();
     }
 

@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -7,8 +9,10 @@ namespace OnnxAlign.Model;
 /// The base law: an ONNX Runtime session wrapped as an <see cref="IDenoiser"/> (DESIGN §6–§7). Inputs are bound by
 /// name from the session's metadata (<c>sample</c>, <c>timestep</c>, optional <c>encoder_hidden_states</c>, or the
 /// only inputs of matching rank), the timestep is converted to the dtype and shape the exporter chose (scalar, [1]
-/// or [B]; int64, int32, float or double), and a model with a fixed batch size is fed in chunks. Input and output
-/// tensors are allocated once per chunk size and reused across steps.
+/// or [B]; int64, int32, float, double or float16), and a model with a fixed batch size is fed in chunks. The sample
+/// and output may be float32 or float16 (a half-precision export for the GPU); the sampler always works in float32.
+/// Inputs and outputs go through an I/O binding allocated once per chunk size and reused across steps, placed where
+/// it pays on the session's device (see <see cref="Binding"/>).
 /// </summary>
 /// <remarks>Thread-safe: calls on one instance are serialised (they share buffers). For parallel generation open
 /// one denoiser per thread; each owns its session.</remarks>
@@ -19,7 +23,11 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     private readonly string _sampleName, _timestepName, _outputName;
     private readonly string? _conditioningName;
     private readonly long[]? _conditioningShape;
+    private readonly TensorElementType _sampleType;        // Float or Float16; the output has the same type
     private readonly TensorElementType _timestepType;
+    private readonly TensorElementType _conditioningType;
+    private readonly OrtAllocator _hostAllocator;         // the host buffers of sample and output
+    private readonly bool _ownsHostAllocator;
     private readonly int _timestepRank;        // 0 = scalar, 1 = vector
     private readonly int _fixedTimestepLength; // > 0 when the timestep vector has a fixed length
     private readonly int _fixedBatch;          // > 0 when the model's batch dimension is fixed
@@ -39,16 +47,18 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         _session = OpenSession(onnxPath, options);
         try
         {
+            (_hostAllocator, _ownsHostAllocator, HostMemory) = HostBuffers(_session, options);
             var inputs = _session.InputMetadata;
-            _sampleName = PickInput(onnxPath, inputs, "sample", m => m.Dimensions.Length is 2 or 4 && m.ElementDataType == TensorElementType.Float);
+            _sampleName = PickInput(onnxPath, inputs, "sample", m => m.Dimensions.Length is 2 or 4 && m.ElementDataType is TensorElementType.Float or TensorElementType.Float16);
             _timestepName = PickInput(onnxPath, inputs, "timestep", m => m.Dimensions.Length <= 1, exclude: _sampleName);
             var sample = inputs[_sampleName];
             var timestep = inputs[_timestepName];
-            if (sample.ElementDataType != TensorElementType.Float)
-                throw new ConfigException($"{onnxPath}: input '{_sampleName}' is {sample.ElementDataType}, expected float32");
+            _sampleType = sample.ElementDataType;
+            if (_sampleType is not (TensorElementType.Float or TensorElementType.Float16))
+                throw new ConfigException($"{onnxPath}: input '{_sampleName}' is {sample.ElementDataType}, expected float32 or float16");
             _timestepType = timestep.ElementDataType;
-            if (_timestepType is not (TensorElementType.Int64 or TensorElementType.Int32 or TensorElementType.Float or TensorElementType.Double))
-                throw new ConfigException($"{onnxPath}: input '{_timestepName}' is {_timestepType}, expected int64, int32, float or double");
+            if (_timestepType is not (TensorElementType.Int64 or TensorElementType.Int32 or TensorElementType.Float or TensorElementType.Double or TensorElementType.Float16))
+                throw new ConfigException($"{onnxPath}: input '{_timestepName}' is {_timestepType}, expected int64, int32, float, double or float16");
             _timestepRank = timestep.Dimensions.Length;
             if (_timestepRank > 1)
                 throw new ConfigException($"{onnxPath}: input '{_timestepName}' has rank {_timestepRank}, expected a scalar, [1] or [batch]");
@@ -69,6 +79,9 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                 var meta = inputs[extra[0]];
                 if (meta.Dimensions.Skip(1).Any(d => d <= 0))
                     throw new ConfigException($"{onnxPath}: encoder_hidden_states has dynamic dimensions; conditioning input is not supported");
+                if (meta.ElementDataType is not (TensorElementType.Float or TensorElementType.Float16))
+                    throw new ConfigException($"{onnxPath}: encoder_hidden_states is {meta.ElementDataType}, expected float32 or float16");
+                _conditioningType = meta.ElementDataType;
                 _conditioningName = extra[0];
                 _conditioningShape = meta.Dimensions.Select(d => (long)d).ToArray();
             }
@@ -77,6 +90,8 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             _outputName = outputs.Count == 1 ? outputs.Keys.First()
                 : outputs.ContainsKey("out_sample") ? "out_sample"
                 : throw new ConfigException($"{onnxPath}: {outputs.Count} outputs and none named out_sample");
+            if (outputs[_outputName].ElementDataType != _sampleType)
+                throw new ConfigException($"{onnxPath}: output '{_outputName}' is {outputs[_outputName].ElementDataType} but the sample is {_sampleType}; expected the same type");
             var outDims = outputs[_outputName].Dimensions;
             if (outDims.Length != sample.Dimensions.Length
                 || outDims.Skip(1).Zip(_sampleShape).Any(p => p.First > 0 && p.First != p.Second))
@@ -84,6 +99,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         }
         catch
         {
+            if (_ownsHostAllocator) _hostAllocator?.Dispose();
             _session.Dispose();
             throw;
         }
@@ -101,6 +117,15 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     /// <summary>The device the session runs on.</summary>
     public string Device { get; }
 
+    /// <summary>
+    /// Where the host side of the sample and output lives: <c>cpu</c>, or on CUDA <c>cuda-pinned</c> (page-locked, one
+    /// DMA transfer per crossing) or <c>pageable (…why…)</c> when the CUDA build offered no pinned allocator.
+    /// </summary>
+    public string HostMemory { get; }
+
+    /// <summary>The element type of the network's sample and output (float32, or float16 for a half-precision export).</summary>
+    public TensorElementType SampleElementType => _sampleType;
+
     /// <summary>The batch size the model requires, or null when its batch dimension is dynamic.</summary>
     public int? FixedBatchSize => _fixedBatch > 0 ? _fixedBatch : null;
 
@@ -109,7 +134,8 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     {
         static string Dims(NodeMetadata m) => "[" + string.Join(", ", m.Dimensions.Select((d, i) => d > 0 ? d.ToString() : m.SymbolicDimensions[i] is { Length: > 0 } s ? s : "?")) + "]";
         var lines = _session.InputMetadata.Select(kv => $"  input  {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}")
-            .Concat(_session.OutputMetadata.Select(kv => $"  output {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}"));
+            .Concat(_session.OutputMetadata.Select(kv => $"  output {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}"))
+            .Append($"  device {Device}, host buffers {HostMemory}");
         return string.Join(Environment.NewLine, lines);
     }
 
@@ -129,11 +155,9 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             for (int start = 0; start < batchSize; start += chunk)
             {
                 int n = Math.Min(chunk, batchSize - start);
-                var input = binding.Sample.AsSpan();
-                x.Slice(start * size, n * size).CopyTo(input);
-                input[(n * size)..].Clear(); // padding of a fixed-batch model's last chunk
-                _session.Run(binding.RunOptions, binding.InputNames, binding.Inputs, binding.OutputNames, binding.Outputs);
-                binding.Output.AsSpan(0, n * size).CopyTo(noise.Slice(start * size, n * size));
+                binding.WriteSample(x.Slice(start * size, n * size));
+                binding.Run();
+                binding.ReadOutput(noise.Slice(start * size, n * size));
             }
         }
         Prediction.ToNoise(_predictionType, x, noise, alpha, sigma);
@@ -150,10 +174,9 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         {
             var binding = BindingFor(_fixedBatch > 0 ? _fixedBatch : batchSize);
             binding.SetTimestep(timestep);
-            for (int i = 0; i < binding.Sample.Length; i++) binding.Sample[i] = (i * 0.618034f) % 2 - 1; // finite, data-like values
+            binding.FillSyntheticSample();
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            for (int r = 0; r < runs; r++)
-                _session.Run(binding.RunOptions, binding.InputNames, binding.Inputs, binding.OutputNames, binding.Outputs);
+            for (int r = 0; r < runs; r++) binding.Run();
             return clock.Elapsed;
         }
     }
@@ -164,7 +187,27 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _bindings.Values) b.Dispose();
+        if (_ownsHostAllocator) _hostAllocator.Dispose();
         _session.Dispose();
+    }
+
+    /// <summary>
+    /// The allocator of the host buffers: on CUDA the execution provider's pinned (page-locked) allocator, so that the
+    /// per-step copies are direct DMA transfers; otherwise ONNX Runtime's CPU allocator.
+    /// </summary>
+    private static (OrtAllocator Allocator, bool Owned, string Description) HostBuffers(InferenceSession session, DenoiserOptions options)
+    {
+        if (options.CudaDeviceId is not { } deviceId) return (OrtAllocator.DefaultInstance, false, "cpu");
+        try
+        {
+            using var pinned = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA_PINNED, OrtAllocatorType.DeviceAllocator, deviceId, OrtMemType.CpuOutput);
+            return (new OrtAllocator(session, pinned), true, "cuda-pinned");
+        }
+        catch (OnnxRuntimeException e)
+        {
+            // Still correct, only each copy goes through a staging buffer.
+            return (OrtAllocator.DefaultInstance, false, $"pageable (no pinned allocator: {FirstLine(e.Message)})");
+        }
     }
 
     private Binding BindingFor(int chunk)
@@ -246,74 +289,123 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         return dims;
     }
 
-    /// <summary>Pinned input/output tensors for one chunk size, reused across steps.</summary>
+    /// <summary>
+    /// The I/O binding of one chunk size, reused across steps (ONNX Runtime's <c>OrtIoBinding</c>). ONNX Runtime copies
+    /// a bound input to the session's device when it is bound, not at each run, so the placement follows what changes:
+    /// <list type="bullet">
+    /// <item>the conditioning input is the same for the whole run: bound once, so on CUDA it stays on the device;</item>
+    /// <item>the sample changes at every step (the sampler's arithmetic is on the host): it is re-bound before each
+    /// run from a host buffer, and the output is bound once to a host buffer the network's result is copied into.
+    /// On CUDA both buffers are page-locked (CUDA-pinned) memory, so each crossing is one DMA transfer with no
+    /// staging copy and no per-run allocation; on the CPU they are the tensors the kernels read and write;</item>
+    /// <item>the timestep is re-bound once per call.</item>
+    /// </list>
+    /// A float16 network's sample and output are converted here, at the host buffers (TensorPrimitives).
+    /// </summary>
     private sealed class Binding : IDisposable
     {
-        private readonly Array _timestep;
+        private readonly OnnxDenoiser _owner;
+        private readonly OrtIoBinding _io;
+        private readonly OrtValue _sample, _output, _timestep;
+        private readonly OrtValue? _conditioning;
+        private readonly int _length;
 
         public Binding(OnnxDenoiser owner, int chunk)
         {
-            int size = owner.SampleSize;
-            Sample = new float[chunk * size];
-            Output = new float[chunk * size];
+            _owner = owner;
+            _length = chunk * owner.SampleSize;
             long[] shape = [chunk, .. owner._sampleShape.Select(d => (long)d)];
             int timestepLength = owner._timestepRank == 0 ? 1 : owner._fixedTimestepLength > 0 ? owner._fixedTimestepLength : chunk;
             long[] timestepShape = owner._timestepRank == 0 ? [] : [timestepLength];
-            _timestep = owner._timestepType switch
+            var host = owner._hostAllocator;
+            _io = owner._session.CreateIoBinding();
+            try
             {
-                TensorElementType.Int64 => new long[timestepLength],
-                TensorElementType.Int32 => new int[timestepLength],
-                TensorElementType.Double => new double[timestepLength],
-                _ => new float[timestepLength],
-            };
-            var inputs = new List<OrtValue>
-            {
-                OrtValue.CreateTensorValueFromMemory(Sample, shape),
-                _timestep switch
+                _sample = OrtValue.CreateAllocatedTensorValue(host, owner._sampleType, shape);
+                _output = OrtValue.CreateAllocatedTensorValue(host, owner._sampleType, shape);
+                _timestep = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, owner._timestepType, timestepShape);
+                _io.BindOutput(owner._outputName, _output);
+                if (owner._conditioningName is { } name)
                 {
-                    long[] a => OrtValue.CreateTensorValueFromMemory(a, timestepShape),
-                    int[] a => OrtValue.CreateTensorValueFromMemory(a, timestepShape),
-                    double[] a => OrtValue.CreateTensorValueFromMemory(a, timestepShape),
-                    float[] a => OrtValue.CreateTensorValueFromMemory(a, timestepShape),
-                    _ => throw new InvalidOperationException(),
-                },
-            };
-            var names = new List<string> { owner._sampleName, owner._timestepName };
-            if (owner._conditioningName is { } c)
-            {
-                long[] cshape = [chunk, .. owner._conditioningShape!.Skip(1)];
-                inputs.Add(OrtValue.CreateTensorValueFromMemory(new float[cshape.Aggregate(1L, (a, b) => a * b)], cshape));
-                names.Add(c);
+                    // Unconditional use of a conditional network: zeros, copied to the device once (bound here only).
+                    long[] conditioningShape = [chunk, .. owner._conditioningShape!.Skip(1)];
+                    _conditioning = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, owner._conditioningType, conditioningShape);
+                    _conditioning.GetTensorMutableRawData().Clear();
+                    _io.BindInput(name, _conditioning);
+                }
             }
-            Inputs = inputs;
-            InputNames = names;
-            Outputs = [OrtValue.CreateTensorValueFromMemory(Output, shape)];
-            OutputNames = [owner._outputName];
+            catch
+            {
+                Dispose();
+                throw;
+            }
         }
 
-        public float[] Sample { get; }
-        public float[] Output { get; }
-        public IReadOnlyCollection<OrtValue> Inputs { get; }
-        public IReadOnlyCollection<string> InputNames { get; }
-        public IReadOnlyCollection<OrtValue> Outputs { get; }
-        public IReadOnlyCollection<string> OutputNames { get; }
         public RunOptions RunOptions { get; } = new();
 
+        /// <summary>Sets the timestep of the following runs (every row the same).</summary>
         public void SetTimestep(double t)
         {
-            switch (_timestep)
+            switch (_owner._timestepType)
             {
-                case long[] a: Array.Fill(a, (long)Math.Round(t)); break;
-                case int[] a: Array.Fill(a, (int)Math.Round(t)); break;
-                case double[] a: Array.Fill(a, t); break;
-                case float[] a: Array.Fill(a, (float)t); break;
+                case TensorElementType.Int64: _timestep.GetTensorMutableDataAsSpan<long>().Fill((long)Math.Round(t)); break;
+                case TensorElementType.Int32: _timestep.GetTensorMutableDataAsSpan<int>().Fill((int)Math.Round(t)); break;
+                case TensorElementType.Double: _timestep.GetTensorMutableDataAsSpan<double>().Fill(t); break;
+                case TensorElementType.Float16: MemoryMarshal.Cast<byte, Half>(_timestep.GetTensorMutableRawData()).Fill((Half)t); break;
+                default: _timestep.GetTensorMutableDataAsSpan<float>().Fill((float)t); break;
             }
+            _io.BindInput(_owner._timestepName, _timestep);
+        }
+
+        /// <summary>Writes <paramref name="rows"/> (a multiple of the sample size) into the input, zeros after them.</summary>
+        public void WriteSample(ReadOnlySpan<float> rows)
+        {
+            if (_owner._sampleType == TensorElementType.Float16)
+            {
+                var input = MemoryMarshal.Cast<byte, Half>(_sample.GetTensorMutableRawData());
+                TensorPrimitives.ConvertToHalf(rows, input);
+                input[rows.Length..].Clear(); // padding of a fixed-batch model's last chunk
+            }
+            else
+            {
+                var input = _sample.GetTensorMutableDataAsSpan<float>();
+                rows.CopyTo(input);
+                input[rows.Length..].Clear();
+            }
+        }
+
+        /// <summary>Fills <paramref name="rows"/> from the start of the output.</summary>
+        public void ReadOutput(Span<float> rows)
+        {
+            if (_owner._sampleType == TensorElementType.Float16)
+                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(_output.GetTensorMutableRawData())[..rows.Length], rows);
+            else
+                _output.GetTensorDataAsSpan<float>()[..rows.Length].CopyTo(rows);
+        }
+
+        /// <summary>One network evaluation of the whole chunk: binds the sample (the copy to a device happens here), runs, and waits for the output.</summary>
+        public void Run()
+        {
+            _io.BindInput(_owner._sampleName, _sample);
+            _owner._session.RunWithBinding(RunOptions, _io);
+            _io.SynchronizeBoundOutputs();
+        }
+
+        /// <summary>Fills the input with finite, data-like values (for <see cref="TimeBareRuns"/>).</summary>
+        public void FillSyntheticSample()
+        {
+            var rows = new float[_length];
+            for (int i = 0; i < rows.Length; i++) rows[i] = (i * 0.618034f) % 2 - 1;
+            WriteSample(rows);
         }
 
         public void Dispose()
         {
-            foreach (var v in Inputs) v.Dispose();
-            foreach (var v in Outputs) v.Dispose();
+            _io?.Dispose();
+            _sample?.Dispose();
+            _output?.Dispose();
+            _timestep?.Dispose();
+            _conditioning?.Dispose();
             RunOptions.Dispose();
         }
     }
