@@ -37,6 +37,8 @@ internal static class AlignCommand
         {
             model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
         };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
@@ -55,7 +57,7 @@ internal static class AlignCommand
                 var m => throw new UsageException($"--method '{m}': expected newton or ascent"),
             };
             long seedValue = parse.GetValue(seed);
-            using var denoiser = located.OpenDenoiser();
+            using var denoiser = located.OpenDenoiser(runtime.For(parse));
             var parsed = constraintTexts.Select(t => Constraint.Parse(t, denoiser.SampleShape, located.Directory)).ToArray();
             var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = s.Name, ["steps"] = s.Steps, ["seed"] = seedValue };
             float[] theta;

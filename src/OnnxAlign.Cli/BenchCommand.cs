@@ -24,13 +24,13 @@ internal static class BenchCommand
         var steps = new Option<int>("--steps") { Description = "Steps per run.", DefaultValueFactory = _ => 20 };
         var batch = new Option<int>("--batch") { Description = "Samples per run (one batch).", DefaultValueFactory = _ => 16 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
-        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N (needs the GPU build, see README).", DefaultValueFactory = _ => "cpu" };
         var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
         var torch = new Option<string?>("--torch") { Description = "Also time tools/bench/torch_loop.py on this PyTorch checkpoint (the training script's ddpm_ema.pt) for equal work." };
         var sweepBatches = new Option<bool>("--throughput") { Description = "Also measure throughput for batch 1…256 with all cores and with one thread." };
         var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
-        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, threads, device, output, mixture, torch, sweepBatches };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, output, mixture, torch, sweepBatches };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             if (parse.GetValue(mixture))
@@ -44,7 +44,7 @@ internal static class BenchCommand
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
             int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            var options = new DenoiserOptions { IntraOpThreads = parse.GetValue(threads), Device = parse.GetValue(device)! };
+            var options = runtime.For(parse);
             using var denoiser = located.OpenDenoiser(options);
             var sampler = Sampler.Create("ddim", located.Config, s);
             var tilt = new LinearTilt(denoiser, RewardSpec.ParseLinear("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));

@@ -23,10 +23,8 @@ internal static class GenerateCommand
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
         var initNoise = new Option<string?>("--init-noise") { Description = "x_T for all samples as .npy [count, ...] (exact reproduction)." };
         var outDir = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out" };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var shard = new Option<string>("--shard") { Description = "Generate only shard i of n (0-based), e.g. 0/4; shards concatenate to the full run.", DefaultValueFactory = _ => "0/1" };
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
-        var threads = new Option<int?>("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out (same options); finished batches are kept in OUT/.partial/." };
         var onNan = new Option<string>("--on-nan") { Description = "When a sample turns NaN/±∞: stop (keep the finished samples, exit 3) or skip (drop it, go on).", DefaultValueFactory = _ => "stop" };
@@ -36,9 +34,10 @@ internal static class GenerateCommand
         var prox = new ProxOptions();
         var command = new Command("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).")
         {
-            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, device, shard, shape, threads, overwrite, align, onNan, resume,
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shape, overwrite, align, onNan, resume,
         };
-        foreach (var option in tilt.All.Concat(prox.All)) command.Options.Add(option);
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All.Concat(tilt.All).Concat(prox.All)) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var clock = Stopwatch.StartNew();
@@ -51,12 +50,7 @@ internal static class GenerateCommand
             string output = parse.GetValue(outDir)!;
 
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            var options = new DenoiserOptions
-            {
-                Device = parse.GetValue(device)!,
-                IntraOpThreads = parse.GetValue(threads),
-                SampleShape = ParseShape(parse.GetValue(shape)),
-            };
+            var options = runtime.For(parse, ParseShape(parse.GetValue(shape)));
             NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
             string alignMode = parse.GetValue(align)!;

@@ -10,10 +10,12 @@ internal static class InspectCommand
     {
         var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout)." };
         var command = new Command("inspect", "Print a model's inputs, outputs, noise schedule and prediction type.") { model };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            using var denoiser = located.OpenDenoiser();
+            using var denoiser = located.OpenDenoiser(runtime.For(parse));
             var c = located.Config;
             var schedule = denoiser.Schedule;
             Console.WriteLine($"model      {located.OnnxPath}");

@@ -31,12 +31,15 @@ internal static class QualityCommand
         {
             model, count, steps, sampler, seed, batch, samples, evaluatorDir, output, writeReference,
         };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             string modelPath = parse.GetValue(model)!;
             string dir = parse.GetValue(evaluatorDir) ?? Path.Combine(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(modelPath) ?? ".", "evaluator");
             if (!Directory.Exists(dir)) throw new ConfigException($"{dir}: no evaluator folder (give --evaluator DIR)");
-            using var evaluator = new ImageEvaluator(dir);
+            var options = runtime.For(parse);
+            using var evaluator = new ImageEvaluator(dir, options);
 
             if (parse.GetValue(writeReference) is { } realPath)
             {
@@ -51,7 +54,7 @@ internal static class QualityCommand
             }
 
             var located = DiffusionModel.Locate(modelPath);
-            using var denoiser = located.OpenDenoiser();
+            using var denoiser = located.OpenDenoiser(options);
             var sampleShape = denoiser.SampleShape;
             var reference = ReadReference(dir);
             float[] data;

@@ -38,6 +38,8 @@ internal static class SweepCommand
         {
             model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite,
         };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
@@ -47,9 +49,10 @@ internal static class SweepCommand
                 : throw new UsageException($"--lambdas: '{v}' is not a finite value > 0")).ToArray();
             int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
             var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
-            using var denoiser = located.OpenDenoiser();
+            var options = runtime.For(parse);
+            using var denoiser = located.OpenDenoiser(options);
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
-            using var evaluator = new ImageEvaluator(Path.Combine(located.Directory, "evaluator"));
+            using var evaluator = new ImageEvaluator(Path.Combine(located.Directory, "evaluator"), options);
             string? targetName = parse.GetValue(target) ?? (spec.StartsWith("class:", StringComparison.Ordinal) ? spec[6..].Split('@')[0] : null);
             int targetClass = targetName is null ? -1
                 : int.TryParse(targetName, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index

@@ -261,17 +261,22 @@ public class BadInputTests
     [InlineData("generate|{toy}|--reward|max(brightness|--lambda|1", "unknown reward")]
     [InlineData("generate|{toy}|--reward|any-class:0@{dir}|--lambda|1", "at least two classes")]
     [InlineData("prox|--in|{dir}/images|--reward|brightness|--lambda|1|--model|{image}", "images")]
+    [InlineData("generate|{toy}|--device|gpu", "expected cpu, cuda or cuda:N")]
+    [InlineData("align|{toy}|--constraint|brightness>=0.1|--threads|0", "--threads 0")]
+    [InlineData("sweep|{fashion}|--reward|class:Trouser|--device|cuda:x", "expected cpu, cuda or cuda:N")]
+    [InlineData("quality|{fashion}|--count|4|--threads|-1", "--threads -1")]
     public void BadInputIsOneLineExitTwoAndNothingWritten(string command, string mentioned)
     {
         string dir = Fixtures();
         string output = Path.Combine(TestSupport.TempDirectory(), "never");
-        var args = command.Replace("{toy}", TestSupport.Toy("gmm2d")).Replace("{image}", TestSupport.Toy("gmm-image")).Replace("{dir}", dir).Split('|').ToList();
+        var args = command.Replace("{toy}", TestSupport.Toy("gmm2d")).Replace("{image}", TestSupport.Toy("gmm-image"))
+            .Replace("{fashion}", Path.Combine(TestSupport.RepositoryRoot, "models", "fashion")).Replace("{dir}", dir).Split('|').ToList();
         if (!args.Contains("--out")) args.AddRange(["--out", output]);
         var (code, _, stderr) = CliTests.Onnxalign([.. args]);
         Assert.Equal(2, code);
         Assert.StartsWith("error: ", stderr);
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.Contains(mentioned, stderr);
-        Assert.False(Directory.Exists(output));
+        Assert.False(Directory.Exists(output) || File.Exists(output));
     }
 }
