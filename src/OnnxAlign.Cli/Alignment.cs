@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using OnnxAlign.Guidance;
+using OnnxAlign.Output;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -44,7 +45,7 @@ internal static class Alignment
 
     /// <summary>Samples q ∝ p·exp(f(Ax)/λ) by the mixture of tilts (DESIGN §2) and fills the report's alignment section.</summary>
     public static GenerationResult RunMixture(JsonObject alignment, TiltOptions.Plan plan, FeatureReward reward, IDenoiser denoiser,
-                                              Sampler sampler, GenerationRequest request)
+                                              Sampler sampler, GenerationRequest request, BatchCheckpoint? checkpoint)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var settings = new TiltMixtureSettings
@@ -53,9 +54,22 @@ internal static class Alignment
             Partition = new LogPartitionSettings { Nodes = plan.LogZNodes, SamplesPerNode = Math.Max(plan.LogZSamples, 32), BatchSize = request.BatchSize },
         };
         var mixture = new TiltMixtureSampler(denoiser, sampler, reward, plan.Lambda!.Value, settings);
+        // The set-up (log Z of the terms, pilot rounds) is kept with the finished proposal batches, so --resume repeats neither.
+        const string envelopeNote = "mixture.json";
+        var envelope = checkpoint?.ReadNote(envelopeNote) is { } saved
+            ? MixtureEnvelope.FromJson(saved, Path.Combine(".partial", envelopeNote))
+            : null;
+        if (envelope is not null) Console.WriteLine($"resuming: the mixture's set-up ({envelope.Components.Count} tilts, ε = {envelope.Epsilon:G4}) read from .partial/{envelopeNote}");
         var drawn = ProgressReporter.Run($"generate (KL mixture, {mixture.Method})", progress =>
-            mixture.Sample(request.Count, request.Seed, (accepted, _) =>
-                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count))));
+        {
+            if (envelope is null)
+            {
+                envelope = mixture.Prepare(request.Seed);
+                checkpoint?.WriteNote(envelopeNote, envelope.ToJson());
+            }
+            return mixture.Sample(request.Count, request.Seed, (accepted, _) =>
+                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count)), envelope: envelope, proposals: checkpoint);
+        });
         alignment["method"] = mixture.Method switch
         {
             MixtureMethod.ExactMixture => "kl-exact-mixture",

@@ -71,26 +71,25 @@ internal static class GenerateCommand
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
+            if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
+                throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
             bool resuming = parse.GetValue(resume);
-            if (resuming && plan?.Mixture is not null) throw new UsageException("--resume applies to tilted and plain runs; a KL mixture run starts over");
-            if (resuming && plan?.Mixture is null && !BatchCheckpoint.Exists(output))
+            if (resuming && !BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
             if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
             SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             // Everything that determines the samples, in the order given (--out, --resume, --overwrite and --threads do not).
             string fingerprint = Fingerprint(parse);
-            var checkpoint = plan?.Mixture is not null ? null
-                : resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
-            if (resuming) Console.WriteLine($"resuming: {checkpoint!.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
+            var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
+            if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
             var alignment = new JsonObject();
             GenerationResult result;
             if (plan?.Mixture is { } mixtureReward)
             {
-                if (shardValue != Shard.Whole || init is not null)
-                    throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
-                result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request);
+                // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
+                result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
             }
             else
             {
@@ -146,7 +145,7 @@ internal static class GenerateCommand
             if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
             RunReport.Write(output, report);
 
-            checkpoint?.Complete();
+            checkpoint.Complete();
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
             if (plan is { Mixture: null, LogZSamples: > 0 })
             {

@@ -40,6 +40,40 @@ public class MixtureCliTests
         Assert.True((long)report["network_evaluations"]! > (long)alignment["setup_network_evaluations"]!);
     }
 
+    /// <summary>A killed KL-mixture run resumes (set-up and finished proposal batches kept in .partial/) to the uninterrupted samples.</summary>
+    [Fact]
+    public void Killed_mixture_run_resumes_to_the_uninterrupted_samples()
+    {
+        string dir = Directions(TestSupport.TempDirectory()), root = TestSupport.TempDirectory();
+        string whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
+        string[] arguments = ["generate", Gmm2d, "--reward", $"max(direction:{dir}/e0.npy|direction:{dir}/e1.npy)", "--lambda", "0.5",
+                              "--count", "20000", "--batch", "64", "--steps", "20", "--sampler", "ddim", "--seed", "4", "--threads", "1"];
+        var (code, _, stderr) = Onnxalign([.. arguments, "--out", whole]);
+        Assert.True(code == 0, stderr);
+
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll") }.Concat(arguments).Concat(["--out", resumed]))
+            start.ArgumentList.Add(a);
+        using (var process = System.Diagnostics.Process.Start(start)!)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string partial = Path.Combine(resumed, ".partial");
+            while (!(File.Exists(Path.Combine(partial, "mixture.json")) && Directory.GetFiles(partial, "batch_*.npy").Length >= 2)
+                   && !process.HasExited && clock.Elapsed.TotalSeconds < 120)
+                Thread.Sleep(5);
+            Assert.False(process.HasExited, "the run finished before it could be killed; make it longer");
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(resumed, "samples.npy")));
+
+        (code, var stdout, stderr) = Onnxalign([.. arguments, "--out", resumed, "--resume"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("the mixture's set-up", stdout);
+        Assert.False(Directory.Exists(Path.Combine(resumed, ".partial")));
+        Assert.True(File.ReadAllBytes(Path.Combine(whole, "samples.npy")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, "samples.npy"))));
+    }
+
     [Theory]
     [InlineData("min(direction:{0}/e0.npy|direction:{0}/e1.npy)", "concave")]
     [InlineData("lowrank:{0}/W.npy:bump:0,0,0,1", "neither convex nor concave")]

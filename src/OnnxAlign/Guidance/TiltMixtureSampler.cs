@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -54,6 +56,47 @@ public sealed record MixtureComponent(double[] U, double Intercept, Estimate Log
 
 /// <summary>A refinement round: tangents used, ε measured and the acceptance rate it gives.</summary>
 public sealed record RefinementRound(int Terms, double Epsilon, double Acceptance);
+
+/// <summary>
+/// What a mixture run's set-up computes once, before any proposal (DESIGN §2): the proposal's components with their
+/// log partitions and weights, and the ε of the acceptance test. Saved with an interrupted run so that a resumed run
+/// draws exactly the same proposals without repeating the set-up.
+/// </summary>
+/// <param name="Method">The construction it belongs to.</param>
+/// <param name="Components">The terms ℓ_j(z) = b_j + ⟨u_j, z⟩ with L(u_j) and the mixture weights.</param>
+/// <param name="Epsilon">ε of the acceptance test (0 for the exact mixture).</param>
+/// <param name="Refinement">The pilot rounds that chose the terms.</param>
+/// <param name="SetupEvaluations">Network evaluations the set-up took.</param>
+public sealed record MixtureEnvelope(MixtureMethod Method, IReadOnlyList<MixtureComponent> Components, double Epsilon,
+                                     IReadOnlyList<RefinementRound> Refinement, long SetupEvaluations)
+{
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, // a standard error may be NaN
+        Converters = { new JsonStringEnumConverter() },
+        WriteIndented = true,
+    };
+
+    /// <summary>The envelope as JSON; doubles are written in their shortest round-trip form, so reading it back is exact.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Reads <see cref="ToJson"/>'s output.</summary>
+    /// <exception cref="ConfigException">The text is not a saved envelope.</exception>
+    public static MixtureEnvelope FromJson(string json, string source)
+    {
+        try
+        {
+            var envelope = JsonSerializer.Deserialize<MixtureEnvelope>(json, Json);
+            if (envelope?.Components is not { Count: > 0 } components || components.Any(c => c?.U is null) || envelope.Refinement is null)
+                throw new ConfigException($"{source}: not a saved mixture envelope");
+            return envelope;
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException($"{source}: not a saved mixture envelope ({e.Message})", e);
+        }
+    }
+}
 
 /// <summary>Accepted samples of the KL-aligned law and what they cost.</summary>
 public sealed class TiltMixtureResult
@@ -168,19 +211,38 @@ public sealed class TiltMixtureSampler
 
     private double G(ReadOnlySpan<double> z) => _reward.Function.Value(z) / _lambda;
 
+    /// <summary>
+    /// The set-up of a run with this seed: log Z of the terms and, for the envelopes with rejection, the pilot rounds
+    /// that place the terms and measure ε. <see cref="Sample"/> calls it when it is given no envelope.
+    /// </summary>
+    /// <param name="seed">The run's noise seed; the pilot rounds and log Z use offset seeds, independent of the proposals.</param>
+    public MixtureEnvelope Prepare(long seed)
+    {
+        var partition = new FeatureLogPartition(_denoiser, _sampler, _reward, Settings.Partition with { Seed = seed + 3_000_000_019L });
+        var metered = new MeteredDenoiser(_denoiser);
+        var (terms, epsilon, rounds) = BuildEnvelope(partition, metered, seed);
+        var components = Components(partition, terms);
+        return new MixtureEnvelope(Method, components, epsilon, rounds, partition.NetworkEvaluations + metered.Evaluations);
+    }
+
     /// <summary>Draws <paramref name="count"/> accepted samples; proposal i uses noise stream (seed, i).</summary>
     /// <param name="count">Accepted samples wanted.</param>
     /// <param name="seed">Noise seed. The pilot rounds and log Z use offset seeds, so they are independent of the proposals.</param>
     /// <param name="progress">Called with (accepted, proposed) after each batch of proposals.</param>
     /// <param name="maxProposals">Gives up (with an exception naming the acceptance rate) after this many proposals.</param>
-    public TiltMixtureResult Sample(int count, long seed, Action<int, long>? progress = null, long maxProposals = 10_000_000)
+    /// <param name="envelope">The set-up of this seed from <see cref="Prepare"/> (e.g. saved by an interrupted run); null computes it.</param>
+    /// <param name="proposals">Where finished batches of proposals are kept, keyed by their first proposal index, so that an
+    /// interrupted run continues with the same proposals and hence the same accepted samples; null keeps none.</param>
+    public TiltMixtureResult Sample(int count, long seed, Action<int, long>? progress = null, long maxProposals = 10_000_000,
+                                    MixtureEnvelope? envelope = null, IBatchStore? proposals = null)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), "count must be ≥ 1");
-        var partition = new FeatureLogPartition(_denoiser, _sampler, _reward, Settings.Partition with { Seed = seed + 3_000_000_019L });
-        var metered = new MeteredDenoiser(_denoiser);
-        var (terms, epsilon, rounds) = BuildEnvelope(partition, metered, seed);
-        var components = Components(partition, terms);
-        long setup = partition.NetworkEvaluations + metered.Evaluations;
+        envelope ??= Prepare(seed);
+        if (envelope.Method != Method || envelope.Components.Any(c => c.U.Length != _reward.FeatureCount))
+            throw new ArgumentException($"the envelope was prepared for another reward ({envelope.Method}, {envelope.Components[0].U.Length} features)");
+        var components = envelope.Components;
+        var terms = components.Select(c => (c.U, B: c.Intercept)).ToList();
+        double epsilon = envelope.Epsilon;
 
         var samplingMeter = new MeteredDenoiser(_denoiser);
         var accepted = new List<(float[] X, double[] Z)>();
@@ -190,7 +252,7 @@ public sealed class TiltMixtureSampler
         {
             if (proposed >= maxProposals)
                 throw new InvalidOperationException($"the KL mixture accepted {accepted.Count} of {proposed} proposals; giving up at {maxProposals}");
-            var draw = Draw(samplingMeter, components, seed, proposed, chunk);
+            var draw = Draw(samplingMeter, components, seed, proposed, chunk, proposals);
             for (int i = 0; i < chunk && accepted.Count < count; i++)
             {
                 double logRatio = LogAcceptance(draw.Features[i], terms, epsilon);
@@ -204,7 +266,7 @@ public sealed class TiltMixtureSampler
         var samples = new float[(long)count * _denoiser.SampleSize];
         for (int i = 0; i < count; i++) accepted[i].X.CopyTo(samples, (long)i * _denoiser.SampleSize);
         return new TiltMixtureResult(Method, samples, accepted.Select(a => a.Z).ToArray(), components, epsilon, proposed, violations,
-                                     setup, samplingMeter.Evaluations, rounds);
+                                     envelope.SetupEvaluations, samplingMeter.Evaluations, envelope.Refinement);
     }
 
     /// <summary>log of exp(g(z) − ε)/Σ_j e^{ℓ_j(z)}: ≤ 0 where the envelope holds.</summary>
@@ -357,9 +419,10 @@ public sealed class TiltMixtureSampler
     /// <summary>
     /// Proposals start..start+n−1 of the mixture: proposal i draws its component and its acceptance uniform from noise
     /// stream (seed, i), then its x_T and sampler noise from the same stream, so the result does not depend on batching.
+    /// A batch found in <paramref name="store"/> is read instead of sampled (its components and uniforms are still drawn).
     /// </summary>
     private (float[] Samples, double[][] Features, double[] Uniforms) Draw(IDenoiser denoiser, IReadOnlyList<MixtureComponent> components,
-                                                                          long seed, long start, int n)
+                                                                          long seed, long start, int n, IBatchStore? store = null)
     {
         int size = denoiser.SampleSize;
         var samples = new float[(long)n * size];
@@ -378,7 +441,9 @@ public sealed class TiltMixtureSampler
             uniforms[i] = 1 - streams[i].NextDouble(); // in (0, 1]
             streams[i].NextGaussian(samples.AsSpan(i * size, size));
         }
-        for (int j = 0; j < components.Count; j++)
+        int key = checked((int)start);
+        bool saved = store?.TryLoad(key, samples) == true;
+        for (int j = 0; j < components.Count && !saved; j++)
         {
             var members = Enumerable.Range(0, n).Where(i => chosen[i] == j).ToArray();
             if (members.Length == 0) continue;
@@ -392,6 +457,7 @@ public sealed class TiltMixtureSampler
                 for (int b = 0; b < batch.Length; b++) x.AsSpan(b * size, size).CopyTo(samples.AsSpan(batch[b] * size, size));
             }
         }
+        if (!saved) store?.Save(key, samples, [n, .. denoiser.SampleShape]);
         var features = new double[n][];
         for (int i = 0; i < n; i++)
         {

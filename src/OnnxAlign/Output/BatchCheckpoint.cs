@@ -63,6 +63,16 @@ public sealed class BatchCheckpoint : IBatchStore
     /// <inheritdoc/>
     public void Save(int firstIndex, ReadOnlySpan<float> batch, IReadOnlyList<int> shape) => NpyFile.Write(BatchPath(firstIndex), batch, shape);
 
+    /// <summary>A note saved beside the batches (e.g. the KL mixture's set-up), or null when there is none.</summary>
+    public string? ReadNote(string name)
+    {
+        string path = Path.Combine(_directory, name);
+        return File.Exists(path) ? File.ReadAllText(path) : null;
+    }
+
+    /// <summary>Saves a note beside the batches, atomically.</summary>
+    public void WriteNote(string name, string text) => AtomicFile.WriteText(Path.Combine(_directory, name), text);
+
     /// <summary>Removes the checkpoint once the run's files are written.</summary>
     public void Complete() => Directory.Delete(_directory, recursive: true);
 
