@@ -68,7 +68,8 @@ internal static class Alignment
                 checkpoint?.WriteNote(envelopeNote, envelope.ToJson());
             }
             return mixture.Sample(request.Count, request.Seed, (accepted, _) =>
-                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count)), envelope: envelope, proposals: checkpoint);
+                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count)), envelope: envelope, proposals: checkpoint,
+                onNonFinite: request.OnNonFinite);
         });
         alignment["method"] = mixture.Method switch
         {
@@ -91,6 +92,12 @@ internal static class Alignment
         alignment["proposed"] = drawn.Proposed;
         alignment["acceptance_rate"] = drawn.AcceptanceRate;
         alignment["envelope_violations"] = drawn.EnvelopeViolations;
+        if (drawn.NonFiniteProposals.Count > 0)
+        {
+            alignment["non_finite_proposals"] = new JsonArray(drawn.NonFiniteProposals.Select(i => (JsonNode)i).ToArray());
+            Console.Error.WriteLine($"warning: dropped {drawn.NonFiniteProposals.Count} proposals that turned NaN/±∞ (proposal indices " +
+                                    $"{string.Join(", ", drawn.NonFiniteProposals.Take(10))}{(drawn.NonFiniteProposals.Count > 10 ? ", …" : "")}; see report.json)");
+        }
         alignment["refinement"] = new JsonArray(drawn.Refinement.Select(r => (JsonNode)new JsonObject
             { ["terms"] = r.Terms, ["epsilon"] = r.Epsilon, ["acceptance"] = r.Acceptance }).ToArray());
         alignment["setup_network_evaluations"] = drawn.SetupEvaluations;

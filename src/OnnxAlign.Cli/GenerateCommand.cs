@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Output;
 using OnnxAlign.Prox;
@@ -86,35 +87,36 @@ internal static class GenerateCommand
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
             var alignment = new JsonObject();
             GenerationResult result;
-            if (plan?.Mixture is { } mixtureReward)
+            LinearTilt? tilted = null;
+            try
             {
-                // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
-                result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
-            }
-            else
-            {
-                var tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
-                try
+                if (plan?.Mixture is { } mixtureReward)
                 {
+                    // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
+                    result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
+                }
+                else
+                {
+                    tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
                     result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
                         progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
                 }
-                catch (NonFiniteException fault)
-                {
-                    // Keep every finished sample, then fail loudly with where it happened.
-                    var kept = fault.Finished;
-                    var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
-                    var partial = RunReport.Create("generate", located, denoiser, samplerInstance, request, kept);
-                    partial["status"] = "stopped";
-                    partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
-                    partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
-                    RunReport.Write(output, partial);
-                    Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(output)} " +
-                                            "(--on-nan skip drops such samples and goes on)");
-                    return 3;
-                }
-                if (plan is not null) Alignment.Report(alignment, plan, tilted!, denoiser, samplerInstance, request, result);
             }
+            catch (NonFiniteException fault)
+            {
+                // Keep every finished sample, then fail loudly with where it happened.
+                var kept = fault.Finished;
+                var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
+                var partial = RunReport.Create("generate", located, denoiser, samplerInstance, request, kept);
+                partial["status"] = "stopped";
+                partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
+                partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
+                RunReport.Write(output, partial);
+                Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(output)} " +
+                                        "(--on-nan skip drops such samples and goes on)");
+                return 3;
+            }
+            if (tilted is not null) Alignment.Report(alignment, plan!, tilted, denoiser, samplerInstance, request, result);
 
             ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
 

@@ -173,6 +173,47 @@ public class MixtureTests(ITestOutputHelper output)
         Assert.Throws<ConfigException>(() => MixtureEnvelope.FromJson("{\"Method\": \"ExactMixture\"}", "broken.json"));
     }
 
+    /// <summary>The network, but NaN for rows with x₀ &gt; 3 near the end of sampling (a fault that depends on the sample).</summary>
+    private sealed class FaultyDenoiser(IDenoiser inner) : IDenoiser
+    {
+        public IReadOnlyList<int> SampleShape => inner.SampleShape;
+        public int SampleSize => inner.SampleSize;
+        public NoiseSchedule Schedule => inner.Schedule;
+
+        public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
+        {
+            inner.PredictNoise(x, batchSize, timestep, noise);
+            for (int b = 0; b < batchSize && timestep < 50; b++)
+                if (x[b * SampleSize] > 3f) noise[b * SampleSize] = float.NaN;
+        }
+    }
+
+    /// <summary>A proposal that turns NaN stops the run with the samples accepted before it, or is dropped (--on-nan).</summary>
+    [Fact]
+    public void NonFiniteProposalsStopTheRunOrAreDropped()
+    {
+        const int count = 500, seed = 6;
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var ddim = Sampler.Create("ddim", model.Config, 50);
+        var reward = Gmm2dReward(1, "softplus:0.5");
+        var healthy = new TiltMixtureSampler(denoiser, ddim, reward, 0.3);
+        var envelope = healthy.Prepare(seed);
+        var clean = healthy.Sample(count, seed, envelope: envelope);
+        var faulty = new TiltMixtureSampler(new FaultyDenoiser(denoiser), ddim, reward, 0.3);
+
+        var stop = Assert.Throws<NonFiniteException>(() => faulty.Sample(count, seed, envelope: envelope));
+        var skip = faulty.Sample(count, seed, envelope: envelope, onNonFinite: NonFinitePolicy.Skip);
+        output.WriteLine($"stopped at proposal {stop.SampleIndex} with {stop.Finished.Count} accepted; skip dropped {skip.NonFiniteProposals.Count} of {skip.Proposed}");
+        Assert.Equal(skip.NonFiniteProposals[0], stop.SampleIndex);
+        Assert.Equal(count, skip.Count);
+        Assert.All(skip.Samples, v => Assert.True(float.IsFinite(v)));
+        // Before the first faulty proposal the three runs accepted the same samples.
+        int before = stop.Finished.Count * 2;
+        Assert.Equal(clean.Samples.Take(before), stop.Finished.Samples.Take(before));
+        Assert.Equal(clean.Samples.Take(before), skip.Samples.Take(before));
+    }
+
     private static double[] Normalise(double[] v)
     {
         double norm = Math.Sqrt(v.Sum(a => a * a));

@@ -103,11 +103,14 @@ public sealed class TiltMixtureResult
 {
     internal TiltMixtureResult(MixtureMethod method, float[] samples, double[][] features, IReadOnlyList<MixtureComponent> components,
                                double epsilon, long proposed, long violations, long setupEvaluations, long samplingEvaluations,
-                               IReadOnlyList<RefinementRound> rounds)
+                               IReadOnlyList<RefinementRound> rounds, IReadOnlyList<long> nonFinite)
     {
-        (Method, Samples, Features, Components, Epsilon, Proposed, EnvelopeViolations, SetupEvaluations, SamplingEvaluations, Refinement) =
-            (method, samples, features, components, epsilon, proposed, violations, setupEvaluations, samplingEvaluations, rounds);
+        (Method, Samples, Features, Components, Epsilon, Proposed, EnvelopeViolations, SetupEvaluations, SamplingEvaluations, Refinement, NonFiniteProposals) =
+            (method, samples, features, components, epsilon, proposed, violations, setupEvaluations, samplingEvaluations, rounds, nonFinite);
     }
+
+    /// <summary>Indices of proposals dropped because they turned NaN or ±∞ (<see cref="NonFinitePolicy.Skip"/>).</summary>
+    public IReadOnlyList<long> NonFiniteProposals { get; }
 
     /// <summary>The construction used.</summary>
     public MixtureMethod Method { get; }
@@ -233,8 +236,12 @@ public sealed class TiltMixtureSampler
     /// <param name="envelope">The set-up of this seed from <see cref="Prepare"/> (e.g. saved by an interrupted run); null computes it.</param>
     /// <param name="proposals">Where finished batches of proposals are kept, keyed by their first proposal index, so that an
     /// interrupted run continues with the same proposals and hence the same accepted samples; null keeps none.</param>
+    /// <param name="onNonFinite">A proposal that turned NaN or ±∞ (checked before its acceptance test): stop with a
+    /// <see cref="NonFiniteException"/> that keeps the samples accepted before it, or drop it and go on.</param>
+    /// <exception cref="NonFiniteException">A proposal turned NaN or ±∞ and the policy is <see cref="NonFinitePolicy.Stop"/>.</exception>
     public TiltMixtureResult Sample(int count, long seed, Action<int, long>? progress = null, long maxProposals = 10_000_000,
-                                    MixtureEnvelope? envelope = null, IBatchStore? proposals = null)
+                                    MixtureEnvelope? envelope = null, IBatchStore? proposals = null,
+                                    NonFinitePolicy onNonFinite = NonFinitePolicy.Stop)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), "count must be ≥ 1");
         envelope ??= Prepare(seed);
@@ -246,27 +253,36 @@ public sealed class TiltMixtureSampler
 
         var samplingMeter = new MeteredDenoiser(_denoiser);
         var accepted = new List<(float[] X, double[] Z)>();
+        var nonFinite = new List<long>();
         long proposed = 0, violations = 0;
+        int size = _denoiser.SampleSize;
         int chunk = Math.Max(Settings.BatchSize, 64);
         while (accepted.Count < count)
         {
             if (proposed >= maxProposals)
                 throw new InvalidOperationException($"the KL mixture accepted {accepted.Count} of {proposed} proposals; giving up at {maxProposals}");
             var draw = Draw(samplingMeter, components, seed, proposed, chunk, proposals);
-            for (int i = 0; i < chunk && accepted.Count < count; i++)
+            for (int i = 0; i < chunk && accepted.Count < count; i++, proposed++)
             {
+                if (!Generation.AllFinite(draw.Samples.AsSpan(i * size, size)))
+                {
+                    if (onNonFinite == NonFinitePolicy.Skip) { nonFinite.Add(proposed); continue; }
+                    var kept = new float[(long)accepted.Count * size];
+                    for (int a = 0; a < accepted.Count; a++) accepted[a].X.CopyTo(kept, (long)a * size);
+                    throw new NonFiniteException(_sampler.Steps, checked((int)proposed),
+                        new GenerationResult(kept, 0, accepted.Count, samplingMeter.Evaluations, TimeSpan.Zero, TimeSpan.Zero));
+                }
                 double logRatio = LogAcceptance(draw.Features[i], terms, epsilon);
                 if (logRatio > (Method == MixtureMethod.ExactMixture ? 1e-9 : 0)) violations++;
                 if (Method == MixtureMethod.ExactMixture || Math.Log(draw.Uniforms[i]) < logRatio)
-                    accepted.Add((draw.Samples.AsSpan(i * _denoiser.SampleSize, _denoiser.SampleSize).ToArray(), draw.Features[i]));
-                proposed++;
+                    accepted.Add((draw.Samples.AsSpan(i * size, size).ToArray(), draw.Features[i]));
             }
             progress?.Invoke(accepted.Count, proposed);
         }
-        var samples = new float[(long)count * _denoiser.SampleSize];
-        for (int i = 0; i < count; i++) accepted[i].X.CopyTo(samples, (long)i * _denoiser.SampleSize);
+        var samples = new float[(long)count * size];
+        for (int i = 0; i < count; i++) accepted[i].X.CopyTo(samples, (long)i * size);
         return new TiltMixtureResult(Method, samples, accepted.Select(a => a.Z).ToArray(), components, epsilon, proposed, violations,
-                                     envelope.SetupEvaluations, samplingMeter.Evaluations, envelope.Refinement);
+                                     envelope.SetupEvaluations, samplingMeter.Evaluations, envelope.Refinement, nonFinite);
     }
 
     /// <summary>log of exp(g(z) − ε)/Σ_j e^{ℓ_j(z)}: ≤ 0 where the envelope holds.</summary>

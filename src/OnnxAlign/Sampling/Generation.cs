@@ -183,7 +183,8 @@ public static class Generation
         };
     }
 
-    private static bool AllFinite(ReadOnlySpan<float> values)
+    /// <summary>True when no value is NaN or ±∞.</summary>
+    internal static bool AllFinite(ReadOnlySpan<float> values)
     {
         foreach (float v in values) if (!float.IsFinite(v)) return false;
         return true;
