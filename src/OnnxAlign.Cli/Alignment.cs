@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using OnnxAlign.Guidance;
-using OnnxAlign.Output;
 using OnnxAlign.Model;
+using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
