@@ -256,6 +256,12 @@ public sealed class TiltMixtureSampler
         var nonFinite = new List<long>();
         long proposed = 0, violations = 0;
         int size = _denoiser.SampleSize;
+        float[] Stack(int n) // the first n accepted samples, one after another
+        {
+            var rows = new float[(long)n * size];
+            for (int a = 0; a < n; a++) accepted[a].X.CopyTo(rows, (long)a * size);
+            return rows;
+        }
         int chunk = Math.Max(Settings.BatchSize, 64);
         while (accepted.Count < count)
         {
@@ -267,10 +273,8 @@ public sealed class TiltMixtureSampler
                 if (!Generation.AllFinite(draw.Samples.AsSpan(i * size, size)))
                 {
                     if (onNonFinite == NonFinitePolicy.Skip) { nonFinite.Add(proposed); continue; }
-                    var kept = new float[(long)accepted.Count * size];
-                    for (int a = 0; a < accepted.Count; a++) accepted[a].X.CopyTo(kept, (long)a * size);
                     throw new NonFiniteException(_sampler.Steps, checked((int)proposed),
-                        new GenerationResult(kept, 0, accepted.Count, samplingMeter.Evaluations, TimeSpan.Zero, TimeSpan.Zero));
+                        new GenerationResult(Stack(accepted.Count), 0, accepted.Count, samplingMeter.Evaluations, TimeSpan.Zero, TimeSpan.Zero));
                 }
                 double logRatio = LogAcceptance(draw.Features[i], terms, epsilon);
                 if (logRatio > (Method == MixtureMethod.ExactMixture ? 1e-9 : 0)) violations++;
@@ -279,9 +283,7 @@ public sealed class TiltMixtureSampler
             }
             progress?.Invoke(accepted.Count, proposed);
         }
-        var samples = new float[(long)count * size];
-        for (int i = 0; i < count; i++) accepted[i].X.CopyTo(samples, (long)i * size);
-        return new TiltMixtureResult(Method, samples, accepted.Select(a => a.Z).ToArray(), components, epsilon, proposed, violations,
+        return new TiltMixtureResult(Method, Stack(count), accepted.Select(a => a.Z).ToArray(), components, epsilon, proposed, violations,
                                      envelope.SetupEvaluations, samplingMeter.Evaluations, envelope.Refinement, nonFinite);
     }
 
