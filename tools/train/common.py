@@ -65,6 +65,15 @@ def atomic_write_bytes(path, data):
     os.replace(tmp, path)
 
 
+def export_onnx(model, example_inputs, path, input_names, output_names):
+    """Exports `model` (in eval mode) to ONNX opset 17 at `path`, atomically, with a dynamic batch on every input and output."""
+    model.eval()
+    tmp = path + ".tmp"
+    torch.onnx.export(model, example_inputs, tmp, opset_version=17, input_names=input_names, output_names=output_names,
+                      dynamic_axes={n: {0: "batch"} for n in input_names + output_names})
+    os.replace(tmp, path)
+
+
 def save_npy(path, array):
     tmp = path + ".tmp.npy"
     np.save(tmp, array)

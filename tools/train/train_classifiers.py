@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import CLASS_NAMES, Log, atomic_write_bytes, load_split, save_npy, seed_everything
+from common import CLASS_NAMES, Log, atomic_write_bytes, export_onnx, load_split, save_npy, seed_everything
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,14 +53,6 @@ class Linear(nn.Module):
 
 def accuracy(logits, labels):
     return float((logits.argmax(1) == labels).float().mean())
-
-
-def export_onnx(model, path, output_names):
-    model.eval()
-    tmp = path + ".tmp"
-    torch.onnx.export(model, (torch.zeros(2, 1, 32, 32),), tmp, opset_version=17, input_names=["x"],
-                      output_names=output_names, dynamic_axes={"x": {0: "batch"}, **{n: {0: "batch"} for n in output_names}})
-    os.replace(tmp, path)
 
 
 def main():
@@ -99,7 +91,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     save_npy(os.path.join(out, "W.npy"), linear.w.detach().numpy().astype(np.float32))
     save_npy(os.path.join(out, "b.npy"), linear.b.detach().numpy().astype(np.float32))
-    export_onnx(linear, os.path.join(out, "model.onnx"), ["logits"])
+    export_onnx(linear, (torch.zeros(2, 1, 32, 32),), os.path.join(out, "model.onnx"), ["x"], ["logits"])
     atomic_write_bytes(os.path.join(out, "classes.json"), (json.dumps(CLASS_NAMES) + "\n").encode())
 
     # Evaluator CNN: Adam, minibatches in a seeded order, learning rate halved every two epochs.
@@ -125,7 +117,7 @@ def main():
         log(model="evaluator", epoch=epoch + 1, train_loss=round(total / len(order), 4), test_accuracy=round(test, 4))
     out = os.path.join(args.out, "evaluator")
     os.makedirs(out, exist_ok=True)
-    export_onnx(cnn, os.path.join(out, "model.onnx"), ["logits", "features"])
+    export_onnx(cnn, (torch.zeros(2, 1, 32, 32),), os.path.join(out, "model.onnx"), ["x"], ["logits", "features"])
     atomic_write_bytes(os.path.join(out, "classes.json"), (json.dumps(CLASS_NAMES) + "\n").encode())
     log(event="done", linear_test_accuracy=round(lin_test, 4), evaluator_test_accuracy=round(test, 4))
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from common import Log, atomic_write_bytes, load_split, seed_everything
+from common import Log, atomic_write_bytes, export_onnx, load_split, seed_everything
 from unet import UNet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,15 +131,8 @@ def main():
 def export(model, out_dir):
     os.makedirs(os.path.join(out_dir, "unet"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "scheduler"), exist_ok=True)
-    model.eval()
-    sample = torch.randn(2, 1, 32, 32)
-    timestep = torch.tensor([10.0, 500.0])
-    path = os.path.join(out_dir, "unet", "model.onnx")
-    tmp = path + ".tmp"
-    torch.onnx.export(model, (sample, timestep), tmp, opset_version=17, input_names=["sample", "timestep"],
-                      output_names=["out_sample"],
-                      dynamic_axes={"sample": {0: "batch"}, "timestep": {0: "batch"}, "out_sample": {0: "batch"}})
-    os.replace(tmp, path)
+    example = (torch.randn(2, 1, 32, 32), torch.tensor([10.0, 500.0]))
+    export_onnx(model, example, os.path.join(out_dir, "unet", "model.onnx"), ["sample", "timestep"], ["out_sample"])
     atomic_write_bytes(os.path.join(out_dir, "scheduler", "scheduler_config.json"),
                        (json.dumps(SCHEDULER_CONFIG, indent=2) + "\n").encode())
     index = {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
