@@ -30,36 +30,26 @@ public sealed class DdimSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null)
+    public override bool IsStochastic => Eta > 0;
+
+    /// <inheritdoc/>
+    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                              IReadOnlyList<NoiseStream> noise)
     {
-        CheckBatch(denoiser, x, batchSize, noise);
-        var epsilon = new float[x.Length];
-        var x0 = new float[x.Length];
-        var z = Eta > 0 ? new float[x.Length] : [];
         var alphasCumprod = Schedule.AlphasCumprod;
         double finalAlphaCumprod = Config.SetAlphaToOne ? 1.0 : alphasCumprod[0];
-        int stride = Schedule.NumTrainTimesteps / Steps;
-        for (int i = 0; i < _timesteps.Length; i++)
-        {
-            int t = _timesteps[i];
-            int prevT = t - stride;
-            double alphaBarT = alphasCumprod[t];
-            double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : finalAlphaCumprod;
+        int t = _timesteps[index];
+        int prevT = t - Schedule.NumTrainTimesteps / Steps;
+        double alphaBarT = alphasCumprod[t];
+        double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : finalAlphaCumprod;
 
-            denoiser.PredictNoise(x, batchSize, t, epsilon);
-            PredictedOriginal(x, epsilon, alphaBarT, x0);
-
-            double variance = (1 - alphaBarPrev) / (1 - alphaBarT) * (1 - alphaBarT / alphaBarPrev);
-            double stdDevT = Eta * Math.Sqrt(variance);
-            double direction = Math.Sqrt(Math.Max(1 - alphaBarPrev - stdDevT * stdDevT, 0));
-            TensorPrimitives.Multiply(x0, (float)Math.Sqrt(alphaBarPrev), x);
-            TensorPrimitives.MultiplyAdd(epsilon, (float)direction, x, x);
-            if (Eta > 0)
-            {
-                DrawNoise(noise, z);
-                TensorPrimitives.MultiplyAdd(z, (float)stdDevT, x, x);
-            }
-            onStep?.Invoke(i + 1);
-        }
+        PredictedOriginal(x, epsilon, alphaBarT, denoised);
+        double variance = (1 - alphaBarPrev) / (1 - alphaBarT) * (1 - alphaBarT / alphaBarPrev);
+        double stdDevT = Eta * Math.Sqrt(variance);
+        double direction = Math.Sqrt(Math.Max(1 - alphaBarPrev - stdDevT * stdDevT, 0));
+        // x_{t'} = √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − σ_η²)·ε̂ + σ_η·z
+        TensorPrimitives.Multiply(denoised, (float)Math.Sqrt(alphaBarPrev), x);
+        TensorPrimitives.MultiplyAdd(epsilon, (float)direction, x, x);
+        if (Eta > 0) AddNoise(noise, x, stdDevT);
     }
 }

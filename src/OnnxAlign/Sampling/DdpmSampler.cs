@@ -23,42 +23,36 @@ public sealed class DdpmSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null)
+    public override bool IsStochastic => true;
+
+    /// <inheritdoc/>
+    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                              IReadOnlyList<NoiseStream> noise)
     {
-        CheckBatch(denoiser, x, batchSize, noise);
-        var epsilon = new float[x.Length];
-        var x0 = new float[x.Length];
-        var z = new float[x.Length];
         var alphasCumprod = Schedule.AlphasCumprod;
-        for (int i = 0; i < _timesteps.Length; i++)
+        int t = _timesteps[index];
+        int prevT = index + 1 < _timesteps.Length ? _timesteps[index + 1] : -1;
+        double alphaBarT = alphasCumprod[t];
+        double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : 1.0;
+        double currentAlphaT = alphaBarT / alphaBarPrev;
+        double currentBetaT = 1 - currentAlphaT;
+
+        PredictedOriginal(x, epsilon, alphaBarT, denoised);
+        // μ̃_t = c0·x̂0 + c_t·x_t
+        double c0 = Math.Sqrt(alphaBarPrev) * currentBetaT / (1 - alphaBarT);
+        double ct = Math.Sqrt(currentAlphaT) * (1 - alphaBarPrev) / (1 - alphaBarT);
+        TensorPrimitives.Multiply(x, (float)ct, x);
+        TensorPrimitives.MultiplyAdd(denoised, (float)c0, x, x);
+
+        if (t > 0)
         {
-            int t = _timesteps[i];
-            int prevT = i + 1 < _timesteps.Length ? _timesteps[i + 1] : -1;
-            double alphaBarT = alphasCumprod[t];
-            double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : 1.0;
-            double currentAlphaT = alphaBarT / alphaBarPrev;
-            double currentBetaT = 1 - currentAlphaT;
-
-            denoiser.PredictNoise(x, batchSize, t, epsilon);
-            PredictedOriginal(x, epsilon, alphaBarT, x0);
-
-            double c0 = Math.Sqrt(alphaBarPrev) * currentBetaT / (1 - alphaBarT);
-            double ct = Math.Sqrt(currentAlphaT) * (1 - alphaBarPrev) / (1 - alphaBarT);
-            TensorPrimitives.Multiply(x, (float)ct, x);
-            TensorPrimitives.MultiplyAdd(x0, (float)c0, x, x);
-
-            if (t > 0)
+            double variance = Config.VarianceType switch
             {
-                double variance = Config.VarianceType switch
-                {
-                    VarianceType.FixedSmall or VarianceType.FixedSmallLog =>
-                        Math.Max((1 - alphaBarPrev) / (1 - alphaBarT) * currentBetaT, 1e-20),
-                    _ => currentBetaT,
-                };
-                DrawNoise(noise, z);
-                TensorPrimitives.MultiplyAdd(z, (float)Math.Sqrt(variance), x, x);
-            }
-            onStep?.Invoke(i + 1);
+                VarianceType.FixedSmall or VarianceType.FixedSmallLog =>
+                    Math.Max((1 - alphaBarPrev) / (1 - alphaBarT) * currentBetaT, 1e-20),
+                _ => currentBetaT,
+            };
+            AddNoise(noise, x, Math.Sqrt(variance));
         }
     }
 }

@@ -38,42 +38,43 @@ public sealed class DpmSolverPlusPlus2MSampler : Sampler
     /// <inheritdoc/>
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
+    private bool IsHeun => Config.SolverType == "heun";
+
     private double Lambda(int i) => Math.Log(_alphas[i]) - Math.Log(_sigmas[i]);
 
     /// <inheritdoc/>
-    public override void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null)
+    public override bool IsStochastic => false;
+
+    /// <inheritdoc/>
+    public override SamplerState CreateState(int batchSize, int sampleSize) => new(batchSize, sampleSize, hasHistory: true);
+
+    /// <inheritdoc/>
+    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                              IReadOnlyList<NoiseStream> noise)
     {
-        CheckBatch(denoiser, x, batchSize, noise);
-        var epsilon = new float[x.Length];
-        var d0 = new float[x.Length];
-        var dPrev = new float[x.Length];
-        int n = _timesteps.Length;
-        bool heun = Config.SolverType == "heun";
-        for (int i = 0; i < n; i++)
+        int i = index, n = _timesteps.Length;
+        // D0: this step's x̂0; the state holds the previous step's (D_prev).
+        Prediction.DenoisedFromNoise(x, epsilon, _alphas[i], _sigmas[i], denoised);
+        var dPrev = state.History;
+
+        bool lowerOrderFinal = i == n - 1 &&
+            (Config.EulerAtFinal || (Config.LowerOrderFinal && n < 15) || Config.FinalSigmasType == "zero");
+        double h = Lambda(i + 1) - Lambda(i);
+        double expm = Math.Exp(-h) - 1;         // e^{−h} − 1; −1 when the last sigma is 0 (h = ∞)
+        double alphaNext = _alphas[i + 1];
+        double sigmaRatio = _sigmas[i + 1] / _sigmas[i];
+
+        TensorPrimitives.Multiply(x, (float)sigmaRatio, x);
+        TensorPrimitives.MultiplyAdd(denoised, (float)(-alphaNext * expm), x, x);
+        if (i > 0 && !lowerOrderFinal)
         {
-            denoiser.PredictNoise(x, batchSize, _timesteps[i], epsilon);
-            (dPrev, d0) = (d0, dPrev);
-            Prediction.DenoisedFromNoise(x, epsilon, _alphas[i], _sigmas[i], d0);
-
-            bool lowerOrderFinal = i == n - 1 &&
-                (Config.EulerAtFinal || (Config.LowerOrderFinal && n < 15) || Config.FinalSigmasType == "zero");
-            double h = Lambda(i + 1) - Lambda(i);
-            double expm = Math.Exp(-h) - 1;         // e^{−h} − 1; −1 when the last sigma is 0 (h = ∞)
-            double alphaNext = _alphas[i + 1];
-            double sigmaRatio = _sigmas[i + 1] / _sigmas[i];
-
-            TensorPrimitives.Multiply(x, (float)sigmaRatio, x);
-            TensorPrimitives.MultiplyAdd(d0, (float)(-alphaNext * expm), x, x);
-            if (i > 0 && !lowerOrderFinal)
-            {
-                double r0 = (Lambda(i) - Lambda(i - 1)) / h;
-                double d1Coefficient = heun ? alphaNext * (expm / h + 1) : -0.5 * alphaNext * expm;
-                // + coefficient · D1, D1 = (D0 − D_prev)/r0
-                float c = (float)(d1Coefficient / r0);
-                TensorPrimitives.MultiplyAdd(d0, c, x, x);
-                TensorPrimitives.MultiplyAdd(dPrev, -c, x, x);
-            }
-            onStep?.Invoke(i + 1);
+            double r0 = (Lambda(i) - Lambda(i - 1)) / h;
+            double d1Coefficient = IsHeun ? alphaNext * (expm / h + 1) : -0.5 * alphaNext * expm;
+            // + coefficient · D1, D1 = (D0 − D_prev)/r0
+            float c = (float)(d1Coefficient / r0);
+            TensorPrimitives.MultiplyAdd(denoised, c, x, x);
+            TensorPrimitives.MultiplyAdd(dPrev, -c, x, x);
         }
+        denoised.CopyTo(dPrev);
     }
 }

@@ -24,31 +24,23 @@ public sealed class EulerMaruyamaSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null)
-    {
-        CheckBatch(denoiser, x, batchSize, noise);
-        var epsilon = new float[x.Length];
-        var z = new float[x.Length];
-        var alphasCumprod = Schedule.AlphasCumprod;
-        for (int i = 0; i < _timesteps.Length; i++)
-        {
-            int t = _timesteps[i];
-            bool last = i + 1 == _timesteps.Length;
-            double alphaBarT = alphasCumprod[t];
-            double alphaBarPrev = last ? 1.0 : alphasCumprod[_timesteps[i + 1]];
-            double deltaTau = Math.Log(alphaBarPrev / alphaBarT);
-            double sigmaT = Math.Sqrt(1 - alphaBarT);
+    public override bool IsStochastic => true;
 
-            denoiser.PredictNoise(x, batchSize, t, epsilon);
-            // x ← (1 + Δτ/2)·x − (Δτ/σ_t)·ε̂ [+ √Δτ·z]
-            TensorPrimitives.Multiply(x, (float)(1 + deltaTau / 2), x);
-            TensorPrimitives.MultiplyAdd(epsilon, (float)(-deltaTau / sigmaT), x, x);
-            if (!last)
-            {
-                DrawNoise(noise, z);
-                TensorPrimitives.MultiplyAdd(z, (float)Math.Sqrt(deltaTau), x, x);
-            }
-            onStep?.Invoke(i + 1);
-        }
+    /// <inheritdoc/>
+    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                              IReadOnlyList<NoiseStream> noise)
+    {
+        var alphasCumprod = Schedule.AlphasCumprod;
+        bool last = index + 1 == _timesteps.Length;
+        double alphaBarT = alphasCumprod[_timesteps[index]];
+        double alphaBarPrev = last ? 1.0 : alphasCumprod[_timesteps[index + 1]];
+        double deltaTau = Math.Log(alphaBarPrev / alphaBarT);
+        double sigmaT = Math.Sqrt(1 - alphaBarT);
+
+        Prediction.DenoisedFromNoise(x, epsilon, Math.Sqrt(alphaBarT), sigmaT, denoised);
+        // x ← (1 + Δτ/2)·x − (Δτ/σ_t)·ε̂ [+ √Δτ·z]
+        TensorPrimitives.Multiply(x, (float)(1 + deltaTau / 2), x);
+        TensorPrimitives.MultiplyAdd(epsilon, (float)(-deltaTau / sigmaT), x, x);
+        if (!last) AddNoise(noise, x, Math.Sqrt(deltaTau));
     }
 }

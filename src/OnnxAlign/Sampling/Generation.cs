@@ -110,11 +110,31 @@ public sealed class GenerationResult
     public TimeSpan SamplerTime => TotalTime - ModelTime;
 }
 
+/// <summary>
+/// Watches a generation batch by batch (a diagnostic, twisted SMC's weights): <see cref="BeginBatch"/> gives the
+/// observer of the batch's steps, <see cref="EndBatch"/> its final samples. Batches loaded from a checkpoint are
+/// not observed (their steps ran in an earlier process).
+/// </summary>
+public interface IRunObserver
+{
+    /// <summary>A batch of run indices firstIndex … firstIndex + batchSize − 1 starts; returns the observer of its steps (or null).</summary>
+    IStepObserver? BeginBatch(int firstIndex, int batchSize);
+
+    /// <summary>The batch finished; <paramref name="samples"/> are its final samples.</summary>
+    void EndBatch(int firstIndex, ReadOnlySpan<float> samples, int batchSize);
+}
+
 /// <summary>Runs a sampler over many samples in batches with per-sample noise streams (DESIGN §6).</summary>
 public static class Generation
 {
     /// <summary>Generates the samples of <paramref name="request"/>'s shard.</summary>
-    public static GenerationResult Run(IDenoiser denoiser, Sampler sampler, GenerationRequest request, Action<GenerationProgress>? progress = null)
+    /// <param name="denoiser">The law to sample (the base network or a guidance decorator of it).</param>
+    /// <param name="sampler">The reverse-time sampler.</param>
+    /// <param name="request">What to generate.</param>
+    /// <param name="progress">Called after every step with the shard's progress.</param>
+    /// <param name="observer">Sees every batch's steps (diagnostics, resampling); null for none.</param>
+    public static GenerationResult Run(IDenoiser denoiser, Sampler sampler, GenerationRequest request, Action<GenerationProgress>? progress = null,
+                                       IRunObserver? observer = null)
     {
         if (request.Count < 1) throw new ArgumentOutOfRangeException(nameof(request), "count must be ≥ 1");
         if (request.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(request), "batch must be ≥ 1");
@@ -149,26 +169,41 @@ public static class Generation
                 if (request.InitialNoise is { } given) given.Data.AsSpan(index * size, size).CopyTo(row);
                 else streams[b].NextGaussian(row);
             }
-            long before = stepsDone;
-            int batchOffset = offset;
-            sampler.Sample(metered, x, batch, streams, steps =>
-            {
-                // Checked after every step, so a fault is reported where it happened (DESIGN: no silent NaN images).
-                for (int b = 0; b < batch; b++)
+            var watch = new BatchWatch(request.OnNonFinite, start, offset, batch, size, skipped, observer?.BeginBatch(start + offset, batch),
+                (steps, index) =>
                 {
-                    int index = start + batchOffset + b;
-                    if (skipped.Contains(index) || AllFinite(samples.AsSpan((batchOffset + b) * size, size))) continue;
-                    if (request.OnNonFinite == NonFinitePolicy.Skip) { skipped.Add(index); continue; }
-                    var finished = samples.AsSpan(0, batchOffset * size).ToArray();
-                    throw new NonFiniteException(steps, index, Kept(finished, start, batchOffset, size, skipped, metered, clock));
-                }
-                progress?.Invoke(new GenerationProgress(batchOffset, length, before + (long)steps * batch, stepsTotal));
-            });
+                    var finished = samples.AsSpan(0, offset * size).ToArray();
+                    return new NonFiniteException(steps, index, Kept(finished, start, offset, size, skipped, metered, clock));
+                },
+                steps => progress?.Invoke(new GenerationProgress(offset, length, stepsDone + (long)steps * batch, stepsTotal)));
+            sampler.Sample(metered, x, batch, streams, watch);
             stepsDone += (long)sampler.Steps * batch;
+            observer?.EndBatch(start + offset, x, batch);
             request.Checkpoint?.Save(start + offset, x, [batch, .. denoiser.SampleShape]);
             progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
         }
         return Kept(samples, start, length, size, skipped, metered, clock);
+    }
+
+    /// <summary>
+    /// The run's own look at every step: a sample that turned NaN/±∞ is reported where it happened (DESIGN: no silent
+    /// NaN images) or dropped, progress is reported, and the caller's observer sees the step after that.
+    /// </summary>
+    private sealed class BatchWatch(NonFinitePolicy policy, int start, int offset, int batch, int size, SortedSet<int> skipped,
+                                    IStepObserver? inner, Func<int, int, NonFiniteException> fault, Action<int> progress) : IStepObserver
+    {
+        public int[]? AfterStep(int stepsDone, ReadOnlySpan<float> x, ReadOnlySpan<float> denoised, int batchSize)
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                int index = start + offset + b;
+                if (skipped.Contains(index) || AllFinite(x.Slice(b * size, size))) continue;
+                if (policy == NonFinitePolicy.Skip) { skipped.Add(index); continue; }
+                throw fault(stepsDone, index);
+            }
+            progress(stepsDone);
+            return inner?.AfterStep(stepsDone, x, denoised, batchSize);
+        }
     }
 
     private static GenerationResult Kept(float[] samples, int start, int length, int size, SortedSet<int> skipped, MeteredDenoiser metered, Stopwatch clock)

@@ -21,6 +21,19 @@ public sealed class NoiseStream
         _s3 = SplitMix64(ref state);
     }
 
+    private NoiseStream(ulong s0, ulong s1, ulong s2, ulong s3) => (_s0, _s1, _s2, _s3) = (s0, s1, s2, s3);
+
+    /// <summary>
+    /// A new stream for a copy of this sample (a resampled particle, DESIGN §8), keyed by <paramref name="key"/>: its
+    /// seed mixes this stream's current state with the key, so copies with different keys draw different noise, and
+    /// the same history gives the same streams. This stream is not advanced.
+    /// </summary>
+    public NoiseStream Split(long key)
+    {
+        ulong state = _s0 ^ RotateLeft(_s1, 17) ^ RotateLeft(_s2, 31) ^ RotateLeft(_s3, 47) ^ unchecked((ulong)key * 0xD6E8FEB86659FD93UL);
+        return new NoiseStream(SplitMix64(ref state), SplitMix64(ref state), SplitMix64(ref state), SplitMix64(ref state));
+    }
+
     /// <summary>Fills <paramref name="destination"/> with independent N(0, 1) values.</summary>
     public void NextGaussian(Span<float> destination)
     {

@@ -36,14 +36,71 @@ public abstract class Sampler
     public abstract IReadOnlyList<int> Timesteps { get; }
 
     /// <summary>
-    /// Runs the reverse process on a batch in place: <paramref name="x"/> holds x_T on entry (sample after sample) and
-    /// the final samples on return. <paramref name="noise"/> holds one stream per sample for the per-step noise.
-    /// <paramref name="onStep"/> is called after each step with the number of steps done.
+    /// The per-batch state a step carries to the next one (DPM-Solver++'s previous x̂0); null for one-step methods.
+    /// Rows follow the batch's samples, so a resampling step permutes them with the samples.
     /// </summary>
-    public abstract void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise, Action<int>? onStep = null);
+    public virtual SamplerState CreateState(int batchSize, int sampleSize) => new(batchSize, sampleSize, hasHistory: false);
+
+    /// <summary>
+    /// One reverse step, loop-free as diffusers' <c>step</c>: given ε̂ of the network at x_{t_i} (the
+    /// <paramref name="index"/>-th visited timestep, <see cref="Timesteps"/>), moves <paramref name="x"/> in place to
+    /// the next visited noise level and writes the step's x̂0 into <paramref name="denoised"/> (what diffusers calls
+    /// <c>pred_original_sample</c>). Buffers hold the batch sample after sample; <paramref name="noise"/> has one
+    /// stream per sample. Stateless apart from <paramref name="state"/>, so one sampler may serve several threads.
+    /// </summary>
+    public abstract void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                              IReadOnlyList<NoiseStream> noise);
+
+    /// <summary>True when <see cref="Step"/> draws noise (DDPM, Euler–Maruyama, DDIM with η &gt; 0): copies of one
+    /// particle then separate, which resampling schemes (twisted SMC, DESIGN §8) need.</summary>
+    public abstract bool IsStochastic { get; }
+
+    /// <summary>
+    /// Runs the reverse process on a batch in place: <paramref name="x"/> holds x_T on entry (sample after sample) and
+    /// the final samples on return. <paramref name="noise"/> holds one stream per sample for the per-step noise. This
+    /// is the one loop of every sampler: ε̂ = network(x_t, t), then <see cref="Step"/>. <paramref name="observer"/>
+    /// sees x and x̂0 after each step and may resample the batch (it returns the ancestor of each row).
+    /// </summary>
+    public void Sample(IDenoiser denoiser, Span<float> x, int batchSize, IList<NoiseStream> noise, IStepObserver? observer = null)
+    {
+        CheckBatch(denoiser, x, batchSize, noise);
+        int size = denoiser.SampleSize;
+        var epsilon = new float[x.Length];
+        var denoised = new float[x.Length];
+        var state = CreateState(batchSize, size);
+        var timesteps = Timesteps;
+        for (int i = 0; i < timesteps.Count; i++)
+        {
+            denoiser.PredictNoise(x, batchSize, timesteps[i], epsilon);
+            Step(i, epsilon, x, denoised, state, (IReadOnlyList<NoiseStream>)noise);
+            if (observer?.AfterStep(i + 1, x, denoised, batchSize) is { } ancestors)
+                Resample(ancestors, x, size, state, noise);
+        }
+    }
+
+    /// <summary>
+    /// Replaces row b of the batch by row ancestors[b] (samples and sampler state). A copy continues on its own noise:
+    /// its stream is split from the ancestor's by the row index, so copies separate and the run stays reproducible.
+    /// </summary>
+    private static void Resample(IReadOnlyList<int> ancestors, Span<float> x, int size, SamplerState state, IList<NoiseStream> noise)
+    {
+        int batch = noise.Count;
+        if (ancestors.Count != batch) throw new ArgumentException($"expected {batch} ancestors, got {ancestors.Count}", nameof(ancestors));
+        var copy = x.ToArray();
+        var streams = new NoiseStream[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            int a = ancestors[b];
+            if ((uint)a >= (uint)batch) throw new ArgumentOutOfRangeException(nameof(ancestors), a, $"ancestor must lie in [0, {batch})");
+            copy.AsSpan(a * size, size).CopyTo(x.Slice(b * size, size));
+            streams[b] = noise[a].Split(b);
+        }
+        for (int b = 0; b < batch; b++) noise[b] = streams[b];
+        state.Permute(ancestors);
+    }
 
     /// <summary>Checks that the buffers and the denoiser agree before a run.</summary>
-    protected static void CheckBatch(IDenoiser denoiser, Span<float> x, int batchSize, IReadOnlyList<NoiseStream> noise)
+    protected static void CheckBatch(IDenoiser denoiser, Span<float> x, int batchSize, ICollection<NoiseStream> noise)
     {
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize));
         if (x.Length != batchSize * denoiser.SampleSize)
@@ -51,11 +108,22 @@ public abstract class Sampler
         if (noise.Count != batchSize) throw new ArgumentException($"expected {batchSize} noise streams, got {noise.Count}", nameof(noise));
     }
 
-    /// <summary>Fills z with each sample's next noise from its own stream.</summary>
-    protected static void DrawNoise(IReadOnlyList<NoiseStream> noise, Span<float> z)
+    /// <summary>Adds scale·z to each sample, z drawn from that sample's own stream.</summary>
+    protected static void AddNoise(IReadOnlyList<NoiseStream> noise, Span<float> x, double scale)
     {
-        int size = z.Length / noise.Count;
-        for (int b = 0; b < noise.Count; b++) noise[b].NextGaussian(z.Slice(b * size, size));
+        int size = x.Length / noise.Count;
+        var z = System.Buffers.ArrayPool<float>.Shared.Rent(size);
+        try
+        {
+            var row = z.AsSpan(0, size);
+            for (int b = 0; b < noise.Count; b++)
+            {
+                noise[b].NextGaussian(row);
+                var target = x.Slice(b * size, size);
+                TensorPrimitives.MultiplyAdd(row, (float)scale, target, target);
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(z); }
     }
 
     /// <summary>x̂0 = (x − σ·ε̂)/α, clipped to ±clip_sample_range when the config asks (diffusers' DDPM/DDIM).</summary>
