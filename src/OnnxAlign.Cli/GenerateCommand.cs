@@ -71,9 +71,12 @@ internal static class GenerateCommand
                 oracle = prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
+            var range = tilt.DataRange(parse, located);
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
             if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
                 throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
+            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Exact } && (shardValue != Shard.Whole || init is not null))
+                throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
             bool resuming = parse.GetValue(resume);
             if (resuming && !BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
@@ -88,19 +91,20 @@ internal static class GenerateCommand
             var alignment = new JsonObject();
             GenerationResult result;
             LinearTilt? tilted = null;
+            Estimation.DriftDiagnostic? drift = null;
             try
             {
                 if (plan?.Mixture is { } mixtureReward)
                 {
                     // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
-                    result = Alignment.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
+                    result = AlignmentReport.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
                 }
+                else if (plan?.Mode == TiltOptions.TiltRunMode.Exact)
+                    result = AlignmentReport.RunExact(alignment, plan, denoiser, range, samplerInstance, request with { Checkpoint = null }, checkpoint);
+                else if (plan is not null)
+                    result = AlignmentReport.RunFast(alignment, plan, denoiser, range, samplerInstance, request, out tilted, out drift);
                 else
-                {
-                    tilted = plan?.CreateTilt(denoiser, samplerInstance, request, alignment);
-                    result = ProgressReporter.Run(plan is null ? "generate" : "generate (tilted)",
-                        progress => Generation.Run((IDenoiser?)tilted ?? denoiser, samplerInstance, request, progress));
-                }
+                    result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, samplerInstance, request, progress));
             }
             catch (NonFiniteException fault)
             {
@@ -116,7 +120,7 @@ internal static class GenerateCommand
                                         "(--on-nan skip drops such samples and goes on)");
                 return 3;
             }
-            if (tilted is not null) Alignment.Report(alignment, plan!, tilted, denoiser, samplerInstance, request, result);
+            if (tilted is not null) AlignmentReport.Report(alignment, plan!, tilted, drift!, denoiser, range, samplerInstance, request, result);
 
             ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
 
@@ -135,7 +139,7 @@ internal static class GenerateCommand
             if (plan is not null)
             {
                 report["alignment"] = alignment;
-                report["network_evaluations"] = result.NetworkEvaluations + Alignment.ExtraEvaluations(alignment);
+                report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
             }
             if (result.Skipped.Count > 0)
             {
@@ -149,12 +153,14 @@ internal static class GenerateCommand
 
             checkpoint.Complete();
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
-            if (plan is { Mixture: null, LogZSamples: > 0 })
+            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Hybrid })
+                alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
+            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Fast, LogZSamples: > 0 })
             {
                 // After the images are written: the estimate costs more network evaluations than a small run itself.
                 Console.WriteLine($"estimating log Z and KL(q‖p) ({plan.LogZNodes} × {plan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-                Alignment.AddLogPartition(alignment, plan, denoiser, samplerInstance, request, result);
-                report["network_evaluations"] = result.NetworkEvaluations + Alignment.ExtraEvaluations(alignment);
+                AlignmentReport.AddLogPartition(alignment, plan, denoiser, range, samplerInstance, request, result);
+                report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
                 RunReport.Write(output, report);
                 var kl = alignment["kl_divergence"]!;
                 Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");

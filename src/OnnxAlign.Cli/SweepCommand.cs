@@ -63,7 +63,7 @@ internal static class SweepCommand
             var request = new GenerationRequest { Count = n, BatchSize = Math.Min(n, 256), Seed = parse.GetValue(seed) };
             var baseRun = ProgressReporter.Run("base", p => Generation.Run(denoiser, s, request, p));
             // Hybrid surrogate: data variance from the model folder, else from this base batch (DESIGN §1b).
-            double variance = HybridSurrogate.ReadVariance(located.Directory) ?? Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
+            double variance = located.DataMoments.Variance ?? Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
             var baseRow = Measure(evaluator, denoiser, linear, targetClass, baseRun.Samples, baseRun.Samples, n);
             Console.WriteLine($"base: target rate {baseRow.Rate:P1}, reward {baseRow.Reward:F3}");
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Output;
@@ -15,13 +16,32 @@ internal sealed class TiltOptions
     private readonly Option<string?> _reward = new("--reward") { Description = $"Reward to align to: {RewardSpec.Forms}." };
     private readonly Option<double?> _lambda = new("--lambda") { Description = "Temperature λ > 0 of the KL alignment (θ = a/λ; smaller = stronger)." };
     private readonly Option<string?> _tilt = new("--tilt") { Description = "A raw tilt θ as .npy (one sample's shape) instead of --reward/--lambda." };
-    private readonly Option<string> _mode = new("--tilt-mode") { Description = "exact (default) or hybrid (Gaussian surrogate where the shift is large, DESIGN §1b).", DefaultValueFactory = _ => "exact" };
+    private readonly Option<string> _mode = new("--tilt-mode") { Description = "exact (default: SMC with exact weights, the plain tilt as proposal; DESIGN §1d), fast (the plain projected tilt, biased on trained networks for strong tilts) or hybrid (Gaussian surrogate where the shift is large, DESIGN §1b; approximate).", DefaultValueFactory = _ => "exact" };
+    private readonly Option<int> _particles = new("--particles") { Description = "exact: particles per SMC system (resampling acts within a system).", DefaultValueFactory = _ => 32 };
+    private readonly Option<double> _proposalScale = new("--proposal-scale") { Description = "exact, stochastic samplers: the proposal tilt is s·θ (any s in [0, 1] is exact; s changes the ESS).", DefaultValueFactory = _ => 1.0 };
+    private readonly Option<double> _essPerSample = new("--ess-per-sample") { Description = "exact: add SMC systems until the effective sample size is this multiple of --count …", DefaultValueFactory = _ => 1.0 };
+    private readonly Option<double> _maxParticles = new("--max-particles-per-sample") { Description = "exact: … or until this many particles per returned sample were drawn.", DefaultValueFactory = _ => 16.0 };
+    private readonly Option<int> _moves = new("--moves") { Description = "exact, deterministic samplers: Metropolis moves per tempering stage of the noise-space SMC.", DefaultValueFactory = _ => 3 };
+    private readonly Option<string?> _dataRange = new("--data-range") { Description = "LO,HI: the range of the data, onto which guidance projects x̂0 (DESIGN §1d); none: no projection. Default: data_moments.json's range, else ±clip_sample_range when the config clips." };
     private readonly Option<double> _trust = new("--trust-radius") { Description = "hybrid: use the surrogate where c_t‖θ‖ > this × typical ‖x_t‖.", DefaultValueFactory = _ => 1.0 };
     private readonly Option<int> _reference = new("--reference-count") { Description = "Also generate this many untilted samples (same seeds) and report the reward before alignment.", DefaultValueFactory = _ => 0 };
     private readonly Option<int> _logzNodes = new("--logz-nodes") { Description = "Gauss–Legendre nodes of the log Z / KL path quadrature.", DefaultValueFactory = _ => 6 };
     private readonly Option<int> _logzSamples = new("--logz-samples") { Description = "Tilted samples per quadrature node (0 = do not estimate log Z and KL).", DefaultValueFactory = _ => 64 };
 
-    public IEnumerable<Option> All => [_reward, _lambda, _tilt, _mode, _trust, _reference, _logzNodes, _logzSamples];
+    public IEnumerable<Option> All => [_reward, _lambda, _tilt, _mode, _particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange,
+                                       _trust, _reference, _logzNodes, _logzSamples];
+
+    /// <summary>The data range guidance projects onto: --data-range, else the model's (null: unknown or none).</summary>
+    public DataRange? DataRange(ParseResult parse, DiffusionModel model)
+    {
+        string? value = parse.GetValue(_dataRange);
+        if (value is null) return model.DataRange;
+        if (value == "none") return null;
+        var parts = value.Split(',');
+        if (parts.Length != 2 || !Numbers.TryParse(parts[0], out double low) || !Numbers.TryParse(parts[1], out double high) || !(low < high))
+            throw new UsageException($"--data-range '{value}': expected LO,HI with LO < HI (plain numbers), or none");
+        return new DataRange((float)low, (float)high);
+    }
 
     /// <summary>--reward and --lambda as given (the W2 stage uses them too).</summary>
     public (string? Spec, double? Lambda) RewardAndLambda(ParseResult parse) => (parse.GetValue(_reward), parse.GetValue(_lambda));
@@ -39,10 +59,18 @@ internal sealed class TiltOptions
         if (spec is not null && tiltPath is not null) throw new UsageException("give either --reward with --lambda or --tilt, not both");
         var mode = parse.GetValue(_mode) switch
         {
-            "exact" => TiltMode.Exact,
-            "hybrid" => TiltMode.Hybrid,
-            var m => throw new UsageException($"--tilt-mode '{m}': expected exact or hybrid"),
+            "exact" => TiltRunMode.Exact,
+            "fast" => TiltRunMode.Fast,
+            "hybrid" => TiltRunMode.Hybrid,
+            var m => throw new UsageException($"--tilt-mode '{m}': expected exact, fast or hybrid"),
         };
+        int particles = parse.GetValue(_particles), moves = parse.GetValue(_moves);
+        double scale = parse.GetValue(_proposalScale), essPerSample = parse.GetValue(_essPerSample), maxParticles = parse.GetValue(_maxParticles);
+        if (particles < 2 || particles > 4096) throw new UsageException($"--particles {particles}: expected 2..4096");
+        if (!(scale is >= 0 and <= 1)) throw new UsageException($"--proposal-scale {scale}: expected a value in [0, 1]");
+        if (!(essPerSample > 0) || essPerSample > 1000) throw new UsageException($"--ess-per-sample {essPerSample}: expected a value in (0, 1000]");
+        if (!(maxParticles >= 1) || maxParticles > 100_000) throw new UsageException($"--max-particles-per-sample {maxParticles}: expected a value in [1, 100000]");
+        if (moves < 1 || moves > 100) throw new UsageException($"--moves {moves}: expected 1..100");
         double trust = parse.GetValue(_trust);
         if (!(trust > 0) || double.IsInfinity(trust)) throw new UsageException($"--trust-radius {trust}: expected a finite value > 0");
         int reference = parse.GetValue(_reference), nodes = parse.GetValue(_logzNodes), perNode = parse.GetValue(_logzSamples);
@@ -81,23 +109,35 @@ internal sealed class TiltOptions
             if (array.Data.Any(v => !float.IsFinite(v))) throw new ConfigException($"--tilt {tiltPath}: contains NaN or infinite values");
             theta = array.Data;
         }
-        if (mixture is not null && mode == TiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
-        return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory) { Mixture = mixture };
+        if (mixture is not null && mode == TiltRunMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
+        if (theta.Any(v => !float.IsFinite(v))) throw new UsageException($"--lambda {lambda}: θ = a/λ overflows (not finite); use a larger λ");
+        return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory)
+        {
+            Mixture = mixture,
+            Exact = new ExactTiltSettings { ProposalScale = scale, TargetEssPerSample = essPerSample, MaxParticlesPerSample = maxParticles, MovesPerStage = moves,
+                                            Smc = new SmcSettings { ParticlesPerSystem = particles } },
+        };
     }
 
-    internal sealed record Plan(LinearReward? Reward, double? Lambda, float[] Theta, TiltMode Mode, double TrustRadius,
+    /// <summary>How a linear tilt is sampled: exact (SMC), fast (plain projected tilt) or hybrid (surrogate).</summary>
+    internal enum TiltRunMode { Exact, Fast, Hybrid }
+
+    internal sealed record Plan(LinearReward? Reward, double? Lambda, float[] Theta, TiltRunMode Mode, double TrustRadius,
                                 int ReferenceCount, int LogZNodes, int LogZSamples, string ModelDirectory)
     {
+        /// <summary>The exact mode's settings (count, seed and NaN policy are the run's).</summary>
+        public ExactTiltSettings Exact { get; init; } = new();
+
         /// <summary>A convex low-rank reward to sample by a mixture of tilts, instead of one tilt.</summary>
         public FeatureReward? Mixture { get; init; }
 
-        /// <summary>The tilted denoiser; hybrid mode reads the data variance from the model folder or estimates it from a base batch.</summary>
+        /// <summary>The tilted denoiser of the fast and hybrid modes; hybrid mode reads the data variance from the model folder or estimates it from a base batch.</summary>
         public LinearTilt CreateTilt(IDenoiser denoiser, Sampler sampler, GenerationRequest request, JsonObject alignment)
         {
             HybridSurrogate? surrogate = null;
-            if (Mode == TiltMode.Hybrid)
+            if (Mode == TiltRunMode.Hybrid)
             {
-                double? variance = HybridSurrogate.ReadVariance(ModelDirectory);
+                double? variance = DataMoments.Read(ModelDirectory).Variance;
                 alignment["data_variance_source"] = variance is null ? "estimated from 256 base samples" : "data_moments.json";
                 if (variance is null)
                 {
@@ -109,7 +149,7 @@ internal sealed class TiltOptions
                 alignment["data_variance"] = variance.Value;
                 alignment["trust_radius"] = TrustRadius;
             }
-            return new LinearTilt(denoiser, Theta, Mode, surrogate);
+            return new LinearTilt(denoiser, Theta, Mode == TiltRunMode.Hybrid ? TiltMode.Hybrid : TiltMode.Exact, surrogate);
         }
     }
 }

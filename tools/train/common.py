@@ -26,12 +26,18 @@ def _read_idx(path):
         return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
 
 
-def load_split(split):
-    """Returns (images float32 [N,1,32,32] in [-1,1], labels int64 [N]) for split 'train' or 't10k'."""
+def load_split(split, size=32):
+    """Returns (images float32 [N,1,size,size] in [-1,1], labels int64 [N]) for split 'train' or 't10k'.
+
+    size 32 pads the 28x28 images with the background value -1 (models/fashion); size 28 keeps them as they are
+    (models/fashion-v)."""
+    if size not in (28, 32):
+        raise ValueError(f"size must be 28 or 32, got {size}")
     images = _read_idx(os.path.join(DATA_DIR, f"{split}-images-idx3-ubyte.gz"))
     labels = _read_idx(os.path.join(DATA_DIR, f"{split}-labels-idx1-ubyte.gz"))
     x = images.astype(np.float32) / 127.5 - 1.0
-    x = np.pad(x, ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)[:, None, :, :]
+    pad = (size - 28) // 2
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), constant_values=-1.0)[:, None, :, :]
     return x, labels.astype(np.int64)
 
 

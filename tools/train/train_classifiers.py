@@ -1,13 +1,16 @@
 """Trains the two Fashion-MNIST classifiers and exports them beside the diffusion model.
 
-    /usr/bin/python3 tools/train/train_classifiers.py [--seed 0] [--out models/fashion]
+    /usr/bin/python3 tools/train/train_classifiers.py [--preset fashion|fashion-v] [--seed 0] [--out DIR]
 
-* OUT/classifier/: a linear classifier (multinomial logistic regression on the 1024 padded pixels in [-1, 1],
-  L2-regularised, full-batch L-BFGS) as W.npy [10, 1024], b.npy [10], model.onnx and classes.json. This is the
+The preset picks the image size of the diffusion model the classifiers go with: fashion (32x32, padded; OUT =
+models/fashion) or fashion-v (28x28; OUT = models/fashion-v). Below, S is that size.
+
+* OUT/classifier/: a linear classifier (multinomial logistic regression on the S*S pixels in [-1, 1],
+  L2-regularised, full-batch L-BFGS) as W.npy [10, S*S], b.npy [10], model.onnx and classes.json. This is the
   linear / low-rank reward (class:NAME, log-prob:NAME, lowrank rewards).
 * OUT/evaluator/: an independent CNN (three conv layers, 128 features) used only to *evaluate* samples
   (class histogram, confidence, Frechet distance of its features), never as a reward. model.onnx has the
-  input `x` [batch, 1, 32, 32] and two outputs: `logits` [batch, 10] and `features` [batch, 128].
+  input `x` [batch, 1, S, S] and two outputs: `logits` [batch, 10] and `features` [batch, 128].
 """
 import argparse
 import json
@@ -24,12 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Evaluator(nn.Module):
-    def __init__(self):
+    def __init__(self, size=32):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
-        self.fc1 = nn.Linear(128 * 4 * 4, 128)
+        self.fc1 = nn.Linear(128 * (size // 8) ** 2, 128)  # three 2x2 poolings (floor)
         self.fc2 = nn.Linear(128, 10)
         self.dropout = nn.Dropout(0.3)
 
@@ -61,18 +64,22 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(HERE, "..", "..", "models", "fashion"))
-    parser.add_argument("--work", default=os.path.join(HERE, "out"))
+    parser.add_argument("--preset", choices=["fashion", "fashion-v"], default="fashion")
+    parser.add_argument("--out", default=None, help="model folder (default: the preset's)")
+    parser.add_argument("--work", default=None, help="logs (default: the preset's)")
     args = parser.parse_args()
+    size = 32 if args.preset == "fashion" else 28
+    args.out = args.out or os.path.join(HERE, "..", "..", "models", args.preset)
+    args.work = args.work or (os.path.join(HERE, "out") if args.preset == "fashion" else os.path.join(HERE, "out", args.preset))
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     log = Log(os.path.join(args.work, "classifiers_log.jsonl"))
-    x_train, y_train = map(torch.from_numpy, load_split("train"))
-    x_test, y_test = map(torch.from_numpy, load_split("t10k"))
+    x_train, y_train = map(torch.from_numpy, load_split("train", size))
+    x_test, y_test = map(torch.from_numpy, load_split("t10k", size))
 
     # Linear classifier: convex problem, solved to convergence by full-batch L-BFGS (deterministic).
     flat = x_train.flatten(1)
-    linear = Linear(torch.zeros(10, 1024), torch.zeros(10))
+    linear = Linear(torch.zeros(10, size * size), torch.zeros(10))
     opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=300, history_size=20,
                             tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
@@ -91,11 +98,11 @@ def main():
     os.makedirs(out, exist_ok=True)
     save_npy(os.path.join(out, "W.npy"), linear.w.detach().numpy().astype(np.float32))
     save_npy(os.path.join(out, "b.npy"), linear.b.detach().numpy().astype(np.float32))
-    export_onnx(linear, (torch.zeros(2, 1, 32, 32),), os.path.join(out, "model.onnx"), ["x"], ["logits"])
+    export_onnx(linear, (torch.zeros(2, 1, size, size),), os.path.join(out, "model.onnx"), ["x"], ["logits"])
     atomic_write_bytes(os.path.join(out, "classes.json"), (json.dumps(CLASS_NAMES) + "\n").encode())
 
     # Evaluator CNN: Adam, minibatches in a seeded order, learning rate halved every two epochs.
-    cnn = Evaluator()
+    cnn = Evaluator(size)
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
@@ -117,7 +124,7 @@ def main():
         log(model="evaluator", epoch=epoch + 1, train_loss=round(total / len(order), 4), test_accuracy=round(test, 4))
     out = os.path.join(args.out, "evaluator")
     os.makedirs(out, exist_ok=True)
-    export_onnx(cnn, (torch.zeros(2, 1, 32, 32),), os.path.join(out, "model.onnx"), ["x"], ["logits", "features"])
+    export_onnx(cnn, (torch.zeros(2, 1, size, size),), os.path.join(out, "model.onnx"), ["x"], ["logits", "features"])
     atomic_write_bytes(os.path.join(out, "classes.json"), (json.dumps(CLASS_NAMES) + "\n").encode())
     log(event="done", linear_test_accuracy=round(lin_test, 4), evaluator_test_accuracy=round(test, 4))
 

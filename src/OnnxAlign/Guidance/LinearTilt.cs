@@ -113,13 +113,16 @@ public sealed class LinearTilt : IDenoiser
     /// <param name="network">Evaluates ε̂ at the step's timestep.</param>
     /// <param name="guidedNoise">Receives ε^q.</param>
     /// <param name="denoised">Optional: receives x̂0 of q.</param>
+    /// <param name="range">The data range, when known: the tilted x̂0 is projected onto it and ε^q recomputed from it, so
+    /// that your scheduler steps with a consistent pair (DESIGN §1d, <see cref="DenoisedProjection"/>). Pass it on trained networks.</param>
     public static void GuideNoise(ReadOnlySpan<float> x, int batchSize, ReadOnlySpan<float> theta, double alpha, double sigma,
-                                  NoiseNetwork network, Span<float> guidedNoise, Span<float> denoised = default)
+                                  NoiseNetwork network, Span<float> guidedNoise, Span<float> denoised = default, DataRange? range = null)
     {
         // Called once per step of the caller's loop: borrow the shifted-input buffer rather than allocate it.
         var shifted = System.Buffers.ArrayPool<float>.Shared.Rent(x.Length);
         try { Apply(x, batchSize, theta, alpha, sigma, sigma * sigma / alpha, shifted.AsSpan(0, x.Length), guidedNoise, network); }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(shifted); }
+        if (range is { } r) DenoisedProjection.Project(x, guidedNoise, alpha, sigma, r);
         if (!denoised.IsEmpty) Prediction.DenoisedFromNoise(x, guidedNoise, alpha, sigma, denoised);
     }
 
@@ -160,13 +163,4 @@ public sealed record HybridSurrogate(double DataVariance, double TrustRadius = 1
 {
     /// <summary>Δ_t/θ = α v/(α² v + σ²).</summary>
     public double Coefficient(double alpha, double sigma) => alpha * DataVariance / (alpha * alpha * DataVariance + sigma * sigma);
-
-    /// <summary>Reads <c>data_moments.json</c> ({"variance": v}) from a model folder, or null when absent.</summary>
-    public static double? ReadVariance(string modelDirectory)
-    {
-        string path = Path.Combine(modelDirectory, "data_moments.json");
-        if (!File.Exists(path)) return null;
-        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path));
-        return node?["variance"]?.GetValue<double>() ?? throw new ConfigException($"{path}: expected {{\"variance\": v}}");
-    }
 }

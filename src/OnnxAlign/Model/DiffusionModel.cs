@@ -9,6 +9,7 @@ public sealed class DiffusionModel
 {
     private DiffusionModel(string source, string directory, string onnxPath, string configPath, string? modelIndexPath, SchedulerConfig config)
     {
+        DataMoments = DataMoments.Read(directory);
         Source = source;
         Directory = directory;
         OnnxPath = onnxPath;
@@ -34,6 +35,17 @@ public sealed class DiffusionModel
 
     /// <summary>The scheduler config, with the defaults of its <c>_class_name</c>.</summary>
     public SchedulerConfig Config { get; }
+
+    /// <summary>What the model folder's <c>data_moments.json</c> says of the data (nothing when it has none).</summary>
+    public DataMoments DataMoments { get; }
+
+    /// <summary>
+    /// The data range guidance projects x̂0 onto (DESIGN §1d): <c>data_moments.json</c>'s <c>range</c>, else
+    /// ±<c>clip_sample_range</c> when the config clips x̂0, else null (unknown: no projection).
+    /// </summary>
+    public DataRange? DataRange => DataMoments.Range ?? (Config.ClipSample
+        ? new DataRange(-(float)Config.ClipSampleRange, (float)Config.ClipSampleRange).Validated(ConfigPath)
+        : null);
 
     /// <summary>Finds the network and its config at <paramref name="path"/>.</summary>
     /// <exception cref="ConfigException">Nothing usable is there; the message says what was looked for.</exception>

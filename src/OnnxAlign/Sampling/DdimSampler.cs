@@ -30,26 +30,33 @@ public sealed class DdimSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override bool IsStochastic => Eta > 0;
-
-    /// <inheritdoc/>
-    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
-                              IReadOnlyList<NoiseStream> noise)
+    public override void Advance(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state)
     {
-        var alphasCumprod = Schedule.AlphasCumprod;
-        double finalAlphaCumprod = Config.SetAlphaToOne ? 1.0 : alphasCumprod[0];
-        int t = _timesteps[index];
-        int prevT = t - Schedule.NumTrainTimesteps / Steps;
-        double alphaBarT = alphasCumprod[t];
-        double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : finalAlphaCumprod;
-
+        var (alphaBarT, alphaBarPrev) = AlphaBars(index);
         PredictedOriginal(x, epsilon, alphaBarT, denoised);
-        double variance = (1 - alphaBarPrev) / (1 - alphaBarT) * (1 - alphaBarT / alphaBarPrev);
-        double stdDevT = Eta * Math.Sqrt(variance);
+        double stdDevT = NoiseScale(index);
         double direction = Math.Sqrt(Math.Max(1 - alphaBarPrev - stdDevT * stdDevT, 0));
-        // x_{t'} = √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − σ_η²)·ε̂ + σ_η·z
+        // x_{t'} = √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − σ_η²)·ε̂ (+ σ_η·z)
         TensorPrimitives.Multiply(denoised, (float)Math.Sqrt(alphaBarPrev), x);
         TensorPrimitives.MultiplyAdd(epsilon, (float)direction, x, x);
-        if (Eta > 0) AddNoise(noise, x, stdDevT);
+    }
+
+    /// <inheritdoc/>
+    public override double NoiseScale(int index)
+    {
+        if (Eta == 0) return 0;
+        var (alphaBarT, alphaBarPrev) = AlphaBars(index);
+        // σ_η = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_{t'}))
+        return Eta * Math.Sqrt((1 - alphaBarPrev) / (1 - alphaBarT) * (1 - alphaBarT / alphaBarPrev));
+    }
+
+    // ᾱ_t and ᾱ_{t'} of step i, t' = t − N/n (ᾱ_{t'} = 1 or ᾱ_0 past the start, by set_alpha_to_one).
+    private (double AlphaBarT, double AlphaBarPrev) AlphaBars(int index)
+    {
+        var alphasCumprod = Schedule.AlphasCumprod;
+        int t = _timesteps[index];
+        int prevT = t - Schedule.NumTrainTimesteps / Steps;
+        double finalAlphaCumprod = Config.SetAlphaToOne ? 1.0 : alphasCumprod[0];
+        return (alphasCumprod[t], prevT >= 0 ? alphasCumprod[prevT] : finalAlphaCumprod);
     }
 }

@@ -23,36 +23,39 @@ public sealed class DdpmSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override bool IsStochastic => true;
-
-    /// <inheritdoc/>
-    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
-                              IReadOnlyList<NoiseStream> noise)
+    public override void Advance(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state)
     {
-        var alphasCumprod = Schedule.AlphasCumprod;
-        int t = _timesteps[index];
-        int prevT = index + 1 < _timesteps.Length ? _timesteps[index + 1] : -1;
-        double alphaBarT = alphasCumprod[t];
-        double alphaBarPrev = prevT >= 0 ? alphasCumprod[prevT] : 1.0;
+        var (alphaBarT, alphaBarPrev) = AlphaBars(index);
         double currentAlphaT = alphaBarT / alphaBarPrev;
         double currentBetaT = 1 - currentAlphaT;
-
         PredictedOriginal(x, epsilon, alphaBarT, denoised);
         // μ̃_t = c0·x̂0 + c_t·x_t
         double c0 = Math.Sqrt(alphaBarPrev) * currentBetaT / (1 - alphaBarT);
         double ct = Math.Sqrt(currentAlphaT) * (1 - alphaBarPrev) / (1 - alphaBarT);
         TensorPrimitives.Multiply(x, (float)ct, x);
         TensorPrimitives.MultiplyAdd(denoised, (float)c0, x, x);
+    }
 
-        if (t > 0)
+    /// <inheritdoc/>
+    public override double NoiseScale(int index)
+    {
+        if (_timesteps[index] == 0) return 0;
+        var (alphaBarT, alphaBarPrev) = AlphaBars(index);
+        double currentBetaT = 1 - alphaBarT / alphaBarPrev;
+        double variance = Config.VarianceType switch
         {
-            double variance = Config.VarianceType switch
-            {
-                VarianceType.FixedSmall or VarianceType.FixedSmallLog =>
-                    Math.Max((1 - alphaBarPrev) / (1 - alphaBarT) * currentBetaT, 1e-20),
-                _ => currentBetaT,
-            };
-            AddNoise(noise, x, Math.Sqrt(variance));
-        }
+            VarianceType.FixedSmall or VarianceType.FixedSmallLog =>
+                Math.Max((1 - alphaBarPrev) / (1 - alphaBarT) * currentBetaT, 1e-20),
+            _ => currentBetaT,
+        };
+        return Math.Sqrt(variance);
+    }
+
+    // ᾱ_t and ᾱ_{t'} of step i (t' the next visited timestep; ᾱ = 1 after the last).
+    private (double AlphaBarT, double AlphaBarPrev) AlphaBars(int index)
+    {
+        var alphasCumprod = Schedule.AlphasCumprod;
+        int prevT = index + 1 < _timesteps.Length ? _timesteps[index + 1] : -1;
+        return (alphasCumprod[_timesteps[index]], prevT >= 0 ? alphasCumprod[prevT] : 1.0);
     }
 }

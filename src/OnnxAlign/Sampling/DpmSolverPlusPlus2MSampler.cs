@@ -43,14 +43,13 @@ public sealed class DpmSolverPlusPlus2MSampler : Sampler
     private double Lambda(int i) => Math.Log(_alphas[i]) - Math.Log(_sigmas[i]);
 
     /// <inheritdoc/>
-    public override bool IsStochastic => false;
+    public override double NoiseScale(int index) => 0;
 
     /// <inheritdoc/>
     public override SamplerState CreateState(int batchSize, int sampleSize) => new(batchSize, sampleSize, hasHistory: true);
 
     /// <inheritdoc/>
-    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
-                              IReadOnlyList<NoiseStream> noise)
+    public override void Advance(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state)
     {
         int i = index, n = _timesteps.Length;
         // D0: this step's x̂0; the state holds the previous step's (D_prev).

@@ -24,23 +24,25 @@ public sealed class EulerMaruyamaSampler : Sampler
     public override IReadOnlyList<int> Timesteps => _timesteps;
 
     /// <inheritdoc/>
-    public override bool IsStochastic => true;
-
-    /// <inheritdoc/>
-    public override void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
-                              IReadOnlyList<NoiseStream> noise)
+    public override void Advance(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state)
     {
-        var alphasCumprod = Schedule.AlphasCumprod;
-        bool last = index + 1 == _timesteps.Length;
-        double alphaBarT = alphasCumprod[_timesteps[index]];
-        double alphaBarPrev = last ? 1.0 : alphasCumprod[_timesteps[index + 1]];
-        double deltaTau = Math.Log(alphaBarPrev / alphaBarT);
+        double alphaBarT = Schedule.AlphasCumprod[_timesteps[index]];
+        double deltaTau = DeltaTau(index);
         double sigmaT = Math.Sqrt(1 - alphaBarT);
-
         Prediction.DenoisedFromNoise(x, epsilon, Math.Sqrt(alphaBarT), sigmaT, denoised);
-        // x ← (1 + Δτ/2)·x − (Δτ/σ_t)·ε̂ [+ √Δτ·z]
+        // x ← (1 + Δτ/2)·x − (Δτ/σ_t)·ε̂ (+ √Δτ·z)
         TensorPrimitives.Multiply(x, (float)(1 + deltaTau / 2), x);
         TensorPrimitives.MultiplyAdd(epsilon, (float)(-deltaTau / sigmaT), x, x);
-        if (!last) AddNoise(noise, x, Math.Sqrt(deltaTau));
+    }
+
+    /// <inheritdoc/>
+    public override double NoiseScale(int index) => index + 1 == _timesteps.Length ? 0 : Math.Sqrt(DeltaTau(index));
+
+    // Δτ = log(ᾱ_{t'}/ᾱ_t), ᾱ_{t'} = 1 after the last step.
+    private double DeltaTau(int index)
+    {
+        var alphasCumprod = Schedule.AlphasCumprod;
+        double alphaBarPrev = index + 1 == _timesteps.Length ? 1.0 : alphasCumprod[_timesteps[index + 1]];
+        return Math.Log(alphaBarPrev / alphasCumprod[_timesteps[index]]);
     }
 }

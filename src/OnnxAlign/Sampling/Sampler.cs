@@ -47,13 +47,29 @@ public abstract class Sampler
     /// the next visited noise level and writes the step's x̂0 into <paramref name="denoised"/> (what diffusers calls
     /// <c>pred_original_sample</c>). Buffers hold the batch sample after sample; <paramref name="noise"/> has one
     /// stream per sample. Stateless apart from <paramref name="state"/>, so one sampler may serve several threads.
+    /// Every step is x_{i+1} = m_i(x_i, ε̂) + s_i·z (<see cref="Advance"/>, then <see cref="NoiseScale"/>).
     /// </summary>
-    public abstract void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
-                              IReadOnlyList<NoiseStream> noise);
+    public void Step(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state,
+                     IReadOnlyList<NoiseStream> noise)
+    {
+        Advance(index, epsilon, x, denoised, state);
+        double scale = NoiseScale(index);
+        if (scale > 0) AddNoise(noise, x, scale);
+    }
 
-    /// <summary>True when <see cref="Step"/> draws noise (DDPM, Euler–Maruyama, DDIM with η &gt; 0): copies of one
-    /// particle then separate, which resampling schemes (twisted SMC, DESIGN §8) need.</summary>
-    public abstract bool IsStochastic { get; }
+    /// <summary>
+    /// The deterministic part of step <paramref name="index"/>: x ← m_i(x, ε̂), the mean of the step's Gaussian
+    /// transition (its whole result for a deterministic sampler); writes x̂0 into <paramref name="denoised"/>.
+    /// </summary>
+    public abstract void Advance(int index, ReadOnlySpan<float> epsilon, Span<float> x, Span<float> denoised, SamplerState state);
+
+    /// <summary>s_i, the standard deviation of the noise step <paramref name="index"/> adds (0 for a deterministic step).
+    /// The transition x_{i+1} | x_i is N(m_i, s_i² I): what exact path weights (DESIGN §1d) are computed from.</summary>
+    public abstract double NoiseScale(int index);
+
+    /// <summary>True when some step draws noise (DDPM, Euler–Maruyama, DDIM with η &gt; 0): copies of one particle
+    /// then separate, which resampling schemes (twisted SMC, DESIGN §8) need.</summary>
+    public bool IsStochastic => Enumerable.Range(0, Steps).Any(i => NoiseScale(i) > 0);
 
     /// <summary>
     /// Runs the reverse process on a batch in place: <paramref name="x"/> holds x_T on entry (sample after sample) and

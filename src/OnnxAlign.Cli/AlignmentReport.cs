@@ -1,0 +1,273 @@
+using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.Estimation;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>The <c>alignment</c> section of report.json for a KL-aligned (tilted) run.</summary>
+internal static class AlignmentReport
+{
+    /// <summary>
+    /// The default KL tilt (DESIGN §1d): SMC with exact weights, the projected tilt as proposal, <paramref name="request"/>'s
+    /// count returned by resampling. Finished systems go to the checkpoint, so --resume repeats none. Fills the
+    /// alignment section (method, ESS, cost, log Z and KL of the returned law from the run's own weights).
+    /// </summary>
+    public static GenerationResult RunExact(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
+                                            GenerationRequest request, BatchCheckpoint? checkpoint)
+    {
+        var settings = plan.Exact with
+        {
+            Count = request.Count,
+            Smc = plan.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
+        };
+        var store = checkpoint is null ? null : new SmcCheckpoint(checkpoint);
+        var result = ProgressReporter.Run($"generate (exact tilt, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")})", progress =>
+            ExactTilt.Sample(denoiser, range, sampler, plan.Theta, settings,
+                new SyncProgress<ExactTiltProgress>(p => progress(new GenerationProgress(
+                    (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
+                    (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000))),
+                store: store));
+        var particles = result.Particles;
+        alignment["method"] = "kl-linear-tilt";
+        alignment["tilt_mode"] = "exact";
+        alignment["exactness"] = sampler.IsStochastic
+            ? "twisted SMC with exact path weights (transition-density ratios of the base and tilted steps): consistent for p·e^{⟨θ,x⟩}, p = this sampler's law, as the number of systems grows"
+            : "tempered SMC on the initial noise with pCN moves: consistent for p·e^{⟨θ,x⟩}, p = this deterministic sampler's law, as the number of systems grows";
+        alignment["smc"] = new JsonObject
+        {
+            ["algorithm"] = result.Method,
+            ["proposal_scale"] = sampler.IsStochastic ? settings.ProposalScale : null,
+            ["particles_per_system"] = settings.Smc.ParticlesPerSystem,
+            ["systems"] = particles.SystemSizes.Count,
+            ["particles"] = particles.Count,
+            ["effective_sample_size"] = particles.EffectiveSampleSize,
+            ["effective_systems"] = particles.SystemEffectiveSize,
+            ["target_effective_sample_size"] = result.TargetEffectiveSampleSize,
+            ["reached_target"] = result.ReachedTarget,
+            ["resamplings"] = particles.Resamplings,
+            ["distinct_returned_samples"] = result.DistinctSamples,
+            ["evaluations_per_effective_sample"] = particles.EvaluationsPerEffectiveSample,
+            ["non_finite_particles"] = result.Systems.Sum(s => s.NonFinite),
+        };
+        AddCommon(alignment, plan, range);
+        alignment["log_partition"] = Estimate(result.LogPartition, "the run's own Ẑ (product of the SMC stages' mean weights, across systems)");
+        alignment["kl_divergence"] = Estimate(result.KlDivergence, "E_π[⟨θ,x⟩] − log Z from the run's weights");
+        if (plan.Reward is { } reward)
+        {
+            var rewards = reward.EvaluateBatch(particles.Samples);
+            var mean = particles.Mean(rewards);
+            alignment["reward_after"] = new JsonObject
+            {
+                ["mean"] = mean.Value, ["standard_error"] = mean.StandardError, ["std"] = particles.StandardDeviation(rewards),
+                ["over"] = "the weighted particles",
+            };
+            alignment["reward_of_returned_samples"] = Summary(reward.EvaluateBatch(result.Samples));
+        }
+        alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
+        if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
+            alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
+        if (!result.ReachedTarget)
+            Console.Error.WriteLine($"warning: the SMC's effective sample size {particles.EffectiveSampleSize:F1} is below the target {result.TargetEffectiveSampleSize:F0} " +
+                                    $"after {particles.Count} particles (--max-particles-per-sample); the {request.Count} returned samples hold {result.DistinctSamples} distinct ones");
+        Console.WriteLine($"exact tilt ({result.Method}): ESS {particles.EffectiveSampleSize:F0} of {particles.Count} particles, " +
+                          $"{particles.EvaluationsPerEffectiveSample:F0} network evaluations per effective sample; " +
+                          $"KL(q‖p) = {result.KlDivergence.Value:G4} ± {result.KlDivergence.StandardError:G2} nats");
+        return new GenerationResult(result.Samples, 0, request.Count, particles.NetworkEvaluations, TimeSpan.Zero, result.Time);
+    }
+
+    /// <summary>The fast and hybrid tilts: the tilted denoiser (projected when the range is known) in the one generation
+    /// loop, watched by the drift diagnostic (DESIGN §1d).</summary>
+    public static GenerationResult RunFast(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
+                                           GenerationRequest request, out LinearTilt tilt, out DriftDiagnostic drift)
+    {
+        tilt = plan.CreateTilt(denoiser, sampler, request, alignment);
+        IDenoiser guided = range is { } r ? new DenoisedProjection(tilt, r) : tilt;
+        var diagnostic = drift = new DriftDiagnostic(DriftDiagnostic.DefaultDirections(plan.Theta), sampler);
+        return ProgressReporter.Run($"generate ({(plan.Mode == TiltOptions.TiltRunMode.Hybrid ? "hybrid" : "fast")} tilt)",
+            progress => Generation.Run(guided, sampler, request, progress, diagnostic));
+    }
+
+    /// <summary>The alignment section of a fast or hybrid run, after its samples are written.</summary>
+    public static void Report(JsonObject alignment, TiltOptions.Plan plan, LinearTilt tilt, DriftDiagnostic drift, IDenoiser baseDenoiser, DataRange? range,
+                              Sampler sampler, GenerationRequest request, GenerationResult result)
+    {
+        alignment["method"] = "kl-linear-tilt";
+        alignment["tilt_mode"] = plan.Mode == TiltOptions.TiltRunMode.Hybrid ? "hybrid" : "fast";
+        alignment["exactness"] = "none guaranteed: the shifted evaluation is exact for the true score only; on a trained network it is biased for strong tilts (DESIGN §1d); see drift";
+        AddCommon(alignment, plan, range);
+        alignment["max_shift_ratio"] = tilt.MaxShiftRatio;
+        if (plan.Mode == TiltOptions.TiltRunMode.Hybrid) alignment["surrogate_steps"] = tilt.SurrogateSteps;
+        var report = drift.Report();
+        alignment["drift"] = DriftJson(report);
+        if (report.IsDrifting)
+        {
+            var worst = report.Directions.Where(d => d.IsDrifting).MaxBy(d => d.MaxRelativeDrift)!;
+            Console.Error.WriteLine($"warning: the tilted sampler drifts (DESIGN §1d): along '{worst.Name}', x̂0 moves by {worst.MaxRelativeDrift:F2} sd " +
+                                    $"(z = {worst.MaxAbsZ:F1}) at step {worst.WorstStep + 1}, so it does not sample the tilt it is meant to; " +
+                                    "--tilt-mode exact corrects this (see report.json alignment.drift)");
+        }
+        if (plan.Reward is { } reward)
+            alignment["reward_after"] = Summary(reward.EvaluateBatch(result.Samples));
+        if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(baseDenoiser, range), sampler, request) is { } reference)
+            alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
+        alignment["theta_projection_after"] = Summary(LogPartition.Projections(result.Samples, plan.Theta));
+    }
+
+    private static void AddCommon(JsonObject alignment, TiltOptions.Plan plan, DataRange? range)
+    {
+        alignment["reward"] = plan.Reward?.Name;
+        alignment["lambda"] = plan.Lambda;
+        alignment["theta_norm"] = System.Numerics.Tensors.TensorPrimitives.Norm(plan.Theta);
+        alignment["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null;
+        alignment["base_law"] = range is null
+            ? "the network as it is (no data range known: x̂0 is not projected)"
+            : "the network with x̂0 projected onto the data range and ε̂ recomputed (DESIGN §1d); tilts and the base share it";
+    }
+
+    /// <summary>The drift diagnostic as report.json holds it.</summary>
+    public static JsonObject DriftJson(DriftReport report) => new()
+    {
+        ["drifting"] = report.IsDrifting,
+        ["samples"] = report.Samples,
+        ["thresholds"] = new JsonObject { ["z"] = report.Thresholds.Z, ["relative"] = report.Thresholds.Relative, ["minimum_alpha_bar"] = report.Thresholds.MinimumAlphaBar },
+        ["timesteps"] = new JsonArray(report.Timesteps.Select(t => (JsonNode)t).ToArray()),
+        ["directions"] = new JsonArray(report.Directions.Select(d => (JsonNode)new JsonObject
+        {
+            ["name"] = d.Name,
+            ["drifting"] = d.IsDrifting,
+            ["max_abs_z"] = Finite(d.MaxAbsZ),
+            ["max_relative_drift"] = Finite(d.MaxRelativeDrift),
+            ["worst_step"] = d.WorstStep,
+            ["final_mean"] = Finite(d.FinalMean),
+            ["final_std"] = Finite(d.FinalStd),
+            ["mean_per_step"] = new JsonArray(d.Means.Select(v => (JsonNode?)Finite(v)).ToArray()),
+            ["drift_per_step"] = new JsonArray(d.Drifts.Select(v => (JsonNode?)Finite(v)).ToArray()),
+            ["standard_error_per_step"] = new JsonArray(d.StandardErrors.Select(v => (JsonNode?)Finite(v)).ToArray()),
+        }).ToArray()),
+    };
+
+    private static JsonObject Estimate(Guidance.Estimate e, string source) =>
+        new() { ["value"] = Finite(e.Value), ["standard_error"] = Finite(e.StandardError), ["source"] = source };
+
+    /// <summary>A finite number, or null (JSON has no NaN or ∞; the reason is given beside it where it matters).</summary>
+    internal static JsonNode? Finite(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+
+    /// <summary>
+    /// Adds log Z(θ) and KL(q‖p) to the alignment section (DESIGN §1). This runs after the samples are written, so that
+    /// the images are there at once; it costs --logz-nodes × --logz-samples tilted samples.
+    /// </summary>
+    public static void AddLogPartition(JsonObject alignment, TiltOptions.Plan plan, IDenoiser baseDenoiser, DataRange? range, Sampler sampler,
+                                       GenerationRequest request, GenerationResult result)
+    {
+        // Quadrature nodes use sample indices past the run's own, so they are independent of it.
+        var stats = LogPartition.Estimate(ExactTilt.BaseLaw(baseDenoiser, range), sampler, plan.Theta, plan.LogZNodes, plan.LogZSamples,
+            seed: request.Seed + 1_000_003, batchSize: request.BatchSize, tiltedProjections: LogPartition.Projections(result.Samples, plan.Theta));
+        alignment["log_partition"] = new JsonObject { ["value"] = stats.LogPartition.Value, ["standard_error"] = stats.LogPartition.StandardError, ["nodes"] = plan.LogZNodes, ["samples_per_node"] = plan.LogZSamples };
+        alignment["kl_divergence"] = new JsonObject
+        {
+            ["value"] = Finite(stats.KlDivergence.Value), ["standard_error"] = Finite(stats.KlDivergence.StandardError),
+            ["source"] = "path quadrature of fast tilts: it assumes the fast tilt samples q_θ exactly, which the drift diagnostic checks; --tilt-mode exact gives the returned law's own",
+        };
+        if (stats.KlDivergence.Value < 0)
+            Console.Error.WriteLine($"warning: the KL estimate is negative ({stats.KlDivergence.Value:G3}): the fast tilt does not sample the tilt it is meant to (DESIGN §1d); use --tilt-mode exact");
+        alignment["logz_network_evaluations"] = stats.NetworkEvaluations;
+    }
+
+    /// <summary>Samples q ∝ p·exp(f(Ax)/λ) by the mixture of tilts (DESIGN §2) and fills the report's alignment section.</summary>
+    public static GenerationResult RunMixture(JsonObject alignment, TiltOptions.Plan plan, FeatureReward reward, IDenoiser denoiser,
+                                              Sampler sampler, GenerationRequest request, BatchCheckpoint? checkpoint)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var settings = new TiltMixtureSettings
+        {
+            BatchSize = request.BatchSize,
+            Partition = new LogPartitionSettings { Nodes = plan.LogZNodes, SamplesPerNode = Math.Max(plan.LogZSamples, 32), BatchSize = request.BatchSize },
+        };
+        var mixture = new TiltMixtureSampler(denoiser, sampler, reward, plan.Lambda!.Value, settings);
+        // The set-up (log Z of the terms, pilot rounds) is kept with the finished proposal batches, so --resume repeats neither.
+        const string envelopeNote = "mixture.json";
+        var envelope = checkpoint?.ReadNote(envelopeNote) is { } saved
+            ? MixtureEnvelope.FromJson(saved, Path.Combine(".partial", envelopeNote))
+            : null;
+        if (envelope is not null) Console.WriteLine($"resuming: the mixture's set-up ({envelope.Components.Count} tilts, ε = {envelope.Epsilon:G4}) read from .partial/{envelopeNote}");
+        var drawn = ProgressReporter.Run($"generate (KL mixture, {mixture.Method})", progress =>
+        {
+            if (envelope is null)
+            {
+                envelope = mixture.Prepare(request.Seed);
+                checkpoint?.WriteNote(envelopeNote, envelope.ToJson());
+            }
+            return mixture.Sample(request.Count, request.Seed, (accepted, _) =>
+                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count)), envelope: envelope, proposals: checkpoint,
+                onNonFinite: request.OnNonFinite);
+        });
+        alignment["method"] = mixture.Method switch
+        {
+            MixtureMethod.ExactMixture => "kl-exact-mixture",
+            MixtureMethod.HubbardStratonovich => "kl-hubbard-stratonovich",
+            _ => "kl-tangent-mixture",
+        };
+        alignment["reward"] = reward.Name;
+        alignment["lambda"] = plan.Lambda;
+        alignment["features"] = reward.FeatureCount;
+        alignment["components"] = new JsonArray(drawn.Components.Select(c => (JsonNode)new JsonObject
+        {
+            ["u"] = new JsonArray(c.U.Select(v => (JsonNode)v).ToArray()),
+            ["intercept"] = c.Intercept,
+            ["log_partition"] = c.LogPartition.Value,
+            ["log_partition_standard_error"] = c.LogPartition.StandardError,
+            ["weight"] = c.Weight,
+        }).ToArray());
+        alignment["epsilon"] = drawn.Epsilon;
+        alignment["proposed"] = drawn.Proposed;
+        alignment["acceptance_rate"] = drawn.AcceptanceRate;
+        alignment["envelope_violations"] = drawn.EnvelopeViolations;
+        if (drawn.NonFiniteProposals.Count > 0)
+        {
+            alignment["non_finite_proposals"] = new JsonArray(drawn.NonFiniteProposals.Select(i => (JsonNode)i).ToArray());
+            Console.Error.WriteLine($"warning: dropped {drawn.NonFiniteProposals.Count} proposals that turned NaN/±∞ (proposal indices " +
+                                    $"{string.Join(", ", drawn.NonFiniteProposals.Take(10))}{(drawn.NonFiniteProposals.Count > 10 ? ", …" : "")}; see report.json)");
+        }
+        alignment["refinement"] = new JsonArray(drawn.Refinement.Select(r => (JsonNode)new JsonObject
+            { ["terms"] = r.Terms, ["epsilon"] = r.Epsilon, ["acceptance"] = r.Acceptance }).ToArray());
+        alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
+        alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
+        alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
+        Reference(alignment, plan, reward, denoiser, sampler, request);
+        if (drawn.EnvelopeViolations > 0)
+            Console.Error.WriteLine($"warning: {drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4}); see report.json");
+        Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
+                          $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
+        return new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// With --reference-count N: N untilted samples with the run's seeds (sample i, stream i: common random numbers) and
+    /// the reward before alignment; null without.
+    /// </summary>
+    private static GenerationResult? Reference(JsonObject alignment, TiltOptions.Plan plan, Reward? reward, IDenoiser denoiser,
+                                               Sampler sampler, GenerationRequest request)
+    {
+        if (plan.ReferenceCount <= 0) return null;
+        var reference = Generation.Run(denoiser, sampler, request.SideRun(plan.ReferenceCount));
+        alignment["reference_network_evaluations"] = reference.NetworkEvaluations;
+        if (reward is not null) alignment["reward_before"] = Summary(reward.EvaluateBatch(reference.Samples));
+        return reference;
+    }
+
+    public static long ExtraEvaluations(JsonObject alignment) =>
+        new[] { "reference_network_evaluations", "logz_network_evaluations", "data_variance_network_evaluations", "setup_network_evaluations" }
+            .Sum(k => alignment[k]?.GetValue<long>() ?? 0);
+
+    private static JsonObject Summary(IReadOnlyList<double> values)
+    {
+        var (mean, se) = LogPartition.MeanAndStandardError(values);
+        double std = se * Math.Sqrt(values.Count);
+        return new JsonObject { ["mean"] = mean, ["std"] = std, ["standard_error"] = se, ["count"] = values.Count };
+    }
+}

@@ -1,0 +1,153 @@
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Alignment;
+
+/// <summary>
+/// Exact alignment for a deterministic sampler (DDIM with η = 0, DPM-Solver++): its law is the image of the initial
+/// noise under a fixed map Φ (x_T ↦ x0), with no transition density to weigh, so the target is written on the noise:
+/// π(x_T) ∝ N(x_T; 0, I)·e^{G(Φ(x_T))}, and x0 = Φ(x_T) ~ p·e^{G} exactly. A tempered SMC sampler (Del Moral, Doucet &amp;
+/// Jasra 2006) moves particles from N(0, I) to π through π_β ∝ N·e^{βG}: each stage raises β as far as the effective
+/// sample size stays above the threshold, resamples, and moves every particle by preconditioned Crank–Nicolson
+/// Metropolis steps x' = √(1 − ρ²)·x + ρ·ξ (reversible for N(0, I), so the acceptance ratio is e^{β(G(Φ(x')) − G(Φ(x)))}
+/// and needs no gradient; Cotter et al. 2013), with ρ adapted to the acceptance rate. When G is weak enough the first
+/// stage reaches β = 1 at once and the run is plain importance sampling from p. The product of the stages' mean
+/// weights is an unbiased Ẑ. Cost: one base run (steps network evaluations) per particle and move.
+/// </summary>
+public sealed class NoiseSpaceSmc
+{
+    private readonly IDenoiser _base;
+    private readonly Sampler _sampler;
+    private readonly LogPotential _target;
+
+    /// <summary>Targets p·e^{G} for the law p of <paramref name="sampler"/> on <paramref name="baseLaw"/>.</summary>
+    public NoiseSpaceSmc(IDenoiser baseLaw, Sampler sampler, LogPotential target, SmcSettings? settings = null, int movesPerStage = 3)
+    {
+        if (movesPerStage < 1) throw new ArgumentOutOfRangeException(nameof(movesPerStage), movesPerStage, "expected ≥ 1");
+        (_base, _sampler, _target) = (baseLaw, sampler, target);
+        Settings = (settings ?? new SmcSettings()).Validated();
+        MovesPerStage = movesPerStage;
+    }
+
+    /// <summary>The run's layout.</summary>
+    public SmcSettings Settings { get; }
+
+    /// <summary>Metropolis moves after each resampling.</summary>
+    public int MovesPerStage { get; }
+
+    /// <summary>Stages and move acceptance of the systems run so far, for reports.</summary>
+    public IReadOnlyList<(int System, double Beta, double Acceptance, double Rho)> Trace => _trace;
+
+    private readonly List<(int, double, double, double)> _trace = [];
+
+    /// <summary>Runs system <paramref name="system"/> (its particles start from the noise streams of indices system·N …).</summary>
+    public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
+    {
+        int n = Settings.ParticlesPerSystem, d = _base.SampleSize;
+        var noise = new float[n * d];
+        var streams = new NoiseStream[n];
+        for (int b = 0; b < n; b++)
+        {
+            streams[b] = new NoiseStream(Settings.Seed, (long)system * n + b);
+            streams[b].NextGaussian(noise.AsSpan(b * d, d));
+        }
+        var resampler = new NoiseStream(Settings.Seed, -2 - (long)system);
+        long evaluations = 0;
+        var (samples, g) = Map(noise, n, system, 0, ref evaluations, cancellation);
+        var logWeights = new double[n];
+        double beta = 0, logNormalizer = 0, rho = 0.5;
+        int resamplings = 0, move = 0;
+        while (true)
+        {
+            // The largest β' ≤ 1 whose incremental weights keep the ESS above the threshold (bisection).
+            double next = 1;
+            if (Ess(logWeights, g, next - beta) < Settings.ResampleThreshold * n)
+            {
+                double low = beta, high = 1;
+                for (int k = 0; k < 60; k++)
+                {
+                    double mid = (low + high) / 2;
+                    if (Ess(logWeights, g, mid - beta) >= Settings.ResampleThreshold * n) low = mid; else high = mid;
+                }
+                next = Math.Max(low, beta + 1e-6);
+            }
+            for (int b = 0; b < n; b++) logWeights[b] += (next - beta) * g[b];
+            beta = Math.Min(next, 1);
+            if (beta >= 1) break;
+
+            logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
+            var ancestors = WeightedSamples.Systematic(WeightedSamples.Normalize(logWeights), n, resampler.NextDouble());
+            TwistedSmc.Permute(ancestors, d, noise, samples);
+            g = ancestors.Select(a => g[a]).ToArray();
+            var split = new NoiseStream[n];
+            for (int b = 0; b < n; b++) split[b] = streams[ancestors[b]].Split(((long)resamplings << 20) + b);
+            streams = split;
+            Array.Clear(logWeights);
+            resamplings++;
+
+            for (int m = 0; m < MovesPerStage; m++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                // pCN proposal x' = √(1 − ρ²)·x + ρ·ξ
+                var proposed = new float[n * d];
+                var xi = new float[d];
+                float keep = (float)Math.Sqrt(1 - rho * rho);
+                for (int b = 0; b < n; b++)
+                {
+                    streams[b].NextGaussian(xi);
+                    var row = proposed.AsSpan(b * d, d);
+                    var current = noise.AsSpan(b * d, d);
+                    for (int k = 0; k < d; k++) row[k] = keep * current[k] + (float)rho * xi[k];
+                }
+                var (proposedSamples, proposedG) = Map(proposed, n, system, ++move, ref evaluations, cancellation);
+                int accepted = 0;
+                for (int b = 0; b < n; b++)
+                {
+                    double logU = Math.Log(1 - streams[b].NextDouble());
+                    if (!double.IsFinite(proposedG[b]) || !(logU < beta * (proposedG[b] - g[b]))) continue;
+                    proposed.AsSpan(b * d, d).CopyTo(noise.AsSpan(b * d, d));
+                    proposedSamples.AsSpan(b * d, d).CopyTo(samples.AsSpan(b * d, d));
+                    g[b] = proposedG[b];
+                    accepted++;
+                }
+                double acceptance = (double)accepted / n;
+                lock (_trace) _trace.Add((system, beta, acceptance, rho));
+                // Aim at an acceptance between 0.2 and 0.5 (a larger step decorrelates faster while it is accepted).
+                if (acceptance < 0.2) rho *= 0.6;
+                else if (acceptance > 0.5) rho = Math.Min(1, rho * 1.4);
+            }
+        }
+        logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
+        return new SmcSystem(samples, logWeights, logNormalizer, resamplings, evaluations, g.Count(v => !double.IsFinite(v)));
+    }
+
+    // x0 = Φ(x_T) for a batch and G of each; a particle that turns NaN/±∞ gets G = −∞ under Skip.
+    private (float[] Samples, double[] G) Map(float[] initial, int n, int system, int move, ref long evaluations, CancellationToken cancellation)
+    {
+        cancellation.ThrowIfCancellationRequested();
+        int d = _base.SampleSize;
+        var x = (float[])initial.Clone();
+        var streams = Enumerable.Range(0, n).Select(b => new NoiseStream(Settings.Seed, (long)system * n + b).Split(move)).ToArray();
+        _sampler.Sample(_base, x, n, streams);
+        evaluations += (long)n * _sampler.Steps;
+        var g = new double[n];
+        for (int b = 0; b < n; b++)
+        {
+            var row = x.AsSpan(b * d, d);
+            g[b] = TwistedSmc.AllFinite(row) ? _target(row) : double.NaN;
+            if (double.IsFinite(g[b])) continue;
+            if (Settings.OnNonFinite == NonFinitePolicy.Stop)
+                throw new NonFiniteException(_sampler.Steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
+            g[b] = double.NegativeInfinity;
+            row.Clear();
+        }
+        return (x, g);
+    }
+
+    private static double Ess(double[] logWeights, double[] g, double step)
+    {
+        var combined = new double[g.Length];
+        for (int b = 0; b < g.Length; b++) combined[b] = logWeights[b] + step * g[b];
+        return combined.All(double.IsNegativeInfinity) ? 0 : WeightedSamples.EffectiveSampleSize(WeightedSamples.Normalize(combined));
+    }
+}

@@ -1,0 +1,205 @@
+using System.Numerics.Tensors;
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Alignment;
+
+/// <summary>How a sequential Monte Carlo run is laid out.</summary>
+public sealed record SmcSettings
+{
+    /// <summary>Particles per system: resampling acts within a system; one network call evaluates a system.</summary>
+    public int ParticlesPerSystem { get; init; } = 64;
+
+    /// <summary>Resample a system when its effective sample size drops below this fraction of its particles (DESIGN §8: ½).</summary>
+    public double ResampleThreshold { get; init; } = 0.5;
+
+    /// <summary>Particle i of system b starts from noise stream (Seed, b·N + i).</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Stop at a particle that turns NaN/±∞, or give it weight 0 and go on.</summary>
+    public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Stop;
+
+    /// <summary>Checks the settings.</summary>
+    public SmcSettings Validated() =>
+        ParticlesPerSystem < 2 ? throw new ArgumentOutOfRangeException(nameof(ParticlesPerSystem), ParticlesPerSystem, "a system needs ≥ 2 particles")
+        : !(ResampleThreshold is > 0 and <= 1) ? throw new ArgumentOutOfRangeException(nameof(ResampleThreshold), ResampleThreshold, "expected a value in (0, 1]")
+        : this;
+}
+
+/// <summary>One finished SMC system: its particles, their log weights within it, and its log Ẑ.</summary>
+/// <param name="Samples">The particles, sample after sample.</param>
+/// <param name="LogWeights">Log weights within the system.</param>
+/// <param name="LogNormalizer">log Ẑ, an unbiased estimate of Z = E_p[e^G] (in log).</param>
+/// <param name="Resamplings">Resampling events.</param>
+/// <param name="NetworkEvaluations">What the system cost.</param>
+/// <param name="NonFinite">Particles dropped (weight 0) because they turned NaN/±∞.</param>
+public sealed record SmcSystem(float[] Samples, double[] LogWeights, double LogNormalizer, int Resamplings, long NetworkEvaluations, int NonFinite);
+
+/// <summary>
+/// Twisted SMC with exact path weights for stochastic samplers (DESIGN §1d, §8). Particles move under a proposal
+/// denoiser (a projected tilt q_s); the target is the base sampler's own path law p tilted by e^{G(x0)}. Every step of a
+/// stochastic sampler is Gaussian, x_{i+1} = m_i(x_i, ε̂) + s_i·z, under p and q alike, so the transition-density ratio
+///     p(x_{i+1} | x_i) / q(x_{i+1} | x_i) = exp(−|Δ_i|²/(2s_i²) − ⟨Δ_i, z_i⟩/s_i),   Δ_i = m_i^q − m_i^p
+/// is known exactly (both networks are evaluated at x_i). With twists h_i = e^{G(x̂0^q_i)} (the proposal's x̂0), the
+/// potentials G_i = (p/q)·h_{i+1}/h_i telescope to (p/q along the path)·e^{G(x0)}, so the weighted particles target
+/// π ∝ p·e^{G} exactly as the number of systems grows — whatever error the trained network makes at the shifted
+/// inputs (which DESIGN §8's potentials alone, without the ratio, would leave as a bias: measured, see README).
+/// Steps without noise (the last step of DDPM and Euler–Maruyama) take the base step, which needs no ratio.
+/// A system resamples (systematically) when its ESS drops below the threshold; copies separate through the noise.
+/// Cost: two network evaluations per particle and step.
+/// </summary>
+public sealed class TwistedSmc
+{
+    private readonly IDenoiser _base;
+    private readonly IDenoiser _proposal;
+    private readonly Sampler _sampler;
+    private readonly LogPotential _target;
+
+    /// <summary>Targets p·e^{G} with <paramref name="baseLaw"/> as p, moving particles under <paramref name="proposal"/>.</summary>
+    /// <param name="baseLaw">The base law (the network, projected onto the data range when known).</param>
+    /// <param name="proposal">The proposal denoiser (a projected tilt of the same network).</param>
+    /// <param name="sampler">A stochastic sampler.</param>
+    /// <param name="target">G, the log density ratio dπ/dp up to a constant.</param>
+    /// <param name="settings">Layout of the run.</param>
+    public TwistedSmc(IDenoiser baseLaw, IDenoiser proposal, Sampler sampler, LogPotential target, SmcSettings? settings = null)
+    {
+        if (baseLaw.SampleSize != proposal.SampleSize) throw new ArgumentException("the base law and the proposal have different sample sizes", nameof(proposal));
+        if (!sampler.IsStochastic)
+            throw new ArgumentException($"{sampler.Name} is deterministic: twisted SMC needs a stochastic sampler (ddpm, euler-maruyama, ddim with η > 0); use NoiseSpaceSmc", nameof(sampler));
+        (_base, _proposal, _sampler, _target) = (baseLaw, proposal, sampler, target);
+        Settings = (settings ?? new SmcSettings()).Validated();
+    }
+
+    /// <summary>The run's layout.</summary>
+    public SmcSettings Settings { get; }
+
+    /// <summary>Runs system <paramref name="system"/> (its particles use the noise streams of indices system·N …).</summary>
+    public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
+    {
+        int n = Settings.ParticlesPerSystem, d = _base.SampleSize, steps = _sampler.Steps;
+        var x = new float[n * d];
+        var streams = new NoiseStream[n];
+        for (int b = 0; b < n; b++)
+        {
+            streams[b] = new NoiseStream(Settings.Seed, (long)system * n + b);
+            streams[b].NextGaussian(x.AsSpan(b * d, d));
+        }
+        var resampler = new NoiseStream(Settings.Seed, -2 - (long)system);
+        var proposalNoise = new float[n * d];
+        var baseNoise = new float[n * d];
+        var baseMean = new float[n * d];
+        var denoised = new float[n * d];
+        var z = new float[d];
+        var proposalState = _sampler.CreateState(n, d);
+        var baseState = _sampler.CreateState(n, d);
+        var logWeights = new double[n];
+        var twist = new double[n];
+        var dead = new bool[n];
+        double logNormalizer = 0;
+        int resamplings = 0;
+        long evaluations = 0;
+        for (int i = 0; i < steps; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            int t = _sampler.Timesteps[i];
+            _proposal.PredictNoise(x, n, t, proposalNoise);
+            _base.PredictNoise(x, n, t, baseNoise);
+            evaluations += 2L * n;
+            var (alpha, sigma) = _proposal.Schedule.AlphaSigma(t);
+            Prediction.DenoisedFromNoise(x, proposalNoise, alpha, sigma, denoised);
+            for (int b = 0; b < n; b++)
+            {
+                if (dead[b]) continue;
+                double h = _target(denoised.AsSpan(b * d, d));
+                if (!double.IsFinite(h) || !AllFinite(proposalNoise.AsSpan(b * d, d)) || !AllFinite(baseNoise.AsSpan(b * d, d)))
+                {
+                    Drop(b, i + 1, system * n + b);
+                    continue;
+                }
+                logWeights[b] += h - twist[b];
+                twist[b] = h;
+            }
+            if (Ess(logWeights) < Settings.ResampleThreshold * n)
+            {
+                logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
+                var ancestors = WeightedSamples.Systematic(WeightedSamples.Normalize(logWeights), n, resampler.NextDouble());
+                Permute(ancestors, d, x, proposalNoise, baseNoise);
+                proposalState.Permute(ancestors);
+                baseState.Permute(ancestors);
+                twist = ancestors.Select(a => twist[a]).ToArray();
+                var split = new NoiseStream[n];
+                for (int b = 0; b < n; b++) split[b] = streams[ancestors[b]].Split(((long)i << 20) + b);
+                streams = split;
+                Array.Clear(logWeights);
+                Array.Clear(dead);
+                resamplings++;
+            }
+            double scale = _sampler.NoiseScale(i);
+            if (scale > 0)
+            {
+                // Both kernels' means from the same x_i; the particle moves by the proposal's.
+                x.CopyTo(baseMean, 0);
+                _sampler.Advance(i, baseNoise, baseMean, denoised, baseState);
+                _sampler.Advance(i, proposalNoise, x, denoised, proposalState);
+                for (int b = 0; b < n; b++)
+                {
+                    var row = x.AsSpan(b * d, d);
+                    var mean = baseMean.AsSpan(b * d, d);
+                    streams[b].NextGaussian(z);
+                    if (dead[b]) continue;
+                    double deltaSq = 0, deltaZ = 0;
+                    for (int k = 0; k < d; k++)
+                    {
+                        double delta = row[k] - mean[k];
+                        deltaSq += delta * delta;
+                        deltaZ += delta * z[k];
+                    }
+                    // log p(x'|x) − log q(x'|x) at x' = m^q + s z
+                    logWeights[b] += -deltaSq / (2 * scale * scale) - deltaZ / scale;
+                    TensorPrimitives.MultiplyAdd(z, (float)scale, row, row);
+                }
+            }
+            else _sampler.Advance(i, baseNoise, x, denoised, baseState);
+        }
+        for (int b = 0; b < n; b++)
+        {
+            if (dead[b]) continue;
+            var row = x.AsSpan(b * d, d);
+            double g = AllFinite(row) ? _target(row) : double.NaN;
+            if (!double.IsFinite(g)) { Drop(b, steps, system * n + b); continue; }
+            logWeights[b] += g - twist[b];
+        }
+        if (dead.All(v => v)) throw new InvalidOperationException($"every particle of SMC system {system} turned NaN/±∞");
+        logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
+        return new SmcSystem(x, logWeights, logNormalizer, resamplings, evaluations, dead.Count(v => v));
+
+        void Drop(int row, int step, long index)
+        {
+            if (Settings.OnNonFinite == NonFinitePolicy.Stop)
+                throw new NonFiniteException(step, (int)index, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
+            dead[row] = true;
+            logWeights[row] = double.NegativeInfinity;
+            x.AsSpan(row * d, d).Clear();          // keeps the batch's arithmetic finite until resampling replaces it
+            proposalNoise.AsSpan(row * d, d).Clear();
+            baseNoise.AsSpan(row * d, d).Clear();
+        }
+    }
+
+    private static double Ess(double[] logWeights) =>
+        logWeights.All(double.IsNegativeInfinity) ? 0 : WeightedSamples.EffectiveSampleSize(WeightedSamples.Normalize(logWeights));
+
+    internal static void Permute(IReadOnlyList<int> ancestors, int size, params float[][] buffers)
+    {
+        foreach (var buffer in buffers)
+        {
+            var copy = (float[])buffer.Clone();
+            for (int b = 0; b < ancestors.Count; b++) Array.Copy(copy, ancestors[b] * size, buffer, b * size, size);
+        }
+    }
+
+    internal static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (float v in values) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+}
