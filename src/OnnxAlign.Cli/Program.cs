@@ -10,6 +10,7 @@ root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(QualityCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(AlignCommand.Create());
+root.Subcommands.Add(VerifyCommand.Create());
 return Cli.Run(root, args);
 
 namespace OnnxAlign.Cli

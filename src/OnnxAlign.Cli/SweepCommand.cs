@@ -14,13 +14,14 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Cli;
 
 /// <summary>
-/// <c>onnxalign sweep MODEL --reward SPEC --lambdas L1,L2,..</c>: KL alignment (exact and hybrid tilt, DESIGN §1, §1b)
-/// and Wasserstein alignment (prox, §3) of the same seeds across λ, measured by an independent evaluator: target-class
-/// rate, reward, and RMS distance to the base samples. Writes sweep.json, sweep.md, sweep.png and grid.png.
+/// <c>onnxalign sweep MODEL --reward SPEC --lambdas L1,L2,..</c>: KL alignment (the exact tilt by SMC, the fast
+/// projected tilt and the hybrid tilt, DESIGN §1, §1b, §1d) and Wasserstein alignment (prox, §3) across λ, measured by
+/// an independent evaluator: target-class rate, reward, and RMS distance to the base samples of the same seeds (not
+/// for the exact tilt, whose SMC resamples). Writes sweep.json, sweep.md, sweep.png, drift.png and grid.png.
 /// </summary>
 internal static class SweepCommand
 {
-    private static readonly string[] Methods = ["kl-exact", "kl-hybrid", "w2-prox"];
+    private static readonly string[] Methods = ["kl-exact", "kl-fast", "kl-hybrid", "w2-prox"];
 
     public static Command Create()
     {
@@ -34,12 +35,14 @@ internal static class SweepCommand
         var target = new Option<string?>("--target-class") { Description = "Evaluator class whose rate is reported (default: the class of a class:NAME reward)." };
         var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out/sweep" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous sweep in --out." };
-        var command = new Command("sweep", "KL (exact and hybrid tilt) and Wasserstein (prox) alignment across λ, measured by the evaluator; table and plot.")
+        var exactBudget = new Option<double>("--exact-particles-per-sample") { Description = "The exact tilt's particle budget per returned sample at each λ.", DefaultValueFactory = _ => 4.0 };
+        var command = new Command("sweep", "KL (exact, fast and hybrid tilt) and Wasserstein (prox) alignment across λ, measured by the evaluator; table and plots.")
         {
-            model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite,
+            model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite, exactBudget,
         };
         var runtime = new RuntimeOptions();
-        foreach (var option in runtime.All) command.Options.Add(option);
+        var tiltOptions = new TiltOptions();
+        foreach (var option in runtime.All.Concat(tiltOptions.ExactOptions.Where(o => o.Name != "--max-particles-per-sample"))) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
@@ -58,46 +61,81 @@ internal static class SweepCommand
                 : int.TryParse(targetName, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index
                 : Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, targetName, StringComparison.OrdinalIgnoreCase));
             if (targetName is not null && targetClass < 0) throw new UsageException($"--target-class '{targetName}': not one of {string.Join(", ", evaluator.ClassNames)}");
+            var range = tiltOptions.DataRange(parse, located);
+            double budget = parse.GetValue(exactBudget);
+            if (!(budget >= 1) || budget > 1000) throw new UsageException($"--exact-particles-per-sample {budget}: expected a value in [1, 1000]");
+            var exactSettings = tiltOptions.ReadExact(parse) with { Count = n, MaxParticlesPerSample = budget };
+            exactSettings = exactSettings with { Smc = exactSettings.Smc with { Seed = parse.GetValue(seed) } };
             SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
 
             var request = new GenerationRequest { Count = n, BatchSize = Math.Min(n, 256), Seed = parse.GetValue(seed) };
-            var baseRun = ProgressReporter.Run("base", p => Generation.Run(denoiser, s, request, p));
+            var baseLaw = OnnxAlign.Alignment.ExactTilt.BaseLaw(denoiser, range);
+            var baseRun = ProgressReporter.Run("base", p => Generation.Run(baseLaw, s, request, p));
             // Hybrid surrogate: data variance from the model folder, else from this base batch (DESIGN §1b).
             double variance = located.DataMoments.Variance ?? Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
             var baseRow = Measure(evaluator, denoiser, linear, targetClass, baseRun.Samples, baseRun.Samples, n);
             Console.WriteLine($"base: target rate {baseRow.Rate:P1}, reward {baseRow.Reward:F3}");
 
             var rows = new List<(string Method, double Lambda, Row Row, float[] Samples)>();
+            var drifts = new List<(double Lambda, OnnxAlign.Estimation.DriftReport Report)>();
             foreach (double lambda in lambdaValues)
                 foreach (string method in Methods)
                 {
-                    float[] samples = method switch
+                    var theta = linear.Tilt(lambda);
+                    var extra = new JsonObject();
+                    float[] samples;
+                    switch (method)
                     {
-                        "kl-exact" => ProgressReporter.Run($"KL exact λ={lambda:G3}", p => Generation.Run(new LinearTilt(denoiser, linear.Tilt(lambda)), s, request, p)).Samples,
-                        "kl-hybrid" => ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => Generation.Run(
-                            new LinearTilt(denoiser, linear.Tilt(lambda), TiltMode.Hybrid, new HybridSurrogate(variance)), s, request, p)).Samples,
-                        _ => ProxStage.Apply(new ProxOracle(linear, new ProxSettings { Lambda = lambda, Box = ValueBox.Pixels }), baseRun.Samples).Samples,
-                    };
-                    var row = Measure(evaluator, denoiser, linear, targetClass, samples, baseRun.Samples, n);
+                        case "kl-exact":
+                            var exact = ProgressReporter.Run($"KL exact λ={lambda:G3}", p => OnnxAlign.Alignment.ExactTilt.Sample(denoiser, range, s, theta, exactSettings,
+                                new SyncProgress<OnnxAlign.Alignment.ExactTiltProgress>(e => p(new GenerationProgress(e.Systems, e.Systems, (long)(1000 * Math.Min(e.EffectiveSampleSize / e.TargetEffectiveSampleSize, 1)), 1000)))));
+                            samples = exact.Samples;
+                            extra["effective_sample_size"] = exact.Particles.EffectiveSampleSize;
+                            extra["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample;
+                            extra["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value);
+                            extra["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError);
+                            extra["distinct_samples"] = exact.DistinctSamples;
+                            break;
+                        case "kl-fast":
+                            var diagnostic = new OnnxAlign.Estimation.DriftDiagnostic(OnnxAlign.Estimation.DriftDiagnostic.DefaultDirections(theta), s);
+                            samples = ProgressReporter.Run($"KL fast λ={lambda:G3}", p => Generation.Run(OnnxAlign.Alignment.ExactTilt.FastTilt(denoiser, theta, range), s, request, p, diagnostic)).Samples;
+                            var report = diagnostic.Report();
+                            drifts.Add((lambda, report));
+                            extra["drifting"] = report.IsDrifting;
+                            extra["max_relative_drift"] = AlignmentReport.Finite(report.MaxRelativeDrift);
+                            break;
+                        case "kl-hybrid":
+                            IDenoiser hybrid = new LinearTilt(denoiser, theta, TiltMode.Hybrid, new HybridSurrogate(variance));
+                            if (range is { } r) hybrid = new DenoisedProjection(hybrid, r);
+                            samples = ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => Generation.Run(hybrid, s, request, p)).Samples;
+                            break;
+                        default:
+                            samples = ProxStage.Apply(new ProxOracle(linear, new ProxSettings { Lambda = lambda, Box = ValueBox.Pixels }), baseRun.Samples).Samples;
+                            break;
+                    }
+                    // The exact tilt resamples SMC particles: its samples are not paired with the base seeds.
+                    var row = Measure(evaluator, denoiser, linear, targetClass, samples, method == "kl-exact" ? null : baseRun.Samples, n) with { Extra = extra };
                     rows.Add((method, lambda, row, samples));
-                    Console.WriteLine($"  {method,-10} λ={lambda,-8:G3} target rate {row.Rate,7:P1}   reward {row.Reward,8:F3}   RMS distance to base {row.Distance:F3}");
+                    Console.WriteLine($"  {method,-10} λ={lambda,-8:G3} target rate {row.Rate,7:P1}   reward {row.Reward,8:F3}   RMS distance to base {(double.IsNaN(row.Distance) ? "–" : row.Distance.ToString("F3", CultureInfo.InvariantCulture))}");
                 }
 
             var json = new JsonObject
             {
                 ["model"] = located.OnnxPath, ["reward"] = spec, ["target_class"] = targetName, ["count"] = n, ["sampler"] = s.Name, ["steps"] = s.Steps,
-                ["seed"] = request.Seed, ["data_variance"] = variance,
+                ["seed"] = request.Seed, ["data_variance"] = variance, ["data_range"] = range is { } dr ? new JsonArray(dr.Low, dr.High) : null,
                 ["base"] = baseRow.ToJson(),
                 ["rows"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject { ["method"] = r.Method, ["lambda"] = r.Lambda, ["figures"] = r.Row.ToJson() }).ToArray()),
             };
             AtomicFile.WriteText(Path.Combine(outDir, "sweep.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             var table = new StringBuilder($"| method | λ | target rate ({targetName ?? "none"}) | reward | RMS distance to base |\n|---|---|---|---|---|\n");
             table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseRow.Rate:P1} | {baseRow.Reward:F3} | 0 |\n");
-            foreach (var r in rows) table.Append(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Lambda:G3} | {r.Row.Rate:P1} | {r.Row.Reward:F3} | {r.Row.Distance:F3} |\n");
+            foreach (var r in rows)
+                table.Append(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Lambda:G3} | {r.Row.Rate:P1} | {r.Row.Reward:F3} | {(double.IsNaN(r.Row.Distance) ? "–" : r.Row.Distance.ToString("F3", CultureInfo.InvariantCulture))} |\n");
             AtomicFile.WriteText(Path.Combine(outDir, "sweep.md"), table.ToString());
             Plot(Path.Combine(outDir, "sweep.png"), rows.Select(r => (r.Method, r.Lambda, r.Row)).ToList(), baseRow, targetName ?? "target");
+            PlotDrift(Path.Combine(outDir, "drift.png"), drifts);
 
-            // Grid: base / KL exact / KL hybrid / W2 rows for the first 8 seeds at the middle λ.
+            // Grid: base / KL exact / KL fast / KL hybrid / W2 rows for the first 8 seeds at the middle λ.
             double gridLambda = lambdaValues[lambdaValues.Length / 2];
             int columns = Math.Min(8, n), size = denoiser.SampleSize;
             if (ImageFiles.IsImage(denoiser.SampleShape))
@@ -107,7 +145,7 @@ internal static class SweepCommand
                     grid.AddRange(rows.First(r => r.Method == method && r.Lambda == gridLambda).Samples.AsSpan(0, columns * size).ToArray());
                 ImageFiles.WriteGrid(Path.Combine(outDir, "grid.png"), grid.ToArray(), grid.Count / size, denoiser.SampleShape, columns);
             }
-            Console.WriteLine($"wrote sweep.json, sweep.md, sweep.png{(ImageFiles.IsImage(denoiser.SampleShape) ? $" and grid.png (rows: base, {string.Join(", ", Methods)} at λ={gridLambda:G3})" : "")} to {Path.GetFullPath(outDir)}");
+            Console.WriteLine($"wrote sweep.json, sweep.md, sweep.png, drift.png{(ImageFiles.IsImage(denoiser.SampleShape) ? $" and grid.png (rows: base, {string.Join(", ", Methods)} at λ={gridLambda:G3})" : "")} to {Path.GetFullPath(outDir)}");
             return 0;
         });
         return command;
@@ -115,16 +153,49 @@ internal static class SweepCommand
 
     private sealed record Row(double Rate, double Reward, double Distance)
     {
-        public JsonObject ToJson() => new() { ["target_rate"] = Rate, ["reward"] = Reward, ["rms_distance_to_base"] = Distance };
+        public JsonObject? Extra { get; init; }
+
+        public JsonObject ToJson()
+        {
+            var json = new JsonObject { ["target_rate"] = AlignmentReport.Finite(Rate), ["reward"] = Reward, ["rms_distance_to_base"] = AlignmentReport.Finite(Distance) };
+            foreach (var (key, value) in Extra ?? []) json[key] = value?.DeepClone();
+            return json;
+        }
     }
 
-    private static Row Measure(ImageEvaluator evaluator, IDenoiser denoiser, Reward reward, int targetClass, float[] samples, float[] baseSamples, int n)
+    private static Row Measure(ImageEvaluator evaluator, IDenoiser denoiser, Reward reward, int targetClass, float[] samples, float[]? baseSamples, int n)
     {
         var evaluation = evaluator.Evaluate(samples, n, denoiser.SampleShape);
         double rate = targetClass < 0 ? double.NaN : Enumerable.Range(0, n).Count(i => evaluation.Predicted(i) == targetClass) / (double)n;
-        double distance = 0;
-        for (long i = 0; i < samples.Length; i++) distance += (samples[i] - baseSamples[i]) * (double)(samples[i] - baseSamples[i]);
-        return new Row(rate, reward.EvaluateBatch(samples).Average(), Math.Sqrt(distance / samples.Length));
+        double distance = double.NaN;
+        if (baseSamples is not null)
+        {
+            distance = 0;
+            for (long i = 0; i < samples.Length; i++) distance += (samples[i] - baseSamples[i]) * (double)(samples[i] - baseSamples[i]);
+            distance = Math.Sqrt(distance / samples.Length);
+        }
+        return new Row(rate, reward.EvaluateBatch(samples).Average(), distance);
+    }
+
+    /// <summary>The fast tilt's drift diagnostic along θ per step, one line per λ (DESIGN §1d): relative drift of x̂0 against the step's ᾱ_t.</summary>
+    private static void PlotDrift(string path, List<(double Lambda, OnnxAlign.Estimation.DriftReport Report)> drifts)
+    {
+        var plot = new ScottPlot.Plot();
+        foreach (var (lambda, report) in drifts)
+        {
+            var theta = report.Directions[0];
+            var xs = Enumerable.Range(0, theta.Drifts.Length).Select(i => (double)i).ToArray();
+            var ys = theta.Drifts.Select(v => theta.FinalStd > 0 ? v / theta.FinalStd : 0).ToArray();
+            plot.Add.Scatter(xs, ys).LegendText = $"λ = {lambda:G3}";
+        }
+        var threshold = plot.Add.HorizontalLine(drifts.Count > 0 ? drifts[0].Report.Thresholds.Relative : 0.2);
+        threshold.LinePattern = ScottPlot.LinePattern.Dashed;
+        threshold.LegendText = "threshold (judged where ᾱ_t ≥ 0.02)";
+        plot.Title("fast tilt: drift of ⟨θ̂, x̂0_t⟩ − ⟨θ̂, x0⟩ (in sd of ⟨θ̂, x0⟩)");
+        plot.XLabel("step");
+        plot.YLabel("relative drift");
+        plot.ShowLegend();
+        Panels.Save(path, [plot], 720, 440);
     }
 
     /// <summary>Three panels side by side (target rate, reward, distance against log10 λ), one line per method.</summary>

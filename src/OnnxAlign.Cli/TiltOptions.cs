@@ -31,6 +31,23 @@ internal sealed class TiltOptions
     public IEnumerable<Option> All => [_reward, _lambda, _tilt, _mode, _particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange,
                                        _trust, _reference, _logzNodes, _logzSamples];
 
+    /// <summary>The options of the exact mode and the data range (verify takes these).</summary>
+    public IEnumerable<Option> ExactOptions => [_particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange];
+
+    /// <summary>The exact mode's settings from its options (count, seed and NaN policy are the run's).</summary>
+    public ExactTiltSettings ReadExact(ParseResult parse)
+    {
+        int particles = parse.GetValue(_particles), moves = parse.GetValue(_moves);
+        double scale = parse.GetValue(_proposalScale), essPerSample = parse.GetValue(_essPerSample), maxParticles = parse.GetValue(_maxParticles);
+        if (particles < 2 || particles > 4096) throw new UsageException($"--particles {particles}: expected 2..4096");
+        if (!(scale is >= 0 and <= 1)) throw new UsageException($"--proposal-scale {scale}: expected a value in [0, 1]");
+        if (!(essPerSample > 0) || essPerSample > 1000) throw new UsageException($"--ess-per-sample {essPerSample}: expected a value in (0, 1000]");
+        if (!(maxParticles >= 1) || maxParticles > 100_000) throw new UsageException($"--max-particles-per-sample {maxParticles}: expected a value in [1, 100000]");
+        if (moves < 1 || moves > 100) throw new UsageException($"--moves {moves}: expected 1..100");
+        return new ExactTiltSettings { ProposalScale = scale, TargetEssPerSample = essPerSample, MaxParticlesPerSample = maxParticles, MovesPerStage = moves,
+                                       Smc = new SmcSettings { ParticlesPerSystem = particles } };
+    }
+
     /// <summary>The data range guidance projects onto: --data-range, else the model's (null: unknown or none).</summary>
     public DataRange? DataRange(ParseResult parse, DiffusionModel model)
     {
@@ -64,13 +81,7 @@ internal sealed class TiltOptions
             "hybrid" => TiltRunMode.Hybrid,
             var m => throw new UsageException($"--tilt-mode '{m}': expected exact, fast or hybrid"),
         };
-        int particles = parse.GetValue(_particles), moves = parse.GetValue(_moves);
-        double scale = parse.GetValue(_proposalScale), essPerSample = parse.GetValue(_essPerSample), maxParticles = parse.GetValue(_maxParticles);
-        if (particles < 2 || particles > 4096) throw new UsageException($"--particles {particles}: expected 2..4096");
-        if (!(scale is >= 0 and <= 1)) throw new UsageException($"--proposal-scale {scale}: expected a value in [0, 1]");
-        if (!(essPerSample > 0) || essPerSample > 1000) throw new UsageException($"--ess-per-sample {essPerSample}: expected a value in (0, 1000]");
-        if (!(maxParticles >= 1) || maxParticles > 100_000) throw new UsageException($"--max-particles-per-sample {maxParticles}: expected a value in [1, 100000]");
-        if (moves < 1 || moves > 100) throw new UsageException($"--moves {moves}: expected 1..100");
+        var exact = ReadExact(parse);
         double trust = parse.GetValue(_trust);
         if (!(trust > 0) || double.IsInfinity(trust)) throw new UsageException($"--trust-radius {trust}: expected a finite value > 0");
         int reference = parse.GetValue(_reference), nodes = parse.GetValue(_logzNodes), perNode = parse.GetValue(_logzSamples);
@@ -114,8 +125,7 @@ internal sealed class TiltOptions
         return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory)
         {
             Mixture = mixture,
-            Exact = new ExactTiltSettings { ProposalScale = scale, TargetEssPerSample = essPerSample, MaxParticlesPerSample = maxParticles, MovesPerStage = moves,
-                                            Smc = new SmcSettings { ParticlesPerSystem = particles } },
+            Exact = exact,
         };
     }
 

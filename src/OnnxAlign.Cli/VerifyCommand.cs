@@ -1,0 +1,197 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.Evaluation;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Output;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign verify MODEL --reward … --lambda …</c>: the ground-truth audit of DESIGN §1d on the user's own model —
+/// importance-weighted base samples against the exact and the fast tilt, with z-scores, KL and cost.
+/// </summary>
+internal static class VerifyCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "The model to audit (as for generate)." };
+        var reward = new Option<string>("--reward") { Description = $"A linear reward: {RewardSpec.LinearForms}.", Required = true };
+        var lambda = new Option<double>("--lambda") { Description = "Temperature λ > 0 (θ = a/λ).", Required = true };
+        var sampler = new Option<string?>("--sampler") { Description = $"One of {string.Join(", ", Sampler.Names)}; default: the config's class." };
+        var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
+        var eta = new Option<double>("--eta") { Description = "DDIM's η.", DefaultValueFactory = _ => 0.0 };
+        var baseCount = new Option<int>("--base-count") { Description = "Base samples of the ground truth (its ESS is reported; a few hundred are needed).", DefaultValueFactory = _ => 4096 };
+        var count = new Option<int>("--count") { Description = "Samples of each audited run.", DefaultValueFactory = _ => 256 };
+        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 64 };
+        var seed = new Option<long>("--seed") { Description = "Seed of the base run (the audited runs use others).", DefaultValueFactory = _ => 0 };
+        var modes = new Option<string>("--modes") { Description = "Which tilts to audit: exact, fast or exact,fast.", DefaultValueFactory = _ => "exact,fast" };
+        var outDir = new Option<string?>("--out") { Description = "Folder for report.json and the mean images (optional)." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace an earlier audit in --out." };
+        var tilt = new TiltOptions();
+        var runtime = new RuntimeOptions();
+        var command = new Command("verify", "Audit the KL tilt on your model: importance-weighted base samples (a ground truth that assumes nothing of the tilt) against the exact and the fast tilt.")
+        {
+            model, reward, lambda, sampler, steps, eta, baseCount, count, batch, seed, modes, outDir, overwrite,
+        };
+        foreach (var option in runtime.All.Concat(tilt.ExactOptions)) command.Options.Add(option);
+        command.SetAction(parse =>
+        {
+            double l = parse.GetValue(lambda);
+            if (!(l > 0) || double.IsInfinity(l)) throw new UsageException($"--lambda {l}: expected a finite value > 0");
+            int n = GenerateCommand.Positive(parse.GetValue(count), "--count"), nBase = GenerateCommand.Positive(parse.GetValue(baseCount), "--base-count");
+            int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch"), s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
+            var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (modeList.Length == 0 || modeList.Any(m => m is not ("exact" or "fast"))) throw new UsageException($"--modes '{parse.GetValue(modes)}': expected exact, fast or exact,fast");
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            var samplerInstance = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, s, parse.GetValue(eta));
+            using var denoiser = located.OpenDenoiser(runtime.For(parse));
+            string spec = parse.GetValue(reward)!;
+            var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
+            var statistics = Statistics(spec, linear, denoiser.SampleShape, located.Directory);
+            var range = tilt.DataRange(parse, located);
+            string? output = parse.GetValue(outDir);
+            if (output is not null) SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+
+            var settings = new AuditSettings
+            {
+                BaseCount = nBase, Count = n, BatchSize = b, Seed = parse.GetValue(seed), Exact = modeList.Contains("exact"), Fast = modeList.Contains("fast"),
+                ExactSettings = tilt.ReadExact(parse),
+            };
+            var result = TiltAudit.Run(denoiser, range, samplerInstance, linear.Tilt(l), statistics, settings,
+                new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …")));
+            Console.Write(Table(result));
+            if (output is not null)
+            {
+                var report = Report(result, located, samplerInstance, spec, l, range);
+                RunReport.Write(output, report);
+                if (ImageFiles.IsImage(denoiser.SampleShape))
+                {
+                    ImageFiles.WritePng(Path.Combine(output, "mean_truth.png"), result.Truth.MeanSample, denoiser.SampleShape);
+                    foreach (var run in result.Runs) ImageFiles.WritePng(Path.Combine(output, $"mean_{run.Mode}.png"), run.MeanSample, denoiser.SampleShape);
+                }
+                Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine(output, "report.json"))}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The reward itself, the class rate and the other classes' logits for a class reward, brightness; the evaluator's class rate when the model has one.</summary>
+    private static List<AuditStatistic> Statistics(string spec, LinearReward reward, IReadOnlyList<int> shape, string modelDirectory)
+    {
+        List<AuditStatistic> list;
+        if (spec.StartsWith("class:", StringComparison.Ordinal))
+        {
+            string argument = spec["class:".Length..];
+            int at = argument.IndexOf('@');
+            string suffix = at < 0 ? "" : argument[at..];
+            string directory = at < 0 ? Path.Combine(modelDirectory, "classifier") : argument[(at + 1)..];
+            int classes = NpyFile.Read(Path.Combine(directory, "b.npy")).Data.Length;
+            string[] names = RewardSpec.ClassNames(directory, modelDirectory);
+            var logits = Enumerable.Range(0, classes)
+                .Select(c => RewardSpec.ParseLinear($"class:{(c < names.Length ? names[c] : c.ToString(CultureInfo.InvariantCulture))}{suffix}", shape, modelDirectory)).ToList();
+            int target = logits.FindIndex(x => TensorsEqual(x, reward));
+            list = [.. TiltAudit.DefaultStatistics(reward, logits, target < 0 ? null : target)];
+        }
+        else list = [.. TiltAudit.DefaultStatistics(reward)];
+        string evaluatorDirectory = Path.Combine(modelDirectory, "evaluator");
+        if (File.Exists(Path.Combine(evaluatorDirectory, "model.onnx")) && spec.StartsWith("class:", StringComparison.Ordinal))
+        {
+            var evaluator = new ImageEvaluator(evaluatorDirectory);
+            string name = reward.Name["class:".Length..].Split('@')[0];
+            int k = Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, name, StringComparison.OrdinalIgnoreCase));
+            if (k < 0 && int.TryParse(name, out int index)) k = index;
+            if (k >= 0)
+                list.Add(new AuditStatistic($"evaluator-rate:{(k < evaluator.ClassNames.Length ? evaluator.ClassNames[k] : name)}", (samples, count) =>
+                {
+                    var e = evaluator.Evaluate(samples.AsSpan(0, count * reward.Size), count, shape);
+                    return Enumerable.Range(0, count).Select(i => e.Predicted(i) == k ? 1.0 : 0.0).ToArray();
+                }));
+        }
+        return list;
+    }
+
+    private static bool TensorsEqual(LinearReward a, LinearReward b) => a.Offset == b.Offset && a.Direction.SequenceEqual(b.Direction);
+
+    private static string Table(AuditResult result)
+    {
+        var t = result.Truth;
+        var text = new StringBuilder();
+        text.Append(CultureInfo.InvariantCulture, $"ground truth: {t.BaseCount} base samples, importance weights e^<θ,x>, ESS {t.EffectiveSampleSize:F0}");
+        text.Append(t.Reliable ? "\n" : $" — UNRELIABLE (ESS < 200): raise --base-count; z-scores below are against a noisy reference\n");
+        text.Append(CultureInfo.InvariantCulture, $"{"statistic",-24} {"truth",18}");
+        foreach (var run in result.Runs) text.Append(CultureInfo.InvariantCulture, $" {run.Mode,18} {"z",6}");
+        text.Append('\n');
+        for (int k = 0; k < t.Statistics.Count; k++)
+        {
+            var (name, mean) = t.Statistics[k];
+            text.Append(CultureInfo.InvariantCulture, $"{name,-24} {Format(mean),18}");
+            foreach (var run in result.Runs) text.Append(CultureInfo.InvariantCulture, $" {Format(run.Rows[k].Run),18} {run.Rows[k].Z,6:F1}");
+            text.Append('\n');
+        }
+        text.Append(CultureInfo.InvariantCulture, $"{"KL(q‖p)",-24} {Format(t.KlDivergence),18}");
+        foreach (var run in result.Runs) text.Append(CultureInfo.InvariantCulture, $" {Format(run.KlDivergence),18} {run.KlZ,6:F1}");
+        text.Append('\n');
+        foreach (var run in result.Runs)
+        {
+            bool agrees = run.MaxAbsZ < result.ZThreshold;
+            text.Append(CultureInfo.InvariantCulture, $"{run.Mode}: {(agrees ? "agrees" : "DISAGREES")} (max |z| {run.MaxAbsZ:F1}); ESS {run.EffectiveSampleSize:F0}, " +
+                                                     $"{run.EvaluationsPerEffectiveSample:F0} network evaluations per effective sample (ground truth: {t.EvaluationsPerEffectiveSample:F0})");
+            if (run.Drift is { } drift) text.Append(drift.IsDrifting ? "; drift diagnostic: DRIFTING" : "; drift diagnostic: flat");
+            text.Append('\n');
+        }
+        return text.ToString();
+    }
+
+    private static string Format(Estimate e) => string.Create(CultureInfo.InvariantCulture, $"{e.Value:G4} ± {e.StandardError:G2}");
+
+    private static JsonObject Report(AuditResult result, DiffusionModel model, Sampler sampler, string reward, double lambda, DataRange? range)
+    {
+        static JsonObject Est(Estimate e) => new() { ["value"] = AlignmentReport.Finite(e.Value), ["standard_error"] = AlignmentReport.Finite(e.StandardError) };
+        var t = result.Truth;
+        return new JsonObject
+        {
+            ["command"] = "verify",
+            ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
+            ["model"] = model.Source,
+            ["sampler"] = new JsonObject { ["name"] = sampler.Name, ["steps"] = sampler.Steps, ["stochastic"] = sampler.IsStochastic },
+            ["reward"] = reward,
+            ["lambda"] = lambda,
+            ["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null,
+            ["z_threshold"] = result.ZThreshold,
+            ["ground_truth"] = new JsonObject
+            {
+                ["method"] = "self-normalised importance weights e^<θ,x> of base samples (same sampler, steps and base law)",
+                ["base_samples"] = t.BaseCount,
+                ["effective_sample_size"] = t.EffectiveSampleSize,
+                ["reliable"] = t.Reliable,
+                ["network_evaluations"] = t.NetworkEvaluations,
+                ["evaluations_per_effective_sample"] = AlignmentReport.Finite(t.EvaluationsPerEffectiveSample),
+                ["kl_divergence"] = Est(t.KlDivergence),
+                ["log_partition"] = Est(t.LogPartition),
+                ["statistics"] = new JsonObject(t.Statistics.Select(s => KeyValuePair.Create(s.Name, (JsonNode?)Est(s.Mean)))),
+            },
+            ["runs"] = new JsonArray(result.Runs.Select(run => (JsonNode)new JsonObject
+            {
+                ["mode"] = run.Mode,
+                ["agrees"] = run.MaxAbsZ < result.ZThreshold,
+                ["max_abs_z"] = AlignmentReport.Finite(run.MaxAbsZ),
+                ["kl_divergence"] = Est(run.KlDivergence),
+                ["kl_z"] = AlignmentReport.Finite(run.KlZ),
+                ["effective_sample_size"] = run.EffectiveSampleSize,
+                ["network_evaluations"] = run.NetworkEvaluations,
+                ["evaluations_per_effective_sample"] = AlignmentReport.Finite(run.EvaluationsPerEffectiveSample),
+                ["seconds"] = Math.Round(run.Seconds, 3),
+                ["statistics"] = new JsonObject(run.Rows.Select(row => KeyValuePair.Create(row.Statistic,
+                    (JsonNode?)new JsonObject { ["value"] = AlignmentReport.Finite(row.Run.Value), ["standard_error"] = AlignmentReport.Finite(row.Run.StandardError), ["z"] = AlignmentReport.Finite(row.Z) }))),
+                ["drift"] = run.Drift is null ? null : AlignmentReport.DriftJson(run.Drift),
+            }).ToArray()),
+        };
+    }
+}
