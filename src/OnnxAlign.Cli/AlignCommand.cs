@@ -38,7 +38,8 @@ internal static class AlignCommand
             model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
         };
         var runtime = new RuntimeOptions();
-        foreach (var option in runtime.All) command.Options.Add(option);
+        var tilt = new TiltOptions();
+        foreach (var option in runtime.All.Concat(tilt.ModeOptions)) command.Options.Add(option);
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
@@ -57,7 +58,13 @@ internal static class AlignCommand
                 var m => throw new UsageException($"--method '{m}': expected newton or ascent"),
             };
             long seedValue = parse.GetValue(seed);
-            using var denoiser = located.OpenDenoiser(runtime.For(parse));
+            var finalMode = tilt.ReadMode(parse);
+            if (finalMode == TiltOptions.TiltRunMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
+            var exactSettings = tilt.ReadExact(parse);
+            var range = tilt.DataRange(parse, located);
+            using var network = located.OpenDenoiser(runtime.For(parse));
+            // The dual iterates' tilts and the base statistics use the projected base law (DESIGN §1d); tilting it projects the tilt.
+            var denoiser = ExactTilt.BaseLaw(network, range);
             var parsed = constraintTexts.Select(t => Constraint.Parse(t, denoiser.SampleShape, located.Directory)).ToArray();
             var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = s.Name, ["steps"] = s.Steps, ["seed"] = seedValue };
             float[] theta;
@@ -143,7 +150,28 @@ internal static class AlignCommand
                 Console.WriteLine($"preference fit: train accuracy {fit.TrainAccuracy:P1} on {fit.TrainCount}, held-out {fit.HeldOutAccuracy:P1} on {fit.HeldOutCount}");
             }
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seedValue };
-            var samples = ProgressReporter.Run("generate (aligned)", progress => Generation.Run(new LinearTilt(denoiser, theta), s, request, progress));
+            GenerationResult samples;
+            if (finalMode == TiltOptions.TiltRunMode.Exact)
+            {
+                // The chosen tilt is sampled exactly (SMC with exact weights): the returned law is p·e^{⟨θ,x⟩} whatever the network's error.
+                var exact = ProgressReporter.Run("generate (aligned, exact tilt)", progress => ExactTilt.Sample(network, range, s, theta,
+                    exactSettings with { Count = n, Smc = exactSettings.Smc with { Seed = seedValue } },
+                    new SyncProgress<ExactTiltProgress>(e => progress(new GenerationProgress(e.Systems, e.Systems, (long)(1000 * Math.Min(e.EffectiveSampleSize / e.TargetEffectiveSampleSize, 1)), 1000)))));
+                samples = new GenerationResult(exact.Samples, 0, n, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
+                report["final_tilt"] = new JsonObject
+                {
+                    ["mode"] = "exact", ["algorithm"] = exact.Method, ["effective_sample_size"] = exact.Particles.EffectiveSampleSize,
+                    ["particles"] = exact.Particles.Count, ["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample,
+                    ["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value), ["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError),
+                    ["distinct_samples"] = exact.DistinctSamples,
+                    ["note"] = "the dual iterates' moments come from fast (projected) tilts; the returned samples are the exact tilt by the chosen θ",
+                };
+            }
+            else
+            {
+                samples = ProgressReporter.Run("generate (aligned)", progress => Generation.Run(new LinearTilt(denoiser, theta), s, request, progress));
+                report["final_tilt"] = new JsonObject { ["mode"] = "fast" };
+            }
             NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, denoiser.SampleShape);
             var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, denoiser.SampleShape).Append("theta.npy").ToList();
             report["network_evaluations"] = samples.NetworkEvaluations + setupEvaluations;

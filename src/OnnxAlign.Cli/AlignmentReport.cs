@@ -215,6 +215,7 @@ internal static class AlignmentReport
         alignment["reward"] = reward.Name;
         alignment["lambda"] = plan.Lambda;
         alignment["features"] = reward.FeatureCount;
+        alignment["component_tilts"] = "fast (the shifted evaluation of the projected base law): exact for the true score; on a trained network the components carry the fast tilt's bias (DESIGN §1d)";
         alignment["components"] = new JsonArray(drawn.Components.Select(c => (JsonNode)new JsonObject
         {
             ["u"] = new JsonArray(c.U.Select(v => (JsonNode)v).ToArray()),

@@ -97,7 +97,7 @@ internal static class GenerateCommand
                 if (plan?.Mixture is { } mixtureReward)
                 {
                     // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
-                    result = AlignmentReport.RunMixture(alignment, plan, mixtureReward, denoiser, samplerInstance, request with { Checkpoint = null }, checkpoint);
+                    result = AlignmentReport.RunMixture(alignment, plan, mixtureReward, OnnxAlign.Alignment.ExactTilt.BaseLaw(denoiser, range), samplerInstance, request with { Checkpoint = null }, checkpoint);
                 }
                 else if (plan?.Mode == TiltOptions.TiltRunMode.Exact)
                     result = AlignmentReport.RunExact(alignment, plan, denoiser, range, samplerInstance, request with { Checkpoint = null }, checkpoint);

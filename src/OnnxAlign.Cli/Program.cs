@@ -11,6 +11,7 @@ root.Subcommands.Add(QualityCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(AlignCommand.Create());
 root.Subcommands.Add(VerifyCommand.Create());
+StrictNumbers.Apply(root);
 return Cli.Run(root, args);
 
 namespace OnnxAlign.Cli

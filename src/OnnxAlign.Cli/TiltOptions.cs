@@ -34,6 +34,18 @@ internal sealed class TiltOptions
     /// <summary>The options of the exact mode and the data range (verify takes these).</summary>
     public IEnumerable<Option> ExactOptions => [_particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange];
 
+    /// <summary>--tilt-mode with the exact mode's options (align and sweep take these).</summary>
+    public IEnumerable<Option> ModeOptions => [_mode, .. ExactOptions];
+
+    /// <summary>--tilt-mode as given: exact, fast or hybrid.</summary>
+    public TiltRunMode ReadMode(ParseResult parse) => parse.GetValue(_mode) switch
+    {
+        "exact" => TiltRunMode.Exact,
+        "fast" => TiltRunMode.Fast,
+        "hybrid" => TiltRunMode.Hybrid,
+        var m => throw new UsageException($"--tilt-mode '{m}': expected exact, fast or hybrid"),
+    };
+
     /// <summary>The exact mode's settings from its options (count, seed and NaN policy are the run's).</summary>
     public ExactTiltSettings ReadExact(ParseResult parse)
     {
@@ -74,13 +86,7 @@ internal sealed class TiltOptions
             return null;
         }
         if (spec is not null && tiltPath is not null) throw new UsageException("give either --reward with --lambda or --tilt, not both");
-        var mode = parse.GetValue(_mode) switch
-        {
-            "exact" => TiltRunMode.Exact,
-            "fast" => TiltRunMode.Fast,
-            "hybrid" => TiltRunMode.Hybrid,
-            var m => throw new UsageException($"--tilt-mode '{m}': expected exact, fast or hybrid"),
-        };
+        var mode = ReadMode(parse);
         var exact = ReadExact(parse);
         double trust = parse.GetValue(_trust);
         if (!(trust > 0) || double.IsInfinity(trust)) throw new UsageException($"--trust-radius {trust}: expected a finite value > 0");

@@ -22,7 +22,7 @@ internal static class VerifyCommand
     {
         var model = new Argument<string>("model") { Description = "The model to audit (as for generate)." };
         var reward = new Option<string>("--reward") { Description = $"A linear reward: {RewardSpec.LinearForms}.", Required = true };
-        var lambda = new Option<double>("--lambda") { Description = "Temperature λ > 0 (θ = a/λ).", Required = true };
+        var lambda = new Option<string>("--lambda") { Description = "Temperature λ > 0 (θ = a/λ), or several separated by commas (the ground truth's base samples serve them all).", Required = true };
         var sampler = new Option<string?>("--sampler") { Description = $"One of {string.Join(", ", Sampler.Names)}; default: the config's class." };
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
         var eta = new Option<double>("--eta") { Description = "DDIM's η.", DefaultValueFactory = _ => 0.0 };
@@ -42,8 +42,8 @@ internal static class VerifyCommand
         foreach (var option in runtime.All.Concat(tilt.ExactOptions)) command.Options.Add(option);
         command.SetAction(parse =>
         {
-            double l = parse.GetValue(lambda);
-            if (!(l > 0) || double.IsInfinity(l)) throw new UsageException($"--lambda {l}: expected a finite value > 0");
+            var lambdas = parse.GetValue(lambda)!.Split(',').Select(v => Numbers.TryParse(v.Trim(), out double l) && l > 0 ? l
+                : throw new UsageException($"--lambda '{v}': expected plain numbers > 0 separated by commas")).ToArray();
             int n = GenerateCommand.Positive(parse.GetValue(count), "--count"), nBase = GenerateCommand.Positive(parse.GetValue(baseCount), "--base-count");
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch"), s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
             var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
@@ -63,18 +63,33 @@ internal static class VerifyCommand
                 BaseCount = nBase, Count = n, BatchSize = b, Seed = parse.GetValue(seed), Exact = modeList.Contains("exact"), Fast = modeList.Contains("fast"),
                 ExactSettings = tilt.ReadExact(parse),
             };
-            var result = TiltAudit.Run(denoiser, range, samplerInstance, linear.Tilt(l), statistics, settings,
+            var results = TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics, settings,
                 new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …")));
-            Console.Write(Table(result));
+            for (int k = 0; k < lambdas.Length; k++)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"== {spec}, λ = {lambdas[k]:G4}, {samplerInstance.Name} {samplerInstance.Steps} steps"));
+                Console.Write(Table(results[k]));
+            }
             if (output is not null)
             {
-                var report = Report(result, located, samplerInstance, spec, l, range);
+                var report = new JsonObject
+                {
+                    ["command"] = "verify",
+                    ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
+                    ["model"] = located.Source,
+                    ["sampler"] = new JsonObject { ["name"] = samplerInstance.Name, ["steps"] = samplerInstance.Steps, ["stochastic"] = samplerInstance.IsStochastic },
+                    ["reward"] = spec,
+                    ["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null,
+                    ["audits"] = new JsonArray(results.Select((result, k) => (JsonNode)Report(result, lambdas[k])).ToArray()),
+                };
                 RunReport.Write(output, report);
                 if (ImageFiles.IsImage(denoiser.SampleShape))
-                {
-                    ImageFiles.WritePng(Path.Combine(output, "mean_truth.png"), result.Truth.MeanSample, denoiser.SampleShape);
-                    foreach (var run in result.Runs) ImageFiles.WritePng(Path.Combine(output, $"mean_{run.Mode}.png"), run.MeanSample, denoiser.SampleShape);
-                }
+                    for (int k = 0; k < lambdas.Length; k++)
+                    {
+                        string stem = string.Create(CultureInfo.InvariantCulture, $"lambda_{lambdas[k]:G4}");
+                        ImageFiles.WritePng(Path.Combine(output, $"{stem}_mean_truth.png"), results[k].Truth.MeanSample, denoiser.SampleShape);
+                        foreach (var run in results[k].Runs) ImageFiles.WritePng(Path.Combine(output, $"{stem}_mean_{run.Mode}.png"), run.MeanSample, denoiser.SampleShape);
+                    }
                 Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine(output, "report.json"))}");
             }
             return 0;
@@ -151,19 +166,13 @@ internal static class VerifyCommand
 
     private static string Format(Estimate e) => string.Create(CultureInfo.InvariantCulture, $"{e.Value:G4} ± {e.StandardError:G2}");
 
-    private static JsonObject Report(AuditResult result, DiffusionModel model, Sampler sampler, string reward, double lambda, DataRange? range)
+    private static JsonObject Report(AuditResult result, double lambda)
     {
         static JsonObject Est(Estimate e) => new() { ["value"] = AlignmentReport.Finite(e.Value), ["standard_error"] = AlignmentReport.Finite(e.StandardError) };
         var t = result.Truth;
         return new JsonObject
         {
-            ["command"] = "verify",
-            ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
-            ["model"] = model.Source,
-            ["sampler"] = new JsonObject { ["name"] = sampler.Name, ["steps"] = sampler.Steps, ["stochastic"] = sampler.IsStochastic },
-            ["reward"] = reward,
             ["lambda"] = lambda,
-            ["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null,
             ["z_threshold"] = result.ZThreshold,
             ["ground_truth"] = new JsonObject
             {

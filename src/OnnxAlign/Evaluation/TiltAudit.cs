@@ -83,7 +83,7 @@ public sealed record AuditRun(string Mode, IReadOnlyList<AuditRow> Rows, Estimat
 public sealed record AuditTruth(int BaseCount, double EffectiveSampleSize, bool Reliable, IReadOnlyList<(string Name, Estimate Mean)> Statistics,
                                 Estimate KlDivergence, Estimate LogPartition, float[] MeanSample, long NetworkEvaluations, double EvaluationsPerEffectiveSample);
 
-/// <summary>What <see cref="TiltAudit.Run"/> found.</summary>
+/// <summary>What <c>TiltAudit.Run</c> found.</summary>
 /// <param name="Truth">The ground truth.</param>
 /// <param name="Runs">The audited runs.</param>
 /// <param name="ZThreshold">|z| above which a statistic disagrees.</param>
@@ -99,17 +99,33 @@ public static class TiltAudit
 {
     /// <summary>Audits the tilt by θ of <paramref name="sampler"/>'s law on <paramref name="network"/>.</summary>
     public static AuditResult Run(IDenoiser network, DataRange? range, Sampler sampler, ReadOnlySpan<float> theta, IReadOnlyList<AuditStatistic> statistics,
-                                  AuditSettings settings, IProgress<string>? progress = null, CancellationToken cancellation = default)
+                                  AuditSettings settings, IProgress<string>? progress = null, CancellationToken cancellation = default) =>
+        Run(network, range, sampler, [theta.ToArray()], statistics, settings, progress, cancellation)[0];
+
+    /// <summary>Audits several tilts of the same law; the base samples of the ground truth are drawn once and weighted for each θ.</summary>
+    public static IReadOnlyList<AuditResult> Run(IDenoiser network, DataRange? range, Sampler sampler, IReadOnlyList<float[]> thetas,
+                                                 IReadOnlyList<AuditStatistic> statistics, AuditSettings settings, IProgress<string>? progress = null,
+                                                 CancellationToken cancellation = default)
     {
-        var thetaArray = theta.ToArray();
-        int d = network.SampleSize;
         var baseLaw = ExactTilt.BaseLaw(network, range);
         progress?.Report($"ground truth: {settings.BaseCount} base samples");
         var baseRun = Generation.Run(baseLaw, sampler, new GenerationRequest { Count = settings.BaseCount, BatchSize = settings.BatchSize, Seed = settings.Seed });
+        var baseValues = statistics.Select(s => s.Evaluate(baseRun.Samples, baseRun.Count)).ToArray();
+        return thetas.Select((theta, k) =>
+        {
+            progress?.Report($"θ {k + 1} of {thetas.Count}");
+            return Audit(network, range, sampler, theta, statistics, settings, baseRun, baseValues, progress, cancellation);
+        }).ToArray();
+    }
+
+    private static AuditResult Audit(IDenoiser network, DataRange? range, Sampler sampler, float[] thetaArray, IReadOnlyList<AuditStatistic> statistics,
+                                     AuditSettings settings, GenerationResult baseRun, double[][] truthValues, IProgress<string>? progress, CancellationToken cancellation)
+    {
+        int d = network.SampleSize;
+        var baseLaw = ExactTilt.BaseLaw(network, range);
         var logWeights = LogPartition.Projections(baseRun.Samples, thetaArray);
         var weights = WeightedSamples.Normalize(logWeights);
         double ess = WeightedSamples.EffectiveSampleSize(weights);
-        var truthValues = statistics.Select(s => s.Evaluate(baseRun.Samples, baseRun.Count)).ToArray();
         var truthMeans = truthValues.Select(v => Estimate(WeightedSamples.Mean(v, weights))).ToArray();
         var truthPotential = Estimate(WeightedSamples.Mean(logWeights, weights));
         var truthLogZ = Estimate(WeightedSamples.LogMeanExp(logWeights));
