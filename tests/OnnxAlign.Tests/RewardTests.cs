@@ -104,7 +104,7 @@ public class RewardTests
         string dir = TestSupport.TempDirectory();
         NpyFile.Write(Path.Combine(dir, "a.npy"), [0f, -1.5f], [2]);
         var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm2d"), "--reward", $"direction:{Path.Combine(dir, "a.npy")}",
-            "--lambda", "0.5", "--count", "4000", "--steps", "50", "--sampler", "dpm++2m", "--reference-count", "500", "--out", Path.Combine(dir, "run"));
+            "--lambda", "0.5", "--count", "4000", "--steps", "50", "--sampler", "dpm++2m", "--reference-count", "500", "--tilt-mode", "fast", "--out", Path.Combine(dir, "run"));
         Assert.True(code == 0, stderr);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run", "report.json")))!;
         var q = ToyModels.Gmm2d.Tilted([0.0, -3.0]);
@@ -126,7 +126,13 @@ public class RewardTests
     [InlineData(new[] { "--reward", "brightness", "--lambda", "Infinity" }, "--lambda")]
     [InlineData(new[] { "--reward", "brightness" }, "--lambda")]
     [InlineData(new[] { "--lambda", "1" }, "--lambda needs --reward")]
-    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--tilt-mode", "fast" }, "--tilt-mode")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--tilt-mode", "plain" }, "--tilt-mode")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "0,5" }, "--lambda '0,5'")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--data-range", "1,-1" }, "--data-range")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--particles", "1" }, "--particles 1")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--proposal-scale", "2" }, "--proposal-scale 2")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--shard", "0/2" }, "--shard")]
+    [InlineData(new[] { "--count", "1,000" }, "--count '1,000'")]
     public void CliRejectsBadAlignmentFlags(string[] flags, string mentioned)
     {
         var (code, _, stderr) = CliTests.Onnxalign(["generate", TestSupport.Toy("gmm2d"), "--out", Path.Combine(TestSupport.TempDirectory(), "r"), .. flags]);
