@@ -71,6 +71,9 @@ internal static class AlignmentReport
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
         if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
+        if (result.KlDivergence.Value < -2 * result.KlDivergence.StandardError)
+            Console.Error.WriteLine($"warning: the KL estimate {result.KlDivergence.Value:G3} ± {result.KlDivergence.StandardError:G2} is negative beyond its noise: " +
+                                    "the SMC's weights are degenerate (see smc.effective_systems); raise --max-particles-per-sample or --particles");
         if (!result.ReachedTarget)
             Console.Error.WriteLine($"warning: the SMC's effective sample size {particles.EffectiveSampleSize:F1} is below the target {result.TargetEffectiveSampleSize:F0} " +
                                     $"after {particles.Count} particles (--max-particles-per-sample); the {request.Count} returned samples hold {result.DistinctSamples} distinct ones");

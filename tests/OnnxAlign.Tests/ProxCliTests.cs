@@ -83,7 +83,7 @@ public class ProxCliTests
 
     [Theory]
     [InlineData("--lambda", "0", "--lambda 0")]
-    [InlineData("--lambda", "nan", "--lambda NaN")]
+    [InlineData("--lambda", "nan", "--lambda 'nan'")]
     [InlineData("--reward", "bogus", "unknown reward")]
     [InlineData("--reward", "lowrank:missing.npy:ramp:0,1", "missing.npy")]
     [InlineData("--cost-weights", "zeros", "weights must be finite and > 0")]
