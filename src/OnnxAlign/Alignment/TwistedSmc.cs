@@ -44,7 +44,10 @@ public sealed record SmcSystem(float[] Samples, double[] LogWeights, double LogN
 /// potentials G_i = (p/q)·h_{i+1}/h_i telescope to (p/q along the path)·e^{G(x0)}, so the weighted particles target
 /// π ∝ p·e^{G} exactly as the number of systems grows — whatever error the trained network makes at the shifted
 /// inputs (which DESIGN §8's potentials alone, without the ratio, would leave as a bias: measured, see README).
-/// Steps without noise (the last step of DDPM and Euler–Maruyama) take the base step, which needs no ratio.
+/// Steps without noise (the last step of DDPM and Euler–Maruyama), and steps whose noise is below
+/// <see cref="MinimumGuidedNoiseScale"/> (DDPM's last step with trailing spacing adds 10⁻¹⁰·z, as diffusers does),
+/// take the base step: choosing the base kernel at a step is as exact as any other proposal (its ratio is 1), and
+/// there the proposal's ratio would be e^{−|Δ|²/2s²} ≈ 0.
 /// A system resamples (systematically) when its ESS drops below the threshold; copies separate through the noise.
 /// Cost: two network evaluations per particle and step.
 /// </summary>
@@ -72,6 +75,9 @@ public sealed class TwistedSmc
 
     /// <summary>The run's layout.</summary>
     public SmcSettings Settings { get; }
+
+    /// <summary>Steps whose noise scale s_i is below this move particles by the base kernel (see the class remarks).</summary>
+    public const double MinimumGuidedNoiseScale = 1e-4;
 
     /// <summary>Runs system <paramref name="system"/> (its particles use the noise streams of indices system·N …).</summary>
     public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
@@ -135,7 +141,7 @@ public sealed class TwistedSmc
                 resamplings++;
             }
             double scale = _sampler.NoiseScale(i);
-            if (scale > 0)
+            if (scale >= MinimumGuidedNoiseScale)
             {
                 // Both kernels' means from the same x_i; the particle moves by the proposal's.
                 x.CopyTo(baseMean, 0);
@@ -159,7 +165,18 @@ public sealed class TwistedSmc
                     TensorPrimitives.MultiplyAdd(z, (float)scale, row, row);
                 }
             }
-            else _sampler.Advance(i, baseNoise, x, denoised, baseState);
+            else
+            {
+                // The base kernel: x_{i+1} = m^p_i + s_i z, the step the base sampler takes, with no ratio.
+                _sampler.Advance(i, baseNoise, x, denoised, baseState);
+                if (scale > 0)
+                    for (int b = 0; b < n; b++)
+                    {
+                        streams[b].NextGaussian(z);
+                        var row = x.AsSpan(b * d, d);
+                        TensorPrimitives.MultiplyAdd(z, (float)scale, row, row);
+                    }
+            }
         }
         for (int b = 0; b < n; b++)
         {
