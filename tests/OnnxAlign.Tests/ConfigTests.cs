@@ -1,3 +1,4 @@
+using OnnxAlign.Sampling;
 using OnnxAlign.Model;
 
 namespace OnnxAlign.Tests;
@@ -53,6 +54,10 @@ public class ConfigTests
     [InlineData("""{"num_train_timesteps": 3, "trained_betas": [0.1]}""", "trained_betas")]
     [InlineData("""{"algorithm_type": "sde-dpmsolver++"}""", "algorithm_type")]
     [InlineData("""{"beta_start": 0.1, "beta_start": 0.2}""", "beta_start")]
+    [InlineData("""{"_class_name": "FooScheduler"}""", "_class_name 'FooScheduler'")]
+    [InlineData("""{"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}""", "solver_order=3")]
+    [InlineData("""{"num_train_timesteps": 2147483647}""", "num_train_timesteps must lie in")]
+    [InlineData("""{"num_train_timesteps": 1000, "steps_offset": 1000}""", "steps_offset must lie in")]
     [InlineData("""[1, 2]""", "JSON object")]
     [InlineData("""{"beta_start": """, "not valid JSON")]
     public void ValuesThatCannotBeHonouredAreClearErrors(string json, string mentioned)
@@ -60,5 +65,13 @@ public class ConfigTests
         var e = Assert.Throws<ConfigException>(() => SchedulerConfig.Parse(json, "cfg.json"));
         Assert.Contains("cfg.json", e.Message);
         Assert.Contains(mentioned, e.Message);
+    }
+
+    [Fact]
+    public void AStepsOffsetThatLeavesTheScheduleIsRefusedWhenTheStepsAreKnown()
+    {
+        var config = SchedulerConfig.Parse("""{"num_train_timesteps": 1000, "steps_offset": 990}""", "test");
+        var e = Assert.Throws<ConfigException>(() => Sampler.Create("ddim", config, 10));
+        Assert.Contains("steps_offset 990", e.Message);
     }
 }

@@ -91,6 +91,8 @@ public sealed class NoiseSchedule
             case TimestepSpacing.Leading:
                 int ratio = n / steps;
                 for (int i = 0; i < steps; i++) ts[i] = (steps - 1 - i) * ratio + Config.StepsOffset;
+                if (ts[0] >= n)
+                    throw new ConfigException($"steps_offset {Config.StepsOffset} with {steps} steps reaches timestep {ts[0]}, beyond the schedule's {n - 1}");
                 break;
             case TimestepSpacing.Trailing:
                 double step = (double)n / steps;
@@ -119,6 +121,8 @@ public sealed class NoiseSchedule
             case TimestepSpacing.Leading:
                 int ratio = n / (steps + 1);
                 for (int i = 0; i < steps; i++) ts[i] = (steps - i) * ratio + Config.StepsOffset;
+                if (ts[0] >= n)
+                    throw new ConfigException($"steps_offset {Config.StepsOffset} with {steps} steps reaches timestep {ts[0]}, beyond the schedule's {n - 1}");
                 break;
             case TimestepSpacing.Trailing:
                 return Timesteps(steps);

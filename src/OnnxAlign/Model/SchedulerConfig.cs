@@ -101,6 +101,16 @@ public sealed record SchedulerConfig
     internal const string DdimClass = "DDIMScheduler";
     internal const string DpmSolverClass = "DPMSolverMultistepScheduler";
 
+    /// <summary>The largest num_train_timesteps accepted (diffusers' models use 1000; the schedule is held in memory).</summary>
+    public const int MaxTrainTimesteps = 100_000;
+
+    // Scheduler classes whose defaults the project knows; a config naming another class is refused, not sampled as DDIM.
+    private static readonly string[] KnownClasses =
+    [
+        DdpmClass, DdimClass, "PNDMScheduler", DpmSolverClass, "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
+        "DEISMultistepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
+    ];
+
     // Keys this project reads. Everything else is ignored (and listed).
     private static readonly HashSet<string> KnownKeys =
     [
@@ -145,7 +155,10 @@ public sealed record SchedulerConfig
         }
 
         var reader = new KeyReader(obj, sourceName);
-        string className = defaultsFor ?? reader.String("_class_name") ?? DdpmClass;
+        string? named = reader.String("_class_name");
+        if (named is not null && !KnownClasses.Contains(named))
+            throw new ConfigException($"{sourceName}: _class_name '{named}' is not a scheduler OnnxAlign knows (expected one of: {string.Join(", ", KnownClasses)})");
+        string className = defaultsFor ?? named ?? DdpmClass;
         var c = DefaultsFor(className) with { SourceJson = json };
 
         int? train = reader.Int("num_train_timesteps") ?? reader.Int("timesteps");
@@ -180,18 +193,20 @@ public sealed record SchedulerConfig
         string? algorithm = reader.String("algorithm_type");
         if (algorithm is not null && algorithm != "dpmsolver++" && algorithm != "deis")
             throw new ConfigException($"{sourceName}: algorithm_type '{algorithm}' is not supported (expected dpmsolver++)");
+        if (reader.Int("solver_order") is { } order && order != 2)
+            throw new ConfigException($"{sourceName}: solver_order={order} is not supported (DPM-Solver++ here is the second-order multistep method)");
         double? lambdaMin = reader.Double("lambda_min_clipped");
         if (lambdaMin is { } lm && !double.IsNegativeInfinity(lm))
             throw new ConfigException($"{sourceName}: lambda_min_clipped={lm.ToString(CultureInfo.InvariantCulture)} is not supported (only -inf)");
 
-        if (c.NumTrainTimesteps < 2)
-            throw new ConfigException($"{sourceName}: num_train_timesteps must be at least 2, got {c.NumTrainTimesteps}");
+        if (c.NumTrainTimesteps < 2 || c.NumTrainTimesteps > MaxTrainTimesteps)
+            throw new ConfigException($"{sourceName}: num_train_timesteps must lie in [2, {MaxTrainTimesteps}], got {c.NumTrainTimesteps}");
         if (c.TrainedBetas is { } tb && tb.Count != c.NumTrainTimesteps)
             throw new ConfigException($"{sourceName}: trained_betas has {tb.Count} values but num_train_timesteps is {c.NumTrainTimesteps}");
         if (c.TrainedBetas is null && !(c.BetaStart > 0 && c.BetaEnd > c.BetaStart && c.BetaEnd < 1))
             throw new ConfigException($"{sourceName}: need 0 < beta_start < beta_end < 1, got {c.BetaStart.ToString(CultureInfo.InvariantCulture)}, {c.BetaEnd.ToString(CultureInfo.InvariantCulture)}");
-        if (c.StepsOffset < 0)
-            throw new ConfigException($"{sourceName}: steps_offset must be non-negative");
+        if (c.StepsOffset < 0 || c.StepsOffset >= c.NumTrainTimesteps)
+            throw new ConfigException($"{sourceName}: steps_offset must lie in [0, {c.NumTrainTimesteps - 1}], got {c.StepsOffset}");
         if (!(c.ClipSampleRange > 0))
             throw new ConfigException($"{sourceName}: clip_sample_range must be positive");
         return c;
