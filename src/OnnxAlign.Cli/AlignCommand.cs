@@ -69,6 +69,8 @@ internal static class AlignCommand
             var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = s.Name, ["steps"] = s.Steps, ["seed"] = seedValue };
             float[] theta;
             long setupEvaluations = 0;
+            OutputLock? folderLock = null;
+            using var releaseLock = new Releaser(() => folderLock?.Dispose());
             if (parsed.Length > 0)
             {
                 var settings = new ConstrainedSettings
@@ -76,7 +78,7 @@ internal static class AlignCommand
                     Method = dualMethod, SamplesPerIteration = GenerateCommand.Positive(parse.GetValue(perIteration), "--samples-per-iteration"),
                     MaxIterations = GenerateCommand.Positive(parse.GetValue(iterations), "--iterations"), BatchSize = b, Seed = seedValue + 5_000_011,
                 };
-                SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
                 var result = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(denoiser, s, parsed, settings, it =>
                 {
                     progress(new GenerationProgress(it.Iteration, settings.MaxIterations, it.Iteration, settings.MaxIterations));
@@ -103,7 +105,7 @@ internal static class AlignCommand
                     throw new UsageException($"--objective '{objectiveSpec}': Φ = {features.Function.Name} is not convex (convex: sq-dist, cross-entropy, variance, quadratic with M ⪰ 0, …)");
                 double betaValue = parse.GetValue(beta);
                 if (!(betaValue > 0) || !double.IsFinite(betaValue)) throw new UsageException($"--beta {betaValue}: expected a finite value > 0");
-                SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
                 var settings = new DualAveragingSettings
                 {
                     Beta = betaValue, MaxIterations = GenerateCommand.Positive(parse.GetValue(iterations), "--iterations"),
@@ -139,7 +141,7 @@ internal static class AlignCommand
             else
             {
                 var fit = FitPreferences(preferenceDir!, denoiser.SampleShape, parse.GetValue(beta), parse.GetValue(l2));
-                SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
                 theta = fit.Theta;
                 report["preferences"] = new JsonObject
                 {
@@ -254,5 +256,11 @@ internal static class AlignCommand
             plots.Add(plot);
         }
         Panels.Save(path, plots, 560);
+    }
+
+    /// <summary>Runs an action on dispose (the output lock taken in one of the branches).</summary>
+    private sealed class Releaser(Action release) : IDisposable
+    {
+        public void Dispose() => release();
     }
 }

@@ -37,7 +37,7 @@ internal static class BenchCommand
             {
                 var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
                 if (parse.GetValue(output) is { } file)
-                    AtomicFile.WriteText(file, new JsonObject { ["kl_mixture"] = rows }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+                    JsonFiles.Write(file, new JsonObject { ["kl_mixture"] = rows });
                 return 0;
             }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
@@ -119,7 +119,7 @@ internal static class BenchCommand
             foreach (var p in proxFigures)
                 Console.WriteLine($"    {p!["reward"],-26} λ={p["lambda"]!.GetValue<double>(),-9:G3} {p["algorithm"],-28} {p["samples_per_second"]!.GetValue<double>(),9:F1} samples/s   {p["per_sample_over_network_evaluation"]!.GetValue<double>(),8:F2}×");
             if (parse.GetValue(output) is { } path)
-                AtomicFile.WriteText(path, figures.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+                JsonFiles.Write(path, figures);
             return 0;
         });
         return command;

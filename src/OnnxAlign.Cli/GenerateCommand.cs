@@ -80,9 +80,10 @@ internal static class GenerateCommand
             bool resuming = parse.GetValue(resume);
             if (resuming && !BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
+            // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
+            using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
-            SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             // Everything that determines the samples, in the order given (--out, --resume, --overwrite and --threads do not).
             string fingerprint = Fingerprint(parse);
             var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);

@@ -16,26 +16,103 @@ return Cli.Run(root, args);
 
 namespace OnnxAlign.Cli
 {
-    /// <summary>Runs a command and turns the project's documented errors into one line and exit code 2.</summary>
+    /// <summary>
+    /// The one error policy of every command: exit 0 done; 2 bad input (one line naming the flag or file, nothing
+    /// written); 3 stopped on a NaN/±∞ sample (generate); 4 infeasible constraints (align); 130 interrupted (Ctrl-C or
+    /// SIGTERM, after the current atomic write, with how to resume); 1 anything else — one line on the terminal and the
+    /// details in <c>error.log</c> in the output folder (or the temporary folder). No stack trace on the terminal.
+    /// </summary>
     internal static class Cli
     {
+        public const int Interrupted = 130;
+
         public static int Run(RootCommand root, string[] args)
         {
-            var parsed = root.Parse(args);
-            if (parsed.Errors.Count > 0 && parsed.Action is not System.CommandLine.Help.HelpAction)
+            ParseResult parsed;
+            try
             {
-                foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
-                return 2;
+                parsed = root.Parse(args);
+                if (parsed.Errors.Count > 0 && parsed.Action is not System.CommandLine.Help.HelpAction)
+                {
+                    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+                    return 2;
+                }
             }
+            catch (Exception e) { return Internal(e, null); }
+            using var interrupt = HandleInterrupts(parsed);
             try
             {
                 return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
             }
             catch (Exception e) when (e is ConfigException or FormatException or ArgumentException or UsageException)
             {
-                Console.Error.WriteLine($"error: {e.Message}");
-                return 2;
+                return Say($"error: {e.Message}", 2);
             }
+            catch (OutOfMemoryException e)
+            {
+                return Say($"error: out of memory ({e.Message}); use a smaller --batch or --count", 1);
+            }
+            catch (IOException e)
+            {
+                // A full disk, a vanished folder, a closed stdout: what the system said, no stack trace.
+                return Internal(e, OutputFolder(parsed), brief: $"error: {e.Message}");
+            }
+            catch (Exception e)
+            {
+                return Internal(e, OutputFolder(parsed));
+            }
+        }
+
+        private static int Say(string line, int code)
+        {
+            try { Console.Error.WriteLine(line.ReplaceLineEndings(" ").Replace('\0', ' ')); } catch (IOException) { }
+            return code;
+        }
+
+        private static int Internal(Exception e, string? folder, string? brief = null)
+        {
+            string log = folder is not null && Directory.Exists(folder) ? Path.Combine(folder, "error.log")
+                : Path.Combine(Path.GetTempPath(), $"onnxalign-error-{Environment.ProcessId}.log");
+            try { File.WriteAllText(log, $"{DateTime.UtcNow:O}\n{e}\n"); }
+            catch (Exception) { log = "(could not be written)"; }
+            string first = e.Message.Split('\n')[0];
+            return Say(brief is null ? $"error: internal error ({e.GetType().Name}: {first}); details in {log}" : $"{brief}; details in {log}", 1);
+        }
+
+        private static string? OutputFolder(ParseResult parsed)
+        {
+            try
+            {
+                var option = parsed.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--out");
+                return option is null ? null : parsed.GetResult(option)?.GetValueOrDefault<object>() as string;
+            }
+            catch (Exception) { return null; }
+        }
+
+        /// <summary>Ctrl-C and SIGTERM stop the run between atomic writes, say how to resume, and exit 130.</summary>
+        private static IDisposable HandleInterrupts(ParseResult parsed)
+        {
+            void Stop()
+            {
+                lock (Output.AtomicFile.WriteGate)
+                {
+                    string? folder = OutputFolder(parsed);
+                    bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Output.BatchCheckpoint.Exists(folder);
+                    Say(resumable
+                        ? $"interrupted: finished batches are kept in {Path.GetFullPath(Output.BatchCheckpoint.PathOf(folder!))}; rerun the same command with --resume to continue"
+                        : "interrupted", Interrupted);
+                    Environment.Exit(Interrupted);
+                }
+            }
+            ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; Stop(); };
+            Console.CancelKeyPress += onCancel;
+            var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; Stop(); });
+            return new Unregister(() => { Console.CancelKeyPress -= onCancel; term.Dispose(); });
+        }
+
+        private sealed class Unregister(Action action) : IDisposable
+        {
+            public void Dispose() => action();
         }
     }
 

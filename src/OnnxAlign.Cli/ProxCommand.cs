@@ -34,7 +34,7 @@ internal static class ProxCommand
             var set = SampleSetReader.Read(parse.GetValue(input)!);
             string? modelDirectory = parse.GetValue(model) is { } m ? Model.DiffusionModel.Locate(m).Directory : null;
             var oracle = prox.CreateOracle(parse, parse.GetValue(reward)!, parse.GetValue(lambda), set.SampleShape, modelDirectory);
-            SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+            using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             var batch = ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, set.Samples, progress, workers));
             var files = SampleSetWriter.Write(output, batch.Samples, set.Count, 0, set.SampleShape);

@@ -102,7 +102,7 @@ internal static class QualityCommand
                 ["real_floor"] = new JsonObject { ["count"] = floor.Count, ["frechet_distance"] = floor.FrechetDistance, ["mean_confidence"] = floor.MeanConfidence },
                 ["reference_count"] = reference.Count,
             };
-            if (parse.GetValue(output) is { } path) AtomicFile.WriteText(path, figures.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            if (parse.GetValue(output) is { } path) JsonFiles.Write(path, figures);
             return 0;
         });
         return command;

@@ -107,7 +107,7 @@ internal static class RunReport
     }
 
     public static void Write(string directory, JsonObject report) =>
-        AtomicFile.WriteText(Path.Combine(directory, "report.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n");
+        JsonFiles.Write(Path.Combine(directory, "report.json"), report);
 
     public static IEnumerable<string> Summary(IReadOnlyList<string> files)
     {

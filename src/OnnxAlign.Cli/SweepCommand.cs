@@ -66,7 +66,7 @@ internal static class SweepCommand
             if (!(budget >= 1) || budget > 1000) throw new UsageException($"--exact-particles-per-sample {budget}: expected a value in [1, 1000]");
             var exactSettings = tiltOptions.ReadExact(parse) with { Count = n, MaxParticlesPerSample = budget };
             exactSettings = exactSettings with { Smc = exactSettings.Smc with { Seed = parse.GetValue(seed) } };
-            SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+            using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
 
             var request = new GenerationRequest { Count = n, BatchSize = Math.Min(n, 256), Seed = parse.GetValue(seed) };
             var baseLaw = OnnxAlign.Alignment.ExactTilt.BaseLaw(denoiser, range);
@@ -126,7 +126,7 @@ internal static class SweepCommand
                 ["base"] = baseRow.ToJson(),
                 ["rows"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject { ["method"] = r.Method, ["lambda"] = r.Lambda, ["figures"] = r.Row.ToJson() }).ToArray()),
             };
-            AtomicFile.WriteText(Path.Combine(outDir, "sweep.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            JsonFiles.Write(Path.Combine(outDir, "sweep.json"), json);
             var table = new StringBuilder($"| method | λ | target rate ({targetName ?? "none"}) | reward | RMS distance to base |\n|---|---|---|---|---|\n");
             table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseRow.Rate:P1} | {baseRow.Reward:F3} | 0 |\n");
             foreach (var r in rows)

@@ -56,7 +56,7 @@ internal static class VerifyCommand
             var statistics = Statistics(spec, linear, denoiser.SampleShape, located.Directory);
             var range = tilt.DataRange(parse, located);
             string? output = parse.GetValue(outDir);
-            if (output is not null) SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+            using var folderLock = output is null ? null : SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             var settings = new AuditSettings
             {

@@ -4,8 +4,19 @@ namespace OnnxAlign.Output;
 /// An interrupted run therefore leaves either the old file or the complete new one, never half of one.</summary>
 public static class AtomicFile
 {
+    /// <summary>
+    /// Held for the whole of each atomic write. A process that must stop (Ctrl-C) takes it first, so it stops between
+    /// writes, never during one.
+    /// </summary>
+    public static object WriteGate { get; } = new();
+
     /// <summary>Writes what <paramref name="write"/> produces to <paramref name="path"/> atomically.</summary>
     public static void Write(string path, Action<Stream> write)
+    {
+        lock (WriteGate) WriteUnderGate(path, write);
+    }
+
+    private static void WriteUnderGate(string path, Action<Stream> write)
     {
         string full = Path.GetFullPath(path);
         string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");

@@ -9,13 +9,30 @@ public static class SampleSetWriter
     /// <summary>Largest number of samples shown in <c>grid.png</c>.</summary>
     public const int GridLimit = 256;
 
-    /// <summary>Makes sure <paramref name="directory"/> exists and can be written; refuses to mix runs.</summary>
-    /// <exception cref="ConfigException">Not writable, or holding another run's report without <paramref name="overwrite"/>.</exception>
-    public static void PrepareDirectory(string directory, bool overwrite)
+    /// <summary>
+    /// Makes sure <paramref name="directory"/> exists and can be written, takes its lock (<see cref="OutputLock"/>: the
+    /// caller holds it for the run and disposes it), and refuses to mix runs.
+    /// </summary>
+    /// <exception cref="ConfigException">Not writable, held by another live run, or holding another run's report without <paramref name="overwrite"/>.</exception>
+    public static OutputLock PrepareDirectory(string directory, bool overwrite)
+    {
+        var folderLock = OutputLock.Acquire(directory);
+        try
+        {
+            Check(directory, overwrite);
+            return folderLock;
+        }
+        catch
+        {
+            folderLock.Dispose();
+            throw;
+        }
+    }
+
+    private static void Check(string directory, bool overwrite)
     {
         try
         {
-            Directory.CreateDirectory(directory);
             string probe = Path.Combine(directory, $".write-test-{Guid.NewGuid():N}");
             File.WriteAllBytes(probe, []);
             File.Delete(probe);

@@ -1,0 +1,46 @@
+using System.Diagnostics;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>Issue #17: one live run per output folder, and an interrupt that stops between writes and says how to resume.</summary>
+public class FolderLockTests
+{
+    private static readonly string[] LongRun = ["--count", "256", "--batch", "4", "--steps", "1000", "--threads", "1"];
+
+    private static Process Start(string output)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"), "generate", TestSupport.Toy("tiny-unet") }.Concat(LongRun).Concat(["--out", output]))
+            start.ArgumentList.Add(a);
+        var process = Process.Start(start)!;
+        var clock = Stopwatch.StartNew();
+        string partial = Path.Combine(output, ".partial");
+        while (!(Directory.Exists(partial) && Directory.GetFiles(partial, "batch_*.npy").Length >= 1) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
+            Thread.Sleep(10);
+        Assert.False(process.HasExited, "the run finished before the test could act; make it longer");
+        return process;
+    }
+
+    [Fact]
+    public void ASecondRunOnALiveFolderIsRefusedAndInterruptingTheFirstSaysHowToResume()
+    {
+        string output = Path.Combine(TestSupport.TempDirectory(), "run");
+        using var first = Start(output);
+        var stderrTask = first.StandardError.ReadToEndAsync();
+        // Even with --overwrite: the folder belongs to the live run.
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("tiny-unet"), "--count", "4", "--steps", "5", "--out", output, "--overwrite");
+        Assert.Equal(2, code);
+        Assert.Contains("another run is writing this folder", stderr);
+
+        using (var kill = Process.Start("kill", ["-INT", first.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!) kill.WaitForExit();
+        Assert.True(first.WaitForExit(30_000), "the interrupted run did not stop");
+        Assert.Equal(130, first.ExitCode);
+        Assert.Contains("--resume", stderrTask.Result);
+        Assert.Empty(Directory.GetFiles(output, ".*.tmp").Concat(Directory.GetFiles(Path.Combine(output, ".partial"), ".*.tmp")));
+
+        // The lock died with the process: the folder can be resumed (and is killed again here to keep the test short).
+        using var resumed = Start(output);
+        resumed.Kill(entireProcessTree: true);
+        resumed.WaitForExit();
+    }
+}
