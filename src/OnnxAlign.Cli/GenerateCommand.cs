@@ -46,9 +46,11 @@ internal static class GenerateCommand
             int b = Positive(parse.GetValue(batch), "--batch");
             int s = Positive(parse.GetValue(steps), "--steps");
             double etaValue = parse.GetValue(eta);
-            if (!(etaValue >= 0) || double.IsInfinity(etaValue)) throw new UsageException($"--eta {etaValue}: expected a finite value ≥ 0");
+            // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
+            if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
             var shardValue = Shard.Parse(parse.GetValue(shard)!);
             string output = parse.GetValue(outDir)!;
+            if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
 
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
             var options = runtime.For(parse, ParseShape(parse.GetValue(shape)));
@@ -63,6 +65,14 @@ internal static class GenerateCommand
                 var v => throw new UsageException($"--on-nan '{v}': expected stop or skip"),
             };
             using var denoiser = located.OpenDenoiser(options);
+            if (init is not null)
+            {
+                if (init.Rows != n || init.RowSize != denoiser.SampleSize)
+                    throw new ConfigException($"--init-noise: shape [{string.Join(", ", init.Shape)}] does not fit {n} samples of [{string.Join(", ", denoiser.SampleShape)}]");
+                if (init.Data.Any(v => !float.IsFinite(v))) throw new ConfigException("--init-noise: contains NaN or infinite values");
+            }
+            // Everything a run holds in memory is checked before anything is allocated or written.
+            Resources.CheckSamples((long)n, denoiser.SampleSize, "--count");
             TiltOptions.Plan? plan = null;
             ProxOracle? oracle = null;
             if (alignMode == "w2")
@@ -72,6 +82,8 @@ internal static class GenerateCommand
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
             var range = tilt.DataRange(parse, located);
+            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Exact })
+                Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
             if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
                 throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");

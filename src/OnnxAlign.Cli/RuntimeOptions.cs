@@ -9,13 +9,16 @@ internal sealed class RuntimeOptions
     private readonly Option<string> _device = new("--device") { Description = "cpu, cuda or cuda:N (cuda needs the GPU build: README, Performance).", DefaultValueFactory = _ => "cpu" };
     private readonly Option<int?> _threads = new("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
 
+    /// <summary>More intra-op threads than this only oversubscribe the cores (and ONNX Runtime stalls creating them).</summary>
+    public const int MaxThreads = 256;
+
     public IEnumerable<Option> All => [_device, _threads];
 
     /// <summary>The denoiser options these flags ask for (the sample shape only where the model leaves it dynamic).</summary>
     public DenoiserOptions For(ParseResult parse, IReadOnlyList<int>? sampleShape = null)
     {
         int? threads = parse.GetValue(_threads);
-        if (threads <= 0) throw new UsageException($"--threads {threads}: expected a positive count");
+        if (threads is <= 0 or > MaxThreads) throw new UsageException($"--threads {threads}: expected 1..{MaxThreads} (this machine has {Environment.ProcessorCount} cores)");
         var options = new DenoiserOptions { Device = parse.GetValue(_device)!, IntraOpThreads = threads, SampleShape = sampleShape };
         _ = options.CudaDeviceId; // a malformed --device is a usage error before any file is read
         return options;

@@ -233,6 +233,8 @@ public class BadInputTests
     {
         string dir = TestSupport.TempDirectory();
         NpyFile.Write(Path.Combine(dir, "theta3.npy"), [1f, 2f, 3f], [3]);
+        NpyFile.Write(Path.Combine(dir, "noise3x2.npy"), new float[6], [3, 2]);
+        NpyFile.Write(Path.Combine(dir, "noise-nan.npy"), [0f, float.NaN, 0f, 0f], [2, 2]);
         File.WriteAllText(Path.Combine(dir, "a-file"), "not a folder");
         // A network whose inputs match no convention: the classifier (input x → logits), with a config beside it.
         string wrong = Path.Combine(dir, "wrong-inputs");
@@ -253,6 +255,12 @@ public class BadInputTests
 
     [Theory]
     [InlineData("generate|{toy}|--tilt|{dir}/theta3.npy", "theta3.npy")]
+    [InlineData("generate|{toy}|--count|2147483647", "--count 2147483647")]
+    [InlineData("generate|{toy}|--threads|100000", "--threads 100000")]
+    [InlineData("generate|{toy}|--eta|1e6", "--eta")]
+    [InlineData("generate|{toy}|--init-noise|/dev/zero|--count|2", "missing NumPy magic")]
+    [InlineData("generate|{toy}|--init-noise|{dir}/noise3x2.npy|--count|2", "--init-noise: shape [3, 2]")]
+    [InlineData("generate|{toy}|--init-noise|{dir}/noise-nan.npy|--count|2", "--init-noise: contains NaN")]
     [InlineData("generate|{toy}|--out|{dir}/a-file/run", "not writable")]
     [InlineData("generate|{toy}|--resume", "holds no interrupted run")]
     [InlineData("generate|{toy}|--on-nan|ignore", "--on-nan 'ignore'")]
@@ -278,5 +286,13 @@ public class BadInputTests
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.Contains(mentioned, stderr);
         Assert.False(Directory.Exists(output) || File.Exists(output));
+    }
+
+    [Fact]
+    public void AnEmptyOutNamesTheFlag()
+    {
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm2d"), "--out", "");
+        Assert.Equal(2, code);
+        Assert.Contains("--out", stderr);
     }
 }

@@ -50,57 +50,102 @@ public static partial class NpyFile
     }
 
     /// <summary>Reads a little-endian float32, float64, int32 or int64 array (C order) as float32.</summary>
-    /// <exception cref="ConfigException">The file is missing, truncated or not a supported .npy array.</exception>
+    /// <exception cref="ConfigException">The file is missing, truncated, longer than its header says, or not a supported .npy array.</exception>
     public static NpyArray Read(string path)
     {
-        byte[] bytes;
-        try { bytes = File.ReadAllBytes(path); }
+        try
+        {
+            // Bounded reads: the header says how many bytes follow, so a device such as /dev/zero or a huge file is
+            // refused after a few bytes instead of read into memory.
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            var prefix = ReadUpTo(stream, 12);
+            var (offset, headerLength) = HeaderBounds(prefix, path);
+            var head = new byte[offset + headerLength];
+            prefix.AsSpan(0, Math.Min(prefix.Length, head.Length)).CopyTo(head);
+            if (prefix.Length > head.Length) throw new ConfigException($"{path}: not a readable .npy array (truncated header)");
+            var rest = ReadUpTo(stream, head.Length - prefix.Length);
+            if (rest.Length != head.Length - prefix.Length) throw new ConfigException($"{path}: not a readable .npy array (truncated header)");
+            rest.CopyTo(head, prefix.Length);
+            var (shape, type, width, count) = Header(head, offset, headerLength, path);
+            long payloadLength = count * width;
+            var bytes = new byte[head.Length + payloadLength];
+            head.CopyTo(bytes, 0);
+            var payload = ReadUpTo(stream, (int)payloadLength);
+            payload.CopyTo(bytes, head.Length);
+            bool longer = stream.ReadByte() >= 0;
+            if (payload.Length != payloadLength || longer)
+                throw new ConfigException($"{path}: not a readable .npy array (expected {payloadLength} data bytes, found {(longer ? "more" : payload.Length.ToString(CultureInfo.InvariantCulture))})");
+            return Decode(bytes.AsSpan(head.Length), shape, type, width, count);
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ConfigException($"{path}: cannot read ({e.Message})");
         }
-        return Parse(bytes, path);
+    }
+
+    private static byte[] ReadUpTo(Stream stream, int count)
+    {
+        var buffer = new byte[count];
+        int read = 0, n;
+        while (read < count && (n = stream.Read(buffer, read, count - read)) > 0) read += n;
+        return read == count ? buffer : buffer[..read];
     }
 
     /// <summary>Parses the bytes of a .npy file; <paramref name="source"/> names it in errors.</summary>
     public static NpyArray Parse(ReadOnlySpan<byte> bytes, string source)
     {
-        ConfigException Bad(string why) => new($"{source}: not a readable .npy array ({why})");
-        if (bytes.Length < 10 || !bytes[..6].SequenceEqual(Magic)) throw Bad("missing NumPy magic");
-        int major = bytes[6];
-        int headerLength, offset;
-        if (major == 1) { headerLength = BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]); offset = 10; }
-        else if (major is 2 or 3)
-        {
-            if (bytes.Length < 12) throw Bad("truncated header");
-            uint len = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
-            if (len > int.MaxValue) throw Bad("header too long");
-            headerLength = (int)len; offset = 12;
-        }
-        else throw Bad($"unsupported version {major}");
-        if (bytes.Length < offset + headerLength) throw Bad("truncated header");
-        string header = Encoding.Latin1.GetString(bytes.Slice(offset, headerLength));
+        var (offset, headerLength) = HeaderBounds(bytes, source);
+        if (bytes.Length < offset + headerLength) throw Bad(source, "truncated header");
+        var (shape, type, width, count) = Header(bytes, offset, headerLength, source);
+        var payload = bytes[(offset + headerLength)..];
+        if (payload.Length != count * width) throw Bad(source, $"expected {count * width} data bytes, found {payload.Length}");
+        return Decode(payload, shape, type, width, count);
+    }
 
+    private static ConfigException Bad(string source, string why) => new($"{source}: not a readable .npy array ({why})");
+
+    // Where the header starts and how long it is (format versions 1–3).
+    private static (int Offset, int HeaderLength) HeaderBounds(ReadOnlySpan<byte> bytes, string source)
+    {
+        if (bytes.Length < 10 || !bytes[..6].SequenceEqual(Magic)) throw Bad(source, "missing NumPy magic");
+        int major = bytes[6];
+        if (major == 1) return (10, BinaryPrimitives.ReadUInt16LittleEndian(bytes[8..]));
+        if (major is 2 or 3)
+        {
+            if (bytes.Length < 12) throw Bad(source, "truncated header");
+            uint len = BinaryPrimitives.ReadUInt32LittleEndian(bytes[8..]);
+            if (len > 1 << 20) throw Bad(source, "header too long");
+            return (12, (int)len);
+        }
+        throw Bad(source, $"unsupported version {major}");
+    }
+
+    private static (int[] Shape, string Type, int Width, long Count) Header(ReadOnlySpan<byte> bytes, int offset, int headerLength, string source)
+    {
+        string header = Encoding.Latin1.GetString(bytes.Slice(offset, headerLength));
         var descr = DescrPattern().Match(header);
         var fortran = FortranPattern().Match(header);
         var shapeMatch = ShapePattern().Match(header);
-        if (!descr.Success || !fortran.Success || !shapeMatch.Success) throw Bad("malformed header");
-        if (fortran.Groups[1].Value == "True") throw Bad("Fortran order is not supported");
+        if (!descr.Success || !fortran.Success || !shapeMatch.Success) throw Bad(source, "malformed header");
+        if (fortran.Groups[1].Value == "True") throw Bad(source, "Fortran order is not supported");
         int[] shape;
         try
         {
             shape = shapeMatch.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(d => int.Parse(d, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
         }
-        catch (Exception e) when (e is FormatException or OverflowException) { throw Bad("malformed shape"); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw Bad(source, "malformed shape"); }
         long count = 1;
-        foreach (int d in shape) { count *= d; if (count > int.MaxValue) throw Bad("array too large"); }
-
+        foreach (int d in shape) { count *= d; if (count > int.MaxValue) throw Bad(source, "array too large"); }
         string type = descr.Groups[1].Value;
         int width = type switch { "<f4" or "<i4" => 4, "<f8" or "<i8" => 8, "|u1" or "|i1" or "|b1" => 1, _ => 0 };
-        if (width == 0) throw Bad($"dtype '{type}' is not supported (expected <f4, <f8, <i4, <i8 or bytes)");
-        var payload = bytes[(offset + headerLength)..];
-        if (payload.Length != count * width) throw Bad($"expected {count * width} data bytes, found {payload.Length}");
+        if (width == 0) throw Bad(source, $"dtype '{type}' is not supported (expected <f4, <f8, <i4, <i8 or bytes)");
+        if (count * width > int.MaxValue) throw Bad(source, "array too large");
+        return (shape, type, width, count);
+    }
+
+    private static NpyArray Decode(ReadOnlySpan<byte> payload, int[] shape, string type, int width, long count)
+    {
         var data = new float[count];
         for (int i = 0; i < data.Length; i++)
         {
