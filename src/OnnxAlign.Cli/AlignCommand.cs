@@ -175,7 +175,9 @@ internal static class AlignCommand
                 report["final_tilt"] = new JsonObject { ["mode"] = "fast" };
             }
             NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, denoiser.SampleShape);
+            SampleSetWriter.BeginReplacing(outDir);
             var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, denoiser.SampleShape).Append("theta.npy").ToList();
+            SampleSetWriter.RemoveStale(outDir, files);
             report["network_evaluations"] = samples.NetworkEvaluations + setupEvaluations;
             report["statistics"] = RunReport.Statistics(samples.Samples, denoiser.SampleSize);
             report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());

@@ -123,7 +123,9 @@ internal static class GenerateCommand
             {
                 // Keep every finished sample, then fail loudly with where it happened.
                 var kept = fault.Finished;
+                SampleSetWriter.BeginReplacing(output);
                 var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
+                SampleSetWriter.RemoveStale(output, keptFiles);
                 var partial = RunReport.Create("generate", located, denoiser, samplerInstance, request, kept);
                 partial["status"] = "stopped";
                 partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
@@ -139,8 +141,10 @@ internal static class GenerateCommand
 
             var ioClock = Stopwatch.StartNew();
             var files = new List<string>();
+            SampleSetWriter.BeginReplacing(output);
             if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
             files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
+            SampleSetWriter.RemoveStale(output, files);
             var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
             if (moved is not null)
             {

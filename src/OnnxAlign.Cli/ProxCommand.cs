@@ -37,7 +37,9 @@ internal static class ProxCommand
             using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
 
             var batch = ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, set.Samples, progress, workers));
+            SampleSetWriter.BeginReplacing(output);
             var files = SampleSetWriter.Write(output, batch.Samples, set.Count, 0, set.SampleShape);
+            SampleSetWriter.RemoveStale(output, files);
             var report = new JsonObject
             {
                 ["command"] = "prox",

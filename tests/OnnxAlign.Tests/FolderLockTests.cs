@@ -44,3 +44,23 @@ public class FolderLockTests
         resumed.WaitForExit();
     }
 }
+
+/// <summary>Issue #17, item 5: an overwrite leaves exactly the new run, never the old report beside new files or the old run's extra images.</summary>
+public class OverwriteTests
+{
+    [Fact]
+    public void ASmallerRunReplacesALargerOneCompletely()
+    {
+        string output = Path.Combine(TestSupport.TempDirectory(), "run");
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm-image"), "--count", "12", "--steps", "5", "--out", output);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(12, Directory.GetFiles(output, "sample_*.png").Length);
+        (code, _, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm-image"), "--count", "3", "--steps", "5", "--seed", "9", "--out", output, "--overwrite");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(3, Directory.GetFiles(output, "sample_*.png").Length);
+        var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
+        Assert.Equal(9, (long)report["seed"]!);
+        var listed = report["files"]!.AsArray().Select(f => (string)f!).Append("report.json").Order().ToArray();
+        Assert.Equal(listed, Directory.GetFiles(output).Select(Path.GetFileName).Order().ToArray());
+    }
+}

@@ -45,6 +45,30 @@ public static class SampleSetWriter
             throw new ConfigException($"--out {directory}: already holds a run (report.json); pass --overwrite or choose another folder");
     }
 
+    /// <summary>
+    /// Before a run writes its files into a folder that may hold an earlier run (--overwrite): the old
+    /// <c>report.json</c> goes first, so that a report never describes files that are not the ones beside it.
+    /// </summary>
+    public static void BeginReplacing(string directory)
+    {
+        string report = Path.Combine(directory, "report.json");
+        if (File.Exists(report)) File.Delete(report);
+    }
+
+    /// <summary>
+    /// After a run wrote <paramref name="keep"/>: removes the files an earlier run left that this one did not write
+    /// (samples and images of a larger run, base sets, grids), so that the folder holds exactly this run. Only files
+    /// of the names runs write are touched.
+    /// </summary>
+    public static void RemoveStale(string directory, IEnumerable<string> keep)
+    {
+        var kept = new HashSet<string>(keep, StringComparer.Ordinal);
+        string[] patterns = ["samples.npy", "base.npy", "theta.npy", "latents.npy", "sample_*.png", "base_*.png", "grid.png", "base_grid.png", "error.log"];
+        foreach (string pattern in patterns)
+            foreach (string path in Directory.GetFiles(directory, pattern))
+                if (!kept.Contains(Path.GetFileName(path))) File.Delete(path);
+    }
+
     /// <summary>Writes the files; returns their names relative to <paramref name="directory"/>. Images are named by run
     /// index: <paramref name="firstIndex"/> + i, or <paramref name="indices"/>[i] when samples were skipped.</summary>
     public static IReadOnlyList<string> Write(string directory, ReadOnlySpan<float> samples, int count, int firstIndex, IReadOnlyList<int> sampleShape,
