@@ -49,6 +49,8 @@ internal static class GenerateCommand
             // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
             if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
             var shardValue = Shard.Parse(parse.GetValue(shard)!);
+            if (shardValue.Range(n).Length == 0)
+                throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds no samples of --count {n} (use at most {n} shards)");
             string output = parse.GetValue(outDir)!;
             if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
 

@@ -256,6 +256,7 @@ public class BadInputTests
     [Theory]
     [InlineData("generate|{toy}|--tilt|{dir}/theta3.npy", "theta3.npy")]
     [InlineData("generate|{toy}|--count|2147483647", "--count 2147483647")]
+    [InlineData("generate|{toy}|--count|2|--shard|0/4", "holds no samples")]
     [InlineData("generate|{toy}|--threads|100000", "--threads 100000")]
     [InlineData("generate|{toy}|--eta|1e6", "--eta")]
     [InlineData("generate|{toy}|--init-noise|/dev/zero|--count|2", "missing NumPy magic")]

@@ -86,6 +86,7 @@ public static class SampleSetWriter
             ImageFiles.WritePng(Path.Combine(directory, name), samples.Slice(i * size, size), sampleShape);
             written.Add(name);
         }
+        if (count == 0) return written;   // every sample was skipped: nothing to show
         string grid = stem == "samples" ? "grid.png" : $"{stem}_grid.png";
         ImageFiles.WriteGrid(Path.Combine(directory, grid), samples, Math.Min(count, GridLimit), sampleShape);
         written.Add(grid);
