@@ -296,4 +296,29 @@ public class BadInputTests
         Assert.Equal(2, code);
         Assert.Contains("--out", stderr);
     }
+
+    private sealed class PlantedStore(float[] batch) : IBatchStore
+    {
+        public bool TryLoad(int firstIndex, Span<float> destination)
+        {
+            if (firstIndex != 0 || destination.Length != batch.Length) return false;
+            batch.CopyTo(destination);
+            return true;
+        }
+        public void Save(int firstIndex, ReadOnlySpan<float> values, IReadOnlyList<int> shape) { }
+    }
+
+    [Fact]
+    public void ANaNPlantedInASavedBatchIsDamageUnderStopAndASkipUnderSkip()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var ddim = Sampler.Create("ddim", model.Config, 5);
+        var store = new PlantedStore([0.1f, 0.2f, float.NaN, 0.4f]);
+        var stop = new GenerationRequest { Count = 4, BatchSize = 2, Checkpoint = store };
+        var e = Assert.Throws<ConfigException>(() => Generation.Run(denoiser, ddim, stop));
+        Assert.Contains("damaged", e.Message);
+        var skipped = Generation.Run(denoiser, ddim, stop with { OnNonFinite = NonFinitePolicy.Skip });
+        Assert.Equal([1], skipped.Skipped);
+    }
 }

@@ -155,7 +155,13 @@ public static class Generation
             if (request.Checkpoint?.TryLoad(start + offset, x) == true)
             {
                 for (int b = 0; b < batch; b++)
-                    if (!AllFinite(x.Slice(b * size, size))) skipped.Add(start + offset + b); // only a skip run saves such rows
+                {
+                    if (AllFinite(x.Slice(b * size, size))) continue;
+                    // Only a skip run saves such rows; under stop one is damage, not a result to drop silently.
+                    if (request.OnNonFinite == NonFinitePolicy.Stop)
+                        throw new ConfigException($"--resume: the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run under --on-nan stop never saves: the checkpoint is damaged; use --overwrite to start over");
+                    skipped.Add(start + offset + b);
+                }
                 stepsDone += (long)sampler.Steps * batch;
                 progress?.Invoke(new GenerationProgress(offset + batch, length, stepsDone, stepsTotal));
                 continue;
