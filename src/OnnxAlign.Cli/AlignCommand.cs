@@ -220,7 +220,7 @@ internal static class AlignCommand
         int size = shape.Aggregate(1, (a, b) => a * b);
         SampleSet Read(string sub)
         {
-            var set = SampleSetReader.Read(Path.Combine(dir, sub));
+            var set = UsageException.ForFlag("--preferences", () => SampleSetReader.Read(Path.Combine(dir, sub)));
             if (set.Samples.Length != set.Count * size) throw new ConfigException($"{Path.Combine(dir, sub)}: samples of shape [{string.Join(", ", set.SampleShape)}], the model's are [{string.Join(", ", shape)}]");
             return set;
         }

@@ -117,5 +117,13 @@ namespace OnnxAlign.Cli
     }
 
     /// <summary>A command-line value that is well-formed but not acceptable (the message names the flag).</summary>
-    internal sealed class UsageException(string message) : Exception(message);
+    internal sealed class UsageException(string message) : Exception(message)
+    {
+        /// <summary>Runs a library read whose errors name the file only, and puts the flag it came from in front.</summary>
+        public static T ForFlag<T>(string flag, Func<T> read)
+        {
+            try { return read(); }
+            catch (ConfigException e) { throw new UsageException($"{flag} {e.Message}"); }
+        }
+    }
 }

@@ -31,7 +31,7 @@ internal static class ProxCommand
             string output = parse.GetValue(outDir)!;
             int? workers = parse.GetValue(threads);
             if (workers is < 1) throw new UsageException($"--threads {workers}: expected a positive integer");
-            var set = SampleSetReader.Read(parse.GetValue(input)!);
+            var set = UsageException.ForFlag("--in", () => SampleSetReader.Read(parse.GetValue(input)!));
             string? modelDirectory = parse.GetValue(model) is { } m ? Model.DiffusionModel.Locate(m).Directory : null;
             var oracle = prox.CreateOracle(parse, parse.GetValue(reward)!, parse.GetValue(lambda), set.SampleShape, modelDirectory);
             using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));

@@ -26,10 +26,11 @@ internal static class QualityCommand
         var samples = new Option<string?>("--samples") { Description = "Evaluate these samples (.npy or a run folder) instead of generating." };
         var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator)." };
         var output = new Option<string?>("--out") { Description = "Write the figures as JSON to this file." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --out file." };
         var writeReference = new Option<string?>("--write-reference") { Description = "Developers: compute the reference feature statistics from these real images (.npy, values in [−1, 1] or bytes 0..255) into the evaluator folder, then exit." };
         var command = new Command("quality", "Sample quality of a model: evaluator class histogram, confidence and Fréchet distance to the test set.")
         {
-            model, count, steps, sampler, seed, batch, samples, evaluatorDir, output, writeReference,
+            model, count, steps, sampler, seed, batch, samples, evaluatorDir, output, overwrite, writeReference,
         };
         var runtime = new RuntimeOptions();
         foreach (var option in runtime.All) command.Options.Add(option);
@@ -53,6 +54,8 @@ internal static class QualityCommand
                 return 0;
             }
 
+            if (parse.GetValue(output) is { } target && File.Exists(target) && !parse.GetValue(overwrite))
+                throw new UsageException($"--out {target}: exists; pass --overwrite to replace it");
             var located = DiffusionModel.Locate(modelPath);
             using var denoiser = located.OpenDenoiser(options);
             var sampleShape = denoiser.SampleShape;
@@ -62,7 +65,10 @@ internal static class QualityCommand
             JsonObject generation = new();
             if (parse.GetValue(samples) is { } given)
             {
-                var set = SampleSetReader.Read(given);
+                var set = UsageException.ForFlag("--samples", () => SampleSetReader.Read(given));
+                if (!set.SampleShape.SequenceEqual(evaluator.SampleShape))
+                    throw new UsageException($"--samples {given}: samples of shape [{string.Join(", ", set.SampleShape)}], the evaluator takes [{string.Join(", ", evaluator.SampleShape)}]");
+                if (set.Count < 2) throw new UsageException($"--samples {given}: {set.Count} sample; the Fréchet distance needs at least 2");
                 (data, n) = (set.Samples, set.Count);
                 generation["samples"] = given;
             }

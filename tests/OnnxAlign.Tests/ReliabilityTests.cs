@@ -234,6 +234,9 @@ public class BadInputTests
         string dir = TestSupport.TempDirectory();
         NpyFile.Write(Path.Combine(dir, "theta3.npy"), [1f, 2f, 3f], [3]);
         NpyFile.Write(Path.Combine(dir, "noise3x2.npy"), new float[6], [3, 2]);
+        NpyFile.Write(Path.Combine(dir, "one.npy"), new float[1024], [1, 1, 32, 32]);
+        NpyFile.Write(Path.Combine(dir, "small.npy"), new float[5 * 784], [5, 1, 28, 28]);
+        File.WriteAllText(Path.Combine(dir, "exists.json"), "{}");
         NpyFile.Write(Path.Combine(dir, "noise-nan.npy"), [0f, float.NaN, 0f, 0f], [2, 2]);
         File.WriteAllText(Path.Combine(dir, "a-file"), "not a folder");
         // A network whose inputs match no convention: the classifier (input x → logits), with a config beside it.
@@ -274,6 +277,11 @@ public class BadInputTests
     [InlineData("align|{toy}|--constraint|brightness>=0.1|--threads|0", "--threads 0")]
     [InlineData("sweep|{fashion}|--reward|class:Trouser|--device|cuda:x", "expected cpu, cuda or cuda:N")]
     [InlineData("quality|{fashion}|--count|4|--threads|-1", "--threads -1")]
+    [InlineData("quality|{fashion}|--samples|{dir}/one.npy", "needs at least 2")]
+    [InlineData("quality|{fashion}|--samples|{dir}/small.npy", "the evaluator takes [1, 32, 32]")]
+    [InlineData("quality|{fashion}|--samples|{dir}/small.npy|--out|{dir}/exists.json", "--out")]
+    [InlineData("quality|{fashion}|--samples|{dir}/missing.npy", "--samples")]
+    [InlineData("align|{toy}|--preferences|{dir}/images", "--preferences")]
     public void BadInputIsOneLineExitTwoAndNothingWritten(string command, string mentioned)
     {
         string dir = Fixtures();

@@ -23,17 +23,17 @@ public static class SampleSetReader
         if (File.Exists(path))
         {
             if (!path.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))
-                throw new ConfigException($"--in {path}: expected a .npy file or a folder of images");
+                throw new ConfigException($"{path}: expected a .npy file or a folder of images");
             return FromArray(NpyFile.Read(path), path);
         }
-        if (!Directory.Exists(path)) throw new ConfigException($"--in {path}: no such file or folder");
+        if (!Directory.Exists(path)) throw new ConfigException($"{path}: no such file or folder");
         string npy = Path.Combine(path, "samples.npy");
         if (File.Exists(npy)) return FromArray(NpyFile.Read(npy), npy);
 
         var images = Directory.EnumerateFiles(path)
             .Where(f => ImageFiles.Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()) && !Path.GetFileName(f).EndsWith("grid.png", StringComparison.Ordinal))
             .Order(StringComparer.Ordinal).ToArray();
-        if (images.Length == 0) throw new ConfigException($"--in {path}: the folder holds no samples.npy and no images");
+        if (images.Length == 0) throw new ConfigException($"{path}: the folder holds no samples.npy and no images");
         var shape = ImageFiles.ProbeShape(images[0]);
         int size = shape[0] * shape[1] * shape[2];
         var samples = new float[images.Length * size];
