@@ -134,7 +134,8 @@ internal static class GenerateCommand
                 partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
                 RunReport.Write(output, partial);
                 Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(output)} " +
-                                        "(--on-nan skip drops such samples and goes on)");
+                                        (nanPolicy == NonFinitePolicy.Skip ? "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)"
+                                                                           : "(--on-nan skip drops such samples and goes on)"));
                 return 3;
             }
             if (tilted is not null) AlignmentReport.Report(alignment, plan!, tilted, drift!, denoiser, range, samplerInstance, request, result);

@@ -54,6 +54,8 @@ public sealed class NoiseSpaceSmc
         var resampler = new NoiseStream(Settings.Seed, -2 - (long)system);
         long evaluations = 0;
         var (samples, g) = Map(noise, n, system, 0, ref evaluations, cancellation);
+        if (g.All(v => double.IsNegativeInfinity(v)))
+            throw new NonFiniteException(_sampler.Steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
         var logWeights = new double[n];
         double beta = 0, logNormalizer = 0, rho = 0.5;
         int resamplings = 0, move = 0;

@@ -125,6 +125,7 @@ public sealed class TwistedSmc
                 logWeights[b] += h - twist[b];
                 twist[b] = h;
             }
+            if (dead.All(v => v)) throw new NonFiniteException(i + 1, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
             if (Ess(logWeights) < Settings.ResampleThreshold * n)
             {
                 logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
@@ -186,7 +187,8 @@ public sealed class TwistedSmc
             if (!double.IsFinite(g)) { Drop(b, steps, system * n + b); continue; }
             logWeights[b] += g - twist[b];
         }
-        if (dead.All(v => v)) throw new InvalidOperationException($"every particle of SMC system {system} turned NaN/±∞");
+        // Every particle of the system turned NaN/±∞: nothing to weigh, whatever the policy.
+        if (dead.All(v => v)) throw new NonFiniteException(steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
         logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
         return new SmcSystem(x, logWeights, logNormalizer, resamplings, evaluations, dead.Count(v => v));
 
