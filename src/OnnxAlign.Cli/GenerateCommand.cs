@@ -55,6 +55,8 @@ internal static class GenerateCommand
             if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
 
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
+            RunReport.CheckReference(located);
             var options = runtime.For(parse, ParseShape(parse.GetValue(shape)));
             NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
             var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);

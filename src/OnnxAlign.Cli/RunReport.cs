@@ -76,6 +76,13 @@ internal static class RunReport
         return report;
     }
 
+    /// <summary>Reads the model folder's <c>mixture.json</c> when it has one, so that a damaged file is an input error before anything is written.</summary>
+    public static void CheckReference(DiffusionModel model)
+    {
+        string path = Path.Combine(model.Directory, "mixture.json");
+        if (File.Exists(path)) GaussianMixture.Load(path);
+    }
+
     /// <summary>Per-coordinate mean and covariance for low-dimensional samples; overall value statistics otherwise.</summary>
     public static JsonObject Statistics(ReadOnlySpan<float> samples, int sampleSize)
     {

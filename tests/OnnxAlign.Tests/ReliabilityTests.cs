@@ -244,6 +244,14 @@ public class BadInputTests
         Directory.CreateDirectory(wrong);
         File.Copy(Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "classifier", "model.onnx"), Path.Combine(wrong, "model.onnx"));
         File.Copy(Path.Combine(TestSupport.Toy("gmm2d"), "scheduler_config.json"), Path.Combine(wrong, "scheduler_config.json"));
+        // A toy whose ground-truth mixture.json is garbage, and one whose data_moments.json has a bad variance.
+        foreach (var (name, file, text) in new[] { ("bad-mixture", "mixture.json", "{ not json"), ("bad-moments", "data_moments.json", """{"variance": "x"}"""), ("negative-moments", "data_moments.json", """{"variance": -1}""") })
+        {
+            string folder = Path.Combine(dir, name);
+            Directory.CreateDirectory(folder);
+            foreach (var f in new[] { "model.onnx", "scheduler_config.json" }) File.Copy(Path.Combine(TestSupport.Toy("gmm2d"), f), Path.Combine(folder, f));
+            File.WriteAllText(Path.Combine(folder, file), text);
+        }
         // A model folder without a scheduler config.
         string noConfig = Path.Combine(dir, "no-config");
         Directory.CreateDirectory(noConfig);
@@ -260,6 +268,9 @@ public class BadInputTests
     [InlineData("generate|{toy}|--tilt|{dir}/theta3.npy", "theta3.npy")]
     [InlineData("generate|{toy}|--count|2147483647", "--count 2147483647")]
     [InlineData("generate|{toy}|--count|2|--shard|0/4", "holds no samples")]
+    [InlineData("generate|{dir}/bad-mixture", "mixture.json: not a readable mixture")]
+    [InlineData("generate|{dir}/bad-moments", "data_moments.json")]
+    [InlineData("generate|{dir}/negative-moments", "must be a finite number > 0")]
     [InlineData("generate|{toy}|--threads|100000", "--threads 100000")]
     [InlineData("generate|{toy}|--eta|1e6", "--eta")]
     [InlineData("generate|{toy}|--init-noise|/dev/zero|--count|2", "missing NumPy magic")]

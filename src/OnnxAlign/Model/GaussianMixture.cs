@@ -120,8 +120,20 @@ public sealed record GaussianMixture
     }
 
     /// <summary>Reads <c>mixture.json</c>.</summary>
-    public static GaussianMixture Load(string path) =>
-        JsonSerializer.Deserialize<GaussianMixture>(File.ReadAllText(path)) ?? throw new ConfigException($"{path}: empty mixture");
+    /// <exception cref="ConfigException">Unreadable, not JSON, or not a mixture (weights, means and stds of one length, positive stds).</exception>
+    public static GaussianMixture Load(string path)
+    {
+        GaussianMixture? mixture;
+        try { mixture = JsonSerializer.Deserialize<GaussianMixture>(File.ReadAllText(path)); }
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            throw new ConfigException($"{path}: not a readable mixture ({e.Message})");
+        }
+        if (mixture is null || mixture.Weights.Length == 0 || mixture.Means.Length != mixture.Weights.Length || mixture.Stds.Length != mixture.Weights.Length
+            || mixture.Means.Any(m => m is null || m.Length != mixture.Means[0].Length) || mixture.Stds.Any(s => !(s > 0)) || mixture.Weights.Any(w => !(w >= 0)))
+            throw new ConfigException($"{path}: expected weights, means and stds of one length per component (stds > 0, weights ≥ 0)");
+        return mixture;
+    }
 
     /// <summary>The JSON text of the mixture.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true });
