@@ -93,7 +93,7 @@ internal sealed class TiltOptions
         int reference = parse.GetValue(_reference), nodes = parse.GetValue(_logzNodes), perNode = parse.GetValue(_logzSamples);
         if (reference < 0) throw new UsageException($"--reference-count {reference}: expected ≥ 0");
         if (nodes < 1) throw new UsageException($"--logz-nodes {nodes}: expected ≥ 1");
-        if (perNode < 0) throw new UsageException($"--logz-samples {perNode}: expected ≥ 0");
+        if (perNode is < 0 or 1) throw new UsageException($"--logz-samples {perNode}: expected 0 (no estimate) or ≥ 2");
 
         LinearReward? reward = null;
         FeatureReward? mixture = null;

@@ -133,6 +133,7 @@ public class RewardTests
     [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--proposal-scale", "2" }, "--proposal-scale 2")]
     [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--shard", "0/2" }, "--shard")]
     [InlineData(new[] { "--count", "1,000" }, "--count '1,000'")]
+    [InlineData(new[] { "--reward", "brightness", "--lambda", "1", "--tilt-mode", "fast", "--logz-samples", "1" }, "--logz-samples 1")]
     public void CliRejectsBadAlignmentFlags(string[] flags, string mentioned)
     {
         var (code, _, stderr) = CliTests.Onnxalign(["generate", TestSupport.Toy("gmm2d"), "--out", Path.Combine(TestSupport.TempDirectory(), "r"), .. flags]);
