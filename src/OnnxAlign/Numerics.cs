@@ -3,6 +3,15 @@ namespace OnnxAlign;
 /// <summary>Small numerical helpers shared across the library.</summary>
 public static class Numerics
 {
+    /// <summary>⟨a, b⟩ in double precision.</summary>
+    public static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException("vectors of different lengths");
+        double sum = 0;
+        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
     /// <summary>log Σ exp(v), overflow-safe (shifted by the maximum).</summary>
     public static double LogSumExp(ReadOnlySpan<double> values)
     {

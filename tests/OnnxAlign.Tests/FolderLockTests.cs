@@ -22,7 +22,7 @@ public class FolderLockTests
     }
 
     [Fact]
-    public void ASecondRunOnALiveFolderIsRefusedAndInterruptingTheFirstSaysHowToResume()
+    public async Task ASecondRunOnALiveFolderIsRefusedAndInterruptingTheFirstSaysHowToResume()
     {
         string output = Path.Combine(TestSupport.TempDirectory(), "run");
         using var first = Start(output);
@@ -35,7 +35,7 @@ public class FolderLockTests
         using (var kill = Process.Start("kill", ["-INT", first.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!) kill.WaitForExit();
         Assert.True(first.WaitForExit(30_000), "the interrupted run did not stop");
         Assert.Equal(130, first.ExitCode);
-        Assert.Contains("--resume", stderrTask.Result);
+        Assert.Contains("--resume", await stderrTask);
         Assert.Empty(Directory.GetFiles(output, ".*.tmp").Concat(Directory.GetFiles(Path.Combine(output, ".partial"), ".*.tmp")));
 
         // The lock died with the process: the folder can be resumed (and is killed again here to keep the test short).

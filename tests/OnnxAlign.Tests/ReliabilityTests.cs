@@ -118,7 +118,7 @@ public class NonFiniteTests
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
         var random = new Random(7);
         var data = Enumerable.Range(0, count * 2).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
-        data[poisoned * 2 + 1] = float.NaN;
+        data[poisoned * 2 + 1] = 3e38f;   // finite (x_T is checked for NaN) but overflows at the first step, as a faulty network would
         return (model, new NpyArray(data, [count, 2]));
     }
 

@@ -134,10 +134,5 @@ public sealed class FeatureLogPartition
         return _cache.GetOrAdd(key, stats);
     }
 
-    internal static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
-    {
-        double s = 0;
-        for (int i = 0; i < a.Length; i++) s += a[i] * b[i];
-        return s;
-    }
+    internal static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b) => Numerics.Dot(a, b);
 }

@@ -363,7 +363,11 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             if (_owner._sampleType == TensorElementType.Float16)
             {
                 var input = MemoryMarshal.Cast<byte, Half>(_sample.GetTensorMutableRawData());
+#if NET9_0_OR_GREATER
                 TensorPrimitives.ConvertToHalf(rows, input);
+#else
+                for (int i = 0; i < rows.Length; i++) input[i] = (Half)rows[i];
+#endif
                 input[rows.Length..].Clear(); // padding of a fixed-batch model's last chunk
             }
             else
@@ -378,7 +382,14 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         public void ReadOutput(Span<float> rows)
         {
             if (_owner._sampleType == TensorElementType.Float16)
-                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(_output.GetTensorMutableRawData())[..rows.Length], rows);
+            {
+                var output = MemoryMarshal.Cast<byte, Half>(_output.GetTensorMutableRawData())[..rows.Length];
+#if NET9_0_OR_GREATER
+                TensorPrimitives.ConvertToSingle(output, rows);
+#else
+                for (int i = 0; i < rows.Length; i++) rows[i] = (float)output[i];
+#endif
+            }
             else
                 _output.GetTensorDataAsSpan<float>()[..rows.Length].CopyTo(rows);
         }

@@ -40,7 +40,7 @@ public sealed class FeatureReward : Reward
     /// <summary>z = Ax + c for one sample.</summary>
     public void Project(ReadOnlySpan<double> x, Span<double> z)
     {
-        for (int j = 0; j < FeatureCount; j++) z[j] = System.Numerics.Tensors.TensorPrimitives.Dot(Feature(j), x) + _offsets[j];
+        for (int j = 0; j < FeatureCount; j++) z[j] = Numerics.Dot(Feature(j), x) + _offsets[j];
     }
 
     /// <summary>z = Ax + c for one float sample.</summary>

@@ -30,7 +30,7 @@ public sealed class LinearReward : Reward
     public override double Evaluate(ReadOnlySpan<float> x) => TensorPrimitives.Dot(_direction, x) + Offset;
 
     /// <inheritdoc/>
-    public override double Evaluate(ReadOnlySpan<double> x) => TensorPrimitives.Dot(_directionDouble, x) + Offset;
+    public override double Evaluate(ReadOnlySpan<double> x) => Numerics.Dot(_directionDouble, x) + Offset;
 
     /// <inheritdoc/>
     public override double Gradient(ReadOnlySpan<double> x, Span<double> gradient)

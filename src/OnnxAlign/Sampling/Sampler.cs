@@ -149,8 +149,7 @@ public abstract class Sampler
         if (Config.ClipSample)
         {
             float range = (float)Config.ClipSampleRange;
-            TensorPrimitives.Min(x0, range, x0);
-            TensorPrimitives.Max(x0, -range, x0);
+            for (int i = 0; i < x0.Length; i++) x0[i] = Math.Clamp(x0[i], -range, range);
         }
     }
 
