@@ -5,6 +5,7 @@ using OnnxAlign.Output;
 namespace OnnxAlign.Tests;
 
 /// <summary>The exact tilt from the command line: its report, its resume, and the verify audit (issue #15).</summary>
+[Trait("Category", "Slow")]
 public class ExactTiltCliTests
 {
     [Fact]

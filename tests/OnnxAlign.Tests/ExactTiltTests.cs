@@ -15,6 +15,7 @@ namespace OnnxAlign.Tests;
 /// checked too, within the discretisation error. The SMC's weights must recover the target from proposals far from it
 /// (a quarter of θ, 1.6 θ), so a wrong weight fails these tests.
 /// </summary>
+[Trait("Category", "Slow")]
 public class ExactTiltTests
 {
     private static readonly double[] Theta = TiltTests.LargeTheta;  // moves ~99.7 % of the mass to the 20 % component

@@ -8,6 +8,7 @@ using Xunit.Abstractions;
 namespace OnnxAlign.Tests;
 
 /// <summary>The bundled trained Fashion-MNIST DDPM (issue #6): loads, is deterministic, and a class tilt works on it.</summary>
+[Trait("Category", "Slow")]
 public class FashionModelTests(ITestOutputHelper output)
 {
     private static string Fashion => Path.Combine(TestSupport.RepositoryRoot, "models", "fashion");

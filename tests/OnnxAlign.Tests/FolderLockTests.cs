@@ -3,6 +3,7 @@ using System.Diagnostics;
 namespace OnnxAlign.Tests;
 
 /// <summary>Issue #17: one live run per output folder, and an interrupt that stops between writes and says how to resume.</summary>
+[Trait("Category", "Slow")]
 public class FolderLockTests
 {
     private static readonly string[] LongRun = ["--count", "256", "--batch", "4", "--steps", "1000", "--threads", "1"];

@@ -178,6 +178,7 @@ public class NonFiniteTests
 }
 
 /// <summary>Issue #9: a killed run leaves only complete files, and --resume finishes it with exactly the files of an uninterrupted run.</summary>
+[Trait("Category", "Slow")]
 public class ResumeTests
 {
     private static readonly string[] Arguments = ["--count", "48", "--batch", "4", "--steps", "100", "--sampler", "ddim", "--seed", "3", "--threads", "1"];
