@@ -7,12 +7,29 @@ namespace OnnxAlign.Tests;
 /// <summary>The <c>onnxalign</c> command as a user runs it (a separate process).</summary>
 public class CliTests
 {
-    internal static (int Code, string Out, string Err) Onnxalign(params string[] args)
+    /// <summary>Starts <c>onnxalign ARGS</c> as a separate process with redirected output.</summary>
+    internal static Process Start(params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
-        using var p = Process.Start(start)!;
+        return Process.Start(start)!;
+    }
+
+    /// <summary>Starts <c>onnxalign ARGS</c> and returns once <paramref name="files"/> files match <paramref name="pattern"/> in <paramref name="folder"/> (the run is then in progress).</summary>
+    internal static Process StartAndWaitFor(string folder, string pattern, int files, params string[] args)
+    {
+        var process = Start(args);
+        var clock = Stopwatch.StartNew();
+        while (!(Directory.Exists(folder) && Directory.GetFiles(folder, pattern).Length >= files) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
+            Thread.Sleep(10);
+        Assert.False(process.HasExited, "the run finished before the test could act on it; make it longer");
+        return process;
+    }
+
+    internal static (int Code, string Out, string Err) Onnxalign(params string[] args)
+    {
+        using var p = Start(args);
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException("onnxalign did not finish"); }

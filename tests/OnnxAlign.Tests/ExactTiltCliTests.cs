@@ -42,16 +42,8 @@ public class ExactTiltCliTests
                               "--max-particles-per-sample", "4", "--ess-per-sample", "100", "--threads", "1", "--seed", "2"];
         var (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. arguments, "--out", whole]);
         Assert.True(code == 0, stderr);
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"), "generate", model }.Concat(arguments).Concat(["--out", resumed]))
-            start.ArgumentList.Add(a);
-        using (var process = System.Diagnostics.Process.Start(start)!)
+        using (var process = CliTests.StartAndWaitFor(Path.Combine(resumed, ".partial"), "smc_system_*.json", 2, ["generate", model, .. arguments, "--out", resumed]))
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            string partial = Path.Combine(resumed, ".partial");
-            while (!(Directory.Exists(partial) && Directory.GetFiles(partial, "smc_system_*.json").Length >= 2) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
-                Thread.Sleep(10);
-            Assert.False(process.HasExited, "the run finished before it could be killed; make it longer");
             process.Kill(entireProcessTree: true);
             process.WaitForExit();
         }

@@ -8,19 +8,8 @@ public class FolderLockTests
 {
     private static readonly string[] LongRun = ["--count", "256", "--batch", "4", "--steps", "1000", "--threads", "1"];
 
-    private static Process Start(string output)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"), "generate", TestSupport.Toy("tiny-unet") }.Concat(LongRun).Concat(["--out", output]))
-            start.ArgumentList.Add(a);
-        var process = Process.Start(start)!;
-        var clock = Stopwatch.StartNew();
-        string partial = Path.Combine(output, ".partial");
-        while (!(Directory.Exists(partial) && Directory.GetFiles(partial, "batch_*.npy").Length >= 1) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
-            Thread.Sleep(10);
-        Assert.False(process.HasExited, "the run finished before the test could act; make it longer");
-        return process;
-    }
+    private static Process Start(string output) =>
+        CliTests.StartAndWaitFor(Path.Combine(output, ".partial"), "batch_*.npy", 1, ["generate", TestSupport.Toy("tiny-unet"), .. LongRun, "--out", output]);
 
     [Fact]
     public async Task ASecondRunOnALiveFolderIsRefusedAndInterruptingTheFirstSaysHowToResume()

@@ -192,16 +192,8 @@ public class ResumeTests
         Assert.True(code == 0, stderr);
 
         // Start the same run and kill it once two batches are saved.
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll"), "generate", model }.Concat(Arguments).Concat(["--out", resumed]))
-            start.ArgumentList.Add(a);
-        using (var process = System.Diagnostics.Process.Start(start)!)
+        using (var process = CliTests.StartAndWaitFor(Path.Combine(resumed, ".partial"), "batch_*.npy", 2, ["generate", model, .. Arguments, "--out", resumed]))
         {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            string partial = Path.Combine(resumed, ".partial");
-            while (!(Directory.Exists(partial) && Directory.GetFiles(partial, "batch_*.npy").Length >= 2) && !process.HasExited && clock.Elapsed.TotalSeconds < 60)
-                Thread.Sleep(10);
-            Assert.False(process.HasExited, "the run finished before it could be killed; make it longer");
             process.Kill(entireProcessTree: true);
             process.WaitForExit();
         }

@@ -44,14 +44,7 @@ public sealed class NoiseSpaceSmc
     public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
     {
         int n = Settings.ParticlesPerSystem, d = _base.SampleSize;
-        var noise = new float[n * d];
-        var streams = new NoiseStream[n];
-        for (int b = 0; b < n; b++)
-        {
-            streams[b] = new NoiseStream(Settings.Seed, (long)system * n + b);
-            streams[b].NextGaussian(noise.AsSpan(b * d, d));
-        }
-        var resampler = new NoiseStream(Settings.Seed, -2 - (long)system);
+        var (noise, streams, resampler) = SmcParticles.Start(Settings.Seed, system, n, d);
         long evaluations = 0;
         var (samples, g) = Map(noise, n, system, 0, ref evaluations, cancellation);
         if (g.All(v => double.IsNegativeInfinity(v)))
@@ -77,14 +70,9 @@ public sealed class NoiseSpaceSmc
             beta = Math.Min(next, 1);
             if (beta >= 1) break;
 
-            logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
-            var ancestors = WeightedSamples.Systematic(WeightedSamples.Normalize(logWeights), n, resampler.NextDouble());
-            TwistedSmc.Permute(ancestors, d, noise, samples);
+            var (logMean, ancestors) = SmcParticles.Resample(logWeights, resampler, streams, resamplings, d, noise, samples);
+            logNormalizer += logMean;
             g = ancestors.Select(a => g[a]).ToArray();
-            var split = new NoiseStream[n];
-            for (int b = 0; b < n; b++) split[b] = streams[ancestors[b]].Split(((long)resamplings << 20) + b);
-            streams = split;
-            Array.Clear(logWeights);
             resamplings++;
 
             for (int m = 0; m < MovesPerStage; m++)
@@ -136,7 +124,7 @@ public sealed class NoiseSpaceSmc
         for (int b = 0; b < n; b++)
         {
             var row = x.AsSpan(b * d, d);
-            g[b] = TwistedSmc.AllFinite(row) ? _target(row) : double.NaN;
+            g[b] = SmcParticles.AllFinite(row) ? _target(row) : double.NaN;
             if (double.IsFinite(g[b])) continue;
             if (Settings.OnNonFinite == NonFinitePolicy.Stop)
                 throw new NonFiniteException(_sampler.Steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));

@@ -83,14 +83,7 @@ public sealed class TwistedSmc
     public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
     {
         int n = Settings.ParticlesPerSystem, d = _base.SampleSize, steps = _sampler.Steps;
-        var x = new float[n * d];
-        var streams = new NoiseStream[n];
-        for (int b = 0; b < n; b++)
-        {
-            streams[b] = new NoiseStream(Settings.Seed, (long)system * n + b);
-            streams[b].NextGaussian(x.AsSpan(b * d, d));
-        }
-        var resampler = new NoiseStream(Settings.Seed, -2 - (long)system);
+        var (x, streams, resampler) = SmcParticles.Start(Settings.Seed, system, n, d);
         var proposalNoise = new float[n * d];
         var baseNoise = new float[n * d];
         var baseMean = new float[n * d];
@@ -117,7 +110,7 @@ public sealed class TwistedSmc
             {
                 if (dead[b]) continue;
                 double h = _target(denoised.AsSpan(b * d, d));
-                if (!double.IsFinite(h) || !AllFinite(proposalNoise.AsSpan(b * d, d)) || !AllFinite(baseNoise.AsSpan(b * d, d)))
+                if (!double.IsFinite(h) || !SmcParticles.AllFinite(proposalNoise.AsSpan(b * d, d)) || !SmcParticles.AllFinite(baseNoise.AsSpan(b * d, d)))
                 {
                     Drop(b, i + 1, system * n + b);
                     continue;
@@ -128,16 +121,11 @@ public sealed class TwistedSmc
             if (dead.All(v => v)) throw new NonFiniteException(i + 1, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
             if (Ess(logWeights) < Settings.ResampleThreshold * n)
             {
-                logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
-                var ancestors = WeightedSamples.Systematic(WeightedSamples.Normalize(logWeights), n, resampler.NextDouble());
-                Permute(ancestors, d, x, proposalNoise, baseNoise);
+                var (logMean, ancestors) = SmcParticles.Resample(logWeights, resampler, streams, i, d, x, proposalNoise, baseNoise);
+                logNormalizer += logMean;
                 proposalState.Permute(ancestors);
                 baseState.Permute(ancestors);
                 twist = ancestors.Select(a => twist[a]).ToArray();
-                var split = new NoiseStream[n];
-                for (int b = 0; b < n; b++) split[b] = streams[ancestors[b]].Split(((long)i << 20) + b);
-                streams = split;
-                Array.Clear(logWeights);
                 Array.Clear(dead);
                 resamplings++;
             }
@@ -183,7 +171,7 @@ public sealed class TwistedSmc
         {
             if (dead[b]) continue;
             var row = x.AsSpan(b * d, d);
-            double g = AllFinite(row) ? _target(row) : double.NaN;
+            double g = SmcParticles.AllFinite(row) ? _target(row) : double.NaN;
             if (!double.IsFinite(g)) { Drop(b, steps, system * n + b); continue; }
             logWeights[b] += g - twist[b];
         }
@@ -206,19 +194,4 @@ public sealed class TwistedSmc
 
     private static double Ess(double[] logWeights) =>
         logWeights.All(double.IsNegativeInfinity) ? 0 : WeightedSamples.EffectiveSampleSize(WeightedSamples.Normalize(logWeights));
-
-    internal static void Permute(IReadOnlyList<int> ancestors, int size, params float[][] buffers)
-    {
-        foreach (var buffer in buffers)
-        {
-            var copy = (float[])buffer.Clone();
-            for (int b = 0; b < ancestors.Count; b++) Array.Copy(copy, ancestors[b] * size, buffer, b * size, size);
-        }
-    }
-
-    internal static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        foreach (float v in values) if (!float.IsFinite(v)) return false;
-        return true;
-    }
 }
