@@ -64,7 +64,7 @@ internal static class SweepCommand
             var range = tiltOptions.DataRange(parse, located);
             double budget = parse.GetValue(exactBudget);
             if (!(budget >= 1) || budget > 1000) throw new UsageException($"--exact-particles-per-sample {budget}: expected a value in [1, 1000]");
-            var exactSettings = tiltOptions.ReadExact(parse) with { Count = n, MaxParticlesPerSample = budget };
+            var exactSettings = tiltOptions.ReadExact(parse, maxParticles: budget) with { Count = n };
             exactSettings = exactSettings with { Smc = exactSettings.Smc with { Seed = parse.GetValue(seed) } };
             using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
 

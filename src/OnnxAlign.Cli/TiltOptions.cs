@@ -47,16 +47,19 @@ internal sealed class TiltOptions
     };
 
     /// <summary>The exact mode's settings from its options (count, seed and NaN policy are the run's).</summary>
-    public ExactTiltSettings ReadExact(ParseResult parse)
+    /// <param name="parse">The parsed command line.</param>
+    /// <param name="maxParticles">The particle budget per sample when the command sets its own (sweep) instead of --max-particles-per-sample.</param>
+    public ExactTiltSettings ReadExact(ParseResult parse, double? maxParticles = null)
     {
         int particles = parse.GetValue(_particles), moves = parse.GetValue(_moves);
-        double scale = parse.GetValue(_proposalScale), essPerSample = parse.GetValue(_essPerSample), maxParticles = parse.GetValue(_maxParticles);
+        double scale = parse.GetValue(_proposalScale), essPerSample = parse.GetValue(_essPerSample);
+        double budget = maxParticles ?? parse.GetValue(_maxParticles);
         if (particles < 2 || particles > 4096) throw new UsageException($"--particles {particles}: expected 2..4096");
         if (!(scale is >= 0 and <= 1)) throw new UsageException($"--proposal-scale {scale}: expected a value in [0, 1]");
         if (!(essPerSample > 0) || essPerSample > 1000) throw new UsageException($"--ess-per-sample {essPerSample}: expected a value in (0, 1000]");
-        if (!(maxParticles >= 1) || maxParticles > 100_000) throw new UsageException($"--max-particles-per-sample {maxParticles}: expected a value in [1, 100000]");
+        if (!(budget >= 1) || budget > 100_000) throw new UsageException($"--max-particles-per-sample {budget}: expected a value in [1, 100000]");
         if (moves < 1 || moves > 100) throw new UsageException($"--moves {moves}: expected 1..100");
-        return new ExactTiltSettings { ProposalScale = scale, TargetEssPerSample = essPerSample, MaxParticlesPerSample = maxParticles, MovesPerStage = moves,
+        return new ExactTiltSettings { ProposalScale = scale, TargetEssPerSample = essPerSample, MaxParticlesPerSample = budget, MovesPerStage = moves,
                                        Smc = new SmcSettings { ParticlesPerSystem = particles } };
     }
 

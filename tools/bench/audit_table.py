@@ -1,6 +1,6 @@
 """Markdown tables of the tilt audit (tools/bench/tilt_audit.sh) for README and the model cards.
 
-    python3 tools/bench/audit_table.py models/fashion [models/fashion-v ...]
+    python3 tools/bench/audit_table.py [--compact] models/fashion [models/fashion-v ...]
 
 Reads MODEL/logs/verify/SAMPLER/report.json (written by `onnxalign verify`) and prints, per model, one row per
 sampler and lambda: the importance-weighted ground truth of E[r] and of the Trouser rate (linear classifier), the
@@ -18,6 +18,33 @@ def cell(stat, run=None, digits=2):
     v, se = stat["value"], stat["standard_error"]
     text = f"{v:.{digits}f} ± {se:.{digits}f}"
     return text if run is None else f"{text} (z {run['z']:+.1f})"
+
+
+def compact(models):
+    """One table over all models for README: E[r] and the Trouser rate, z against the ground truth, and the cost."""
+    print("| model | sampler | λ | E[r]: truth | exact | fast | Trouser rate: truth | exact | fast | evaluations / effective sample: exact, truth |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model in models:
+        for sampler in SAMPLERS:
+            path = os.path.join(model, "logs", "verify", sampler, "report.json")
+            if not os.path.exists(path):
+                continue
+            for audit in json.load(open(path))["audits"]:
+                truth = audit["ground_truth"]
+                runs = {r["mode"]: r for r in audit["runs"]}
+                r, rate = "class:Trouser", "rate:class:Trouser"
+
+                def z(run, name, fmt):
+                    st = run["statistics"][name]
+                    return f"{fmt(st['value'])} ({st['z']:+.1f})"
+
+                t_r = truth["statistics"][r]["value"]
+                t_rate = truth["statistics"][rate]["value"]
+                pct = lambda v: f"{100 * v:.0f} %"
+                num = lambda v: f"{v:.2f}"
+                print(f"| `{os.path.basename(model)}` | {sampler} | {audit['lambda']:g} | {t_r:.2f} | {z(runs['exact'], r, num)} | {z(runs['fast'], r, num)} | "
+                      f"{pct(t_rate)} | {z(runs['exact'], rate, pct)} | {z(runs['fast'], rate, pct)} | "
+                      f"{runs['exact']['evaluations_per_effective_sample']:.0f}, {truth['evaluations_per_effective_sample']:.0f} |")
 
 
 def main(models):
@@ -51,4 +78,8 @@ def main(models):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["models/fashion", "models/fashion-v"])
+    args = sys.argv[1:]
+    if args and args[0] == "--compact":
+        compact(args[1:] or ["models/fashion", "models/fashion-v"])
+    else:
+        main(args or ["models/fashion", "models/fashion-v"])
