@@ -71,6 +71,9 @@ internal static class AlignmentReport
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
         if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
+        if (particles.SystemSizes.Count >= 4 && particles.SystemEffectiveSize < 0.5 * particles.SystemSizes.Count)
+            Console.Error.WriteLine($"warning: the SMC systems' normalising constants are degenerate ({particles.SystemEffectiveSize:F1} effective of {particles.SystemSizes.Count} systems): " +
+                                    "the estimates rest on few systems and their standard errors are optimistic; raise --particles (larger systems) or λ");
         if (result.KlDivergence.Value < -2 * result.KlDivergence.StandardError)
             Console.Error.WriteLine($"warning: the KL estimate {result.KlDivergence.Value:G3} ± {result.KlDivergence.StandardError:G2} is negative beyond its noise: " +
                                     "the SMC's weights are degenerate (see smc.effective_systems); raise --max-particles-per-sample or --particles");
