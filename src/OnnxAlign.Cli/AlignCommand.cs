@@ -1,9 +1,10 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.Guidance;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 

@@ -1,9 +1,9 @@
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
@@ -157,7 +157,7 @@ internal static class AlignmentReport
         }).ToArray()),
     };
 
-    private static JsonObject Estimate(Guidance.Estimate e, string source) =>
+    private static JsonObject Estimate(Estimate e, string source) =>
         new() { ["value"] = Finite(e.Value), ["standard_error"] = Finite(e.StandardError), ["source"] = source };
 
     /// <summary>A finite number, or null (JSON has no NaN or ∞; the reason is given beside it where it matters).</summary>

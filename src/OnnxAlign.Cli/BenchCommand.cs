@@ -3,10 +3,10 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment.Prox;
 using OnnxAlign.Guidance;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
-using OnnxAlign.Prox;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 

@@ -2,10 +2,13 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.Alignment.Prox;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
-using OnnxAlign.Prox;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;

@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
-using OnnxAlign.Guidance;
+using OnnxAlign.Alignment;
+using OnnxAlign.Core;
+using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;

@@ -1,5 +1,5 @@
-using OnnxAlign.Output;
 using SkiaSharp;
+using OnnxAlign.IO;
 
 namespace OnnxAlign.Cli;
 

@@ -1,6 +1,8 @@
 using System.CommandLine;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Sampling;
 using OnnxAlign.Cli;
-using OnnxAlign.Model;
 
 var root = new RootCommand("OnnxAlign: align ONNX diffusion models to rewards at inference time.");
 root.Subcommands.Add(GenerateCommand.Create());
@@ -94,12 +96,12 @@ namespace OnnxAlign.Cli
         {
             void Stop()
             {
-                lock (Output.AtomicFile.WriteGate)
+                lock (IO.AtomicFile.WriteGate)
                 {
                     string? folder = OutputFolder(parsed);
-                    bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Output.BatchCheckpoint.Exists(folder);
+                    bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Sampling.BatchCheckpoint.Exists(folder);
                     Say(resumable
-                        ? $"interrupted: finished batches are kept in {Path.GetFullPath(Output.BatchCheckpoint.PathOf(folder!))}; rerun the same command with --resume to continue"
+                        ? $"interrupted: finished batches are kept in {Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder!))}; rerun the same command with --resume to continue"
                         : "interrupted", Interrupted);
                     Environment.Exit(Interrupted);
                 }

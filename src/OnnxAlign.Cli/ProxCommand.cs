@@ -1,8 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using OnnxAlign.Output;
-using OnnxAlign.Prox;
+using OnnxAlign.Alignment.Prox;
+using OnnxAlign.IO;
+using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Cli;

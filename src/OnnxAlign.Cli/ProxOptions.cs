@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
-using OnnxAlign.Output;
-using OnnxAlign.Prox;
+using OnnxAlign.Alignment.Prox;
+using OnnxAlign.IO;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Cli;

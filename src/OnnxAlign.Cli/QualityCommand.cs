@@ -2,9 +2,10 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;

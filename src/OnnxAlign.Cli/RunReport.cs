@@ -1,8 +1,9 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxAlign.Core;
+using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;

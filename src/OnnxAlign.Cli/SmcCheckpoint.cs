@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
-using OnnxAlign.Model;
-using OnnxAlign.Output;
+using OnnxAlign.Core;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Cli;
 

@@ -3,11 +3,14 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.Alignment.Prox;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.Guidance;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
-using OnnxAlign.Prox;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 

@@ -2,11 +2,11 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
-using OnnxAlign.Alignment;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
-using OnnxAlign.Guidance;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 

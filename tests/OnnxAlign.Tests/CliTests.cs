@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using OnnxAlign.Output;
+using OnnxAlign.IO;
 
 namespace OnnxAlign.Tests;
 

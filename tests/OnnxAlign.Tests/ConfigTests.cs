@@ -1,5 +1,6 @@
-using OnnxAlign.Sampling;
+using OnnxAlign.Core;
 using OnnxAlign.Model;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Tests;
 

@@ -1,10 +1,12 @@
+using Xunit.Abstractions;
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.ModelForge;
-using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
-using Xunit.Abstractions;
+using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

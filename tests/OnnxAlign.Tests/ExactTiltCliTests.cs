@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
+using OnnxAlign.Estimation;
+using OnnxAlign.IO;
 using OnnxAlign.ModelForge;
-using OnnxAlign.Output;
 
 namespace OnnxAlign.Tests;
 

@@ -1,9 +1,11 @@
+using Xunit.Abstractions;
+using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
-using Xunit.Abstractions;
 
 namespace OnnxAlign.Tests;
 

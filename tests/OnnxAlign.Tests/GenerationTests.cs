@@ -1,7 +1,8 @@
+using OnnxAlign.Core;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.ModelForge;
-using OnnxAlign.Output;
 using OnnxAlign.Sampling;
+using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

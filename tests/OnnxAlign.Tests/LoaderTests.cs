@@ -1,5 +1,7 @@
+using OnnxAlign.Core;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Tests;
 

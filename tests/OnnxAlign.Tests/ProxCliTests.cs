@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using OnnxAlign.Output;
+using OnnxAlign.IO;
 using static OnnxAlign.Tests.CliTests;
 
 namespace OnnxAlign.Tests;

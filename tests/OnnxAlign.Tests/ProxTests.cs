@@ -1,5 +1,6 @@
 using MathNet.Numerics.LinearAlgebra;
-using OnnxAlign.Prox;
+using OnnxAlign.Alignment.Prox;
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Tests;

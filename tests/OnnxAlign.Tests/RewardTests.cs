@@ -1,8 +1,10 @@
 using System.Text.Json.Nodes;
-using OnnxAlign.Model;
-using OnnxAlign.ModelForge;
-using OnnxAlign.Output;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.Evaluation;
+using OnnxAlign.IO;
 using OnnxAlign.Rewards;
+using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 
@@ -157,7 +159,7 @@ public class HybridCliTests
         // Exact mean per-pixel variance of the mixture, against the estimate from 256 base samples. A sample variance
         // from n = 256 has relative SE √(2/(n−1)) ≈ 0.089; averaging correlated pixels cannot make it worse, so
         // 4.5 SE = 4.5 · 0.089 · v bounds the error.
-        var mixture = OnnxAlign.Model.GaussianMixture.Load(Path.Combine(TestSupport.Toy("gmm-image"), "mixture.json"));
+        var mixture = OnnxAlign.Evaluation.GaussianMixture.Load(Path.Combine(TestSupport.Toy("gmm-image"), "mixture.json"));
         var covariance = mixture.Covariance();
         double exact = Enumerable.Range(0, 64).Average(i => covariance[i * 64 + i]);
         double tolerance = Moments.Z * Math.Sqrt(2.0 / 255) * exact;

@@ -1,6 +1,7 @@
+using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
-using OnnxAlign.ModelForge;
 using OnnxAlign.Sampling;
+using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

@@ -1,3 +1,5 @@
+using OnnxAlign.Core;
+using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 

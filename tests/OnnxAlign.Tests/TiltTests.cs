@@ -1,8 +1,11 @@
+using Xunit.Sdk;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.Evaluation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
-using OnnxAlign.ModelForge;
 using OnnxAlign.Sampling;
-using Xunit.Sdk;
+using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

@@ -1,3 +1,4 @@
+using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 

@@ -1,6 +1,9 @@
 using System.Numerics.Tensors;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;

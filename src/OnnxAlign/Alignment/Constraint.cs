@@ -1,5 +1,5 @@
 using System.Globalization;
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Alignment;

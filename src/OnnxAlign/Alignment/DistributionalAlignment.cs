@@ -1,4 +1,4 @@
-using OnnxAlign.Guidance;
+using OnnxAlign.Estimation;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;

@@ -1,6 +1,7 @@
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Optimization;
 using System.Numerics.Tensors;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Alignment;
 

@@ -1,3 +1,4 @@
+using OnnxAlign.Core;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;

@@ -1,4 +1,5 @@
-using OnnxAlign.Guidance;
+using OnnxAlign.Core;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;

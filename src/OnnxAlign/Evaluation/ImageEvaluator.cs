@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
+using OnnxAlign.Core;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Evaluation;

@@ -1,4 +1,5 @@
 using MathNet.Numerics.LinearAlgebra;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Evaluation;
 

@@ -1,8 +1,9 @@
 using System.Numerics.Tensors;
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.Estimation;
-using OnnxAlign.Guidance;
 using OnnxAlign.Model;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Evaluation;

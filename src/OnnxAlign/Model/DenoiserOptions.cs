@@ -1,3 +1,4 @@
+using OnnxAlign.Core;
 namespace OnnxAlign.Model;
 
 /// <summary>How an ONNX network is run.</summary>

@@ -1,5 +1,5 @@
 using System.Globalization;
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Rewards;
 

@@ -1,3 +1,4 @@
+using OnnxAlign.Core;
 namespace OnnxAlign.Rewards;
 
 /// <summary>

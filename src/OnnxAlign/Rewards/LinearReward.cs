@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Rewards;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
-using OnnxAlign.Model;
-using OnnxAlign.Output;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
 
 namespace OnnxAlign.Rewards;
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
-using OnnxAlign.Output;
 
 namespace OnnxAlign.Sampling;
 

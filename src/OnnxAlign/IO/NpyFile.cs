@@ -2,9 +2,9 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>A float32 array with its shape, as read from or written to a NumPy <c>.npy</c> file.</summary>
 /// <param name="Data">Values in C order.</param>

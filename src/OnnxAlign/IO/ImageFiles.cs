@@ -1,8 +1,8 @@
-using OnnxAlign.Model;
 using StbImageSharp;
 using StbImageWriteSharp;
+using OnnxAlign.Core;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>Samples as 8-bit PNGs (pixel values in [−1, 1] ↦ [0, 255]) and PNGs back as samples.</summary>
 public static class ImageFiles

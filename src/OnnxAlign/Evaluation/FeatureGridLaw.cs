@@ -1,6 +1,7 @@
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Model;
+namespace OnnxAlign.Evaluation;
 
 /// <summary>
 /// Ground truth for the KL-aligned law of the features on a Gaussian-mixture base (DESIGN §2): z = Ax + c is again a

@@ -1,7 +1,8 @@
 using System.Diagnostics;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>The prox stage applied to a batch: transported samples and what happened to each.</summary>
 public sealed record ProxBatch(float[] Samples, ProxResult[] Results, TimeSpan Time)

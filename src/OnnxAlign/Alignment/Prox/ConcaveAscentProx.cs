@@ -1,8 +1,9 @@
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Optimization;
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>
 /// Smooth concave r in full dimension (DESIGN §3): Φ(y) = r(y) − λ·c(x, y) is strongly concave with modulus λwᵢ per

@@ -1,4 +1,5 @@
-namespace OnnxAlign;
+using OnnxAlign.Rewards;
+namespace OnnxAlign.Core;
 
 /// <summary>Small numerical helpers shared across the library.</summary>
 public static class Numerics

@@ -1,7 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Model;
+namespace OnnxAlign.Evaluation;
 
 /// <summary>
 /// An isotropic Gaussian mixture p0 = Σ π_k N(μ_k, s_k² I): the data law of the toy models, whose scores are known

@@ -1,6 +1,6 @@
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>
 /// An exclusive hold on an output folder for the life of a run: <c>.lock</c> inside it is opened with

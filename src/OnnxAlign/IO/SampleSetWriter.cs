@@ -1,6 +1,6 @@
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>Writes a set of samples into a run folder: <c>samples.npy</c> [N, ...], and for image-shaped samples one
 /// PNG per sample (named by its index in the whole run, so shards never collide) plus <c>grid.png</c>.</summary>

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace OnnxAlign;
+namespace OnnxAlign.Core;
 
 /// <summary>
 /// Plain numbers from text: invariant culture, an optional sign, digits, a decimal point and an exponent — no group

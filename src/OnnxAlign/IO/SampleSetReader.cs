@@ -1,6 +1,6 @@
-using OnnxAlign.Model;
+using OnnxAlign.Core;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>Samples a user already has: a <c>.npy</c> [N, ...], or a folder holding a run's <c>samples.npy</c> or images.</summary>
 public sealed record SampleSet(float[] Samples, int Count, int[] SampleShape, IReadOnlyList<string> Sources)

@@ -1,4 +1,4 @@
-namespace OnnxAlign.Model;
+namespace OnnxAlign.Core;
 
 /// <summary>A model, config or input file that the project cannot use; the message names the file and what was expected.</summary>
 public class ConfigException : Exception

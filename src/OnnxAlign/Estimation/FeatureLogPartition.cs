@@ -1,9 +1,11 @@
 using System.Collections.Concurrent;
+using OnnxAlign.Core;
+using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Guidance;
+namespace OnnxAlign.Estimation;
 
 /// <summary>How <see cref="FeatureLogPartition"/> estimates log Z: quadrature nodes, samples per node, noise seed.</summary>
 public sealed record LogPartitionSettings

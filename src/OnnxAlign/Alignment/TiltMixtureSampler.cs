@@ -1,10 +1,13 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Guidance;
+namespace OnnxAlign.Alignment;
 
 /// <summary>How <see cref="TiltMixtureSampler"/> builds and checks its envelope.</summary>
 public sealed record TiltMixtureSettings

@@ -1,8 +1,9 @@
+using OnnxAlign.Core;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Guidance;
+namespace OnnxAlign.Alignment;
 
 /// <summary>Samples of a baseline and what they cost.</summary>
 /// <param name="Samples">The output samples, one after another.</param>

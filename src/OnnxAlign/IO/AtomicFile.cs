@@ -1,4 +1,4 @@
-namespace OnnxAlign.Output;
+namespace OnnxAlign.IO;
 
 /// <summary>Writes files all-or-nothing: to a temporary file in the same folder, then renamed over the target.
 /// An interrupted run therefore leaves either the old file or the complete new one, never half of one.</summary>

@@ -1,6 +1,7 @@
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>
 /// The k-dim geometry of a low-rank reward f(Ay + c) under the cost ½Σwᵢ(yᵢ − xᵢ)² (DESIGN §3): the cheapest y with

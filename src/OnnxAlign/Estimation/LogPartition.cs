@@ -1,11 +1,9 @@
+using OnnxAlign.Core;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Guidance;
-
-/// <summary>An estimate with its standard error.</summary>
-public readonly record struct Estimate(double Value, double StandardError);
+namespace OnnxAlign.Estimation;
 
 /// <summary>log Z(θ) and KL(q_θ‖p) of a tilt, from tilted samples only.</summary>
 public sealed record TiltStatistics(Estimate LogPartition, Estimate KlDivergence, Estimate TiltedMeanProjection, long NetworkEvaluations);

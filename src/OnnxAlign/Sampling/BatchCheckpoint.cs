@@ -1,7 +1,7 @@
-using OnnxAlign.Model;
-using OnnxAlign.Sampling;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
 
-namespace OnnxAlign.Output;
+namespace OnnxAlign.Sampling;
 
 /// <summary>
 /// Finished batches of a run kept in <c>OUT/.partial/</c> so that an interrupted run can continue (<c>--resume</c>,

@@ -1,6 +1,6 @@
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>Settings of the Wasserstein prox T(x) = argmax_y { r(y) − λ·c(x, y) } (DESIGN §3).</summary>
 public sealed record ProxSettings

@@ -1,6 +1,7 @@
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>
 /// Lipschitz (non-concave) f, k ≤ 3 (DESIGN §3): maximise V(z) = f(z) − λ·g(z) over the features z = Ay + c, where

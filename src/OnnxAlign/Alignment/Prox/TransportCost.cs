@@ -1,4 +1,4 @@
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>
 /// The transport cost c(x, y) = ½ Σ wᵢ (xᵢ − yᵢ)² of the Wasserstein prox (DESIGN §3): unweighted (w = 1, the default)

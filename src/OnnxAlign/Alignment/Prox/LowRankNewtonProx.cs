@@ -1,6 +1,7 @@
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
-namespace OnnxAlign.Prox;
+namespace OnnxAlign.Alignment.Prox;
 
 /// <summary>
 /// Smooth concave f, k ≤ 3: the exact k-dim reduction (DESIGN §3)

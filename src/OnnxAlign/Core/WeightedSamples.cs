@@ -1,4 +1,5 @@
-namespace OnnxAlign;
+using OnnxAlign.Rewards;
+namespace OnnxAlign.Core;
 
 /// <summary>
 /// Self-normalised importance weighting (DESIGN §1d, §8): weights from log weights, the effective sample size, weighted
