@@ -1,8 +1,8 @@
 using System.CommandLine;
+using OnnxAlign.Cli;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Sampling;
-using OnnxAlign.Cli;
 
 var root = new RootCommand("OnnxAlign: align ONNX diffusion models to rewards at inference time.");
 root.Subcommands.Add(GenerateCommand.Create());
@@ -20,7 +20,7 @@ namespace OnnxAlign.Cli
 {
     /// <summary>
     /// The one error policy of every command: exit 0 done; 2 bad input (one line naming the flag or file, nothing
-    /// written); 3 stopped on a NaN/±∞ sample (generate); 4 infeasible constraints (align); 130 interrupted (Ctrl-C or
+    /// written); 3 stopped on a NaN/±∞ sample (generate keeps the finished batches); 4 infeasible constraints (align); 130 interrupted (Ctrl-C or
     /// SIGTERM, after the current atomic write, with how to resume); 1 anything else — one line on the terminal and the
     /// details in <c>error.log</c> in the output folder (or the temporary folder). No stack trace on the terminal.
     /// </summary>
@@ -46,7 +46,15 @@ namespace OnnxAlign.Cli
             {
                 return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
             }
-            catch (Exception e) when (e is ConfigException or FormatException or ArgumentException or UsageException)
+            catch (NonFiniteException e)
+            {
+                return Say($"error: {e.Message}", 3);
+            }
+            catch (OnnxAlignException e)
+            {
+                return Say($"error: {Flags.Describe(e)}", 2);
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException or UsageException)
             {
                 return Say($"error: {e.Message}", 2);
             }
@@ -125,7 +133,7 @@ namespace OnnxAlign.Cli
         public static T ForFlag<T>(string flag, Func<T> read)
         {
             try { return read(); }
-            catch (ConfigException e) { throw new UsageException($"{flag} {e.Message}"); }
+            catch (ConfigException e) { throw new UsageException($"{flag} {Flags.Describe(e)}"); }
         }
     }
 }

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
+using OnnxAlign.ModelForge;
 using OnnxAlign.Estimation;
 using OnnxAlign.IO;
-using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

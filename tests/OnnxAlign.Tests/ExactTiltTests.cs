@@ -1,11 +1,11 @@
 using Xunit.Sdk;
+using OnnxAlign.ModelForge;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
-using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

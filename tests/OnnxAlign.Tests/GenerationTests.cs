@@ -43,8 +43,8 @@ public class GenerationTests
         var parts = Enumerable.Range(0, 3).SelectMany(i => Run("ddpm", 16, shard: new Shard(i, 3))).ToArray();
         TestSupport.AssertClose(whole, parts);
         Assert.Equal((12, 12), new Shard(1, 3).Range(37));
-        Assert.Throws<FormatException>(() => Shard.Parse("3/3"));
-        Assert.Throws<FormatException>(() => Shard.Parse("a/b"));
+        Assert.Throws<ConfigException>(() => Shard.Parse("3/3"));
+        Assert.Throws<ConfigException>(() => Shard.Parse("a/b"));
     }
 
     [Fact]

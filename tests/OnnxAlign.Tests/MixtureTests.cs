@@ -1,4 +1,5 @@
 using Xunit.Abstractions;
+using OnnxAlign.ModelForge;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
@@ -6,7 +7,6 @@ using OnnxAlign.Evaluation;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
-using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

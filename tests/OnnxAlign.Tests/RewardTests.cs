@@ -1,10 +1,10 @@
 using System.Text.Json.Nodes;
+using OnnxAlign.ModelForge;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
 using OnnxAlign.Rewards;
-using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 

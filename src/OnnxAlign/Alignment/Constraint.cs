@@ -36,7 +36,7 @@ public sealed record Constraint(string Text, LinearReward Reward, Relation Relat
     /// <exception cref="ConfigException">Malformed text or reward.</exception>
     public static Constraint Parse(string text, IReadOnlyList<int> sampleShape, string? modelDirectory)
     {
-        ConfigException Bad(string why) => new($"--constraint '{text}': {why}");
+        ConfigException Bad(string why) => ConfigException.For("constraint", $"'{text}': {why}");
         var (at, length, relation) = new[] { (">=", Relation.AtLeast), ("<=", Relation.AtMost), ("==", Relation.Equal), ("=", Relation.Equal) }
             .Select(o => (At: text.LastIndexOf(o.Item1, StringComparison.Ordinal), Length: o.Item1.Length, Relation: o.Item2))
             .Where(o => o.At > 0)

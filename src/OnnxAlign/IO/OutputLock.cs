@@ -36,11 +36,11 @@ public sealed class OutputLock : IDisposable
         {
             string holder = "";
             try { holder = File.ReadAllText(path).Trim(); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw new ConfigException($"--out {directory}: another run is writing this folder{(holder.Length > 0 ? $" (process {holder})" : "")}; wait for it or choose another folder ({e.Message})");
+            throw ConfigException.For("outputDirectory", $"{directory}: another run is writing this folder{(holder.Length > 0 ? $" (process {holder})" : "")}; wait for it or choose another folder ({e.Message})");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"--out {directory}: output folder is not writable ({e.Message})");
+            throw ConfigException.For("outputDirectory", $"{directory}: output folder is not writable ({e.Message})");
         }
     }
 

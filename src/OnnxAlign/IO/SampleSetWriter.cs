@@ -39,10 +39,10 @@ public static class SampleSetWriter
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"--out {directory}: output folder is not writable ({e.Message})");
+            throw ConfigException.For("outputDirectory", $"{directory}: output folder is not writable ({e.Message})");
         }
         if (!overwrite && File.Exists(Path.Combine(directory, "report.json")))
-            throw new ConfigException($"--out {directory}: already holds a run (report.json); pass --overwrite or choose another folder");
+            throw ConfigException.For("outputDirectory", $"{directory}: already holds a run (report.json); pass {OnnxAlignException.Option("overwrite")} or choose another folder");
     }
 
     /// <summary>

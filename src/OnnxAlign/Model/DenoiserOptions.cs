@@ -20,6 +20,6 @@ public sealed record DenoiserOptions
         "cpu" => null,
         "cuda" => 0,
         _ when Device.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(Device.AsSpan(5), out int id) && id >= 0 => id,
-        _ => throw new ConfigException($"--device '{Device}': expected cpu, cuda or cuda:N"),
+        _ => throw ConfigException.For("DenoiserOptions.Device", $"'{Device}': expected cpu, cuda or cuda:N"),
     };
 }

@@ -245,12 +245,12 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             {
                 if (!OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider"))
                     throw new ConfigException(
-                        $"--device {options.Device}: this ONNX Runtime build has no CUDA support. Build with " +
-                        "-p:OnnxRuntimePackage=Microsoft.ML.OnnxRuntime.Gpu (and CUDA 12 + cuDNN 9 installed) to use a GPU; see README, Troubleshooting.");
+                        $"DenoiserOptions.Device {options.Device}: this ONNX Runtime build has no CUDA support. Build with " +
+                        "-p:OnnxRuntimePackage=Microsoft.ML.OnnxRuntime.Gpu (and CUDA 12 + cuDNN 9 installed) to use a GPU; see README, Troubleshooting.", "DenoiserOptions.Device");
                 try { so.AppendExecutionProvider_CUDA(deviceId); }
                 catch (OnnxRuntimeException e)
                 {
-                    throw new ConfigException($"--device {options.Device}: the CUDA execution provider could not start ({e.Message}). Check the CUDA/cuDNN install and the device index.", e);
+                    throw ConfigException.For("DenoiserOptions.Device", $"{options.Device}: the CUDA execution provider could not start ({e.Message}). Check the CUDA/cuDNN install and the device index.", e);
                 }
             }
             return new InferenceSession(onnxPath, so);
@@ -286,7 +286,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             return requested.ToArray();
         }
         if (dims.Any(d => d <= 0))
-            throw new ConfigException($"{path}: the sample's shape [{string.Join(", ", sample.Dimensions)}] is dynamic; give it with --shape (e.g. 3x64x64)");
+            throw new ConfigException($"{path}: the sample's shape [{string.Join(", ", sample.Dimensions)}] is dynamic; give it with {OnnxAlignException.Option("DenoiserOptions.SampleShape")} (e.g. 3x64x64)");
         return dims;
     }
 

@@ -43,7 +43,7 @@ public static class RewardSpec
     public static Reward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
     {
         var (kind, argument) = Split(spec);
-        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        ConfigException Bad(string why) => ConfigException.For("reward", $"'{spec}': {why}");
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
         if (spec.EndsWith(')') && spec.IndexOf('(') is var open && open > 0)
         {
@@ -128,7 +128,7 @@ public static class RewardSpec
     {
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
         var (kind, argument) = Split(spec);
-        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        ConfigException Bad(string why) => ConfigException.For("reward", $"'{spec}': {why}");
         if (spec.EndsWith(')')) throw Bad($"is not a linear reward (linear: {LinearForms})");
 
         switch (kind)
@@ -191,7 +191,7 @@ public static class RewardSpec
     /// <summary>A linear classifier's W, b and the index of the class named by <c>K|NAME[@DIR]</c>.</summary>
     private static (NpyArray W, NpyArray B, int Class) Classifier(string spec, string argument, int size, string? modelDirectory)
     {
-        ConfigException Bad(string why) => new($"--reward '{spec}': {why}");
+        ConfigException Bad(string why) => ConfigException.For("reward", $"'{spec}': {why}");
         int at = argument.IndexOf('@');
         string which = at < 0 ? argument : argument[..at];
         string directory = at >= 0 ? argument[(at + 1)..]

@@ -38,9 +38,9 @@ public sealed class BatchCheckpoint : IBatchStore
     {
         string dir = PathOf(outputDirectory);
         string path = Path.Combine(dir, "run.json");
-        if (!File.Exists(path)) throw new ConfigException($"--resume: {outputDirectory} holds no interrupted run ({Folder}/run.json)");
+        if (!File.Exists(path)) throw ConfigException.For("resume", $": {outputDirectory} holds no interrupted run ({Folder}/run.json)");
         if (File.ReadAllText(path) != fingerprint)
-            throw new ConfigException($"--resume: the interrupted run in {outputDirectory} had other settings (see {Folder}/run.json); rerun it with the same options, or use --overwrite to start over");
+            throw ConfigException.For("resume", $": the interrupted run in {outputDirectory} had other settings (see {Folder}/run.json); rerun it with the same options, or start over with {OnnxAlignException.Option("overwrite")}");
         // A kill during an atomic write leaves its hidden temporary file behind; it never became a result.
         foreach (var stray in Directory.GetFiles(outputDirectory, ".*.tmp").Concat(Directory.GetFiles(dir, ".*.tmp"))) File.Delete(stray);
         return new BatchCheckpoint(dir);

@@ -58,7 +58,7 @@ public enum NonFinitePolicy
 
 /// <summary>A sample became NaN or infinite; <see cref="Finished"/> holds the samples completed before it.</summary>
 public sealed class NonFiniteException(int step, int sampleIndex, GenerationResult finished)
-    : Exception($"non-finite value (NaN or ±∞) at step {step} of sample {sampleIndex}")
+    : OnnxAlignException($"non-finite value (NaN or ±∞) at step {step} of sample {sampleIndex}")
 {
     /// <summary>The step (1-based) after which the value was found.</summary>
     public int Step { get; } = step;
@@ -141,7 +141,7 @@ public static class Generation
         if (request.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(request), "batch must be ≥ 1");
         int size = denoiser.SampleSize;
         if (request.InitialNoise is { } init && (init.Rows != request.Count || init.RowSize != size))
-            throw new ConfigException($"--init-noise: shape [{string.Join(", ", init.Shape)}] does not fit {request.Count} samples of {size} values");
+            throw ConfigException.For("GenerationRequest.InitialNoise", $": shape [{string.Join(", ", init.Shape)}] does not fit {request.Count} samples of {size} values");
 
         var (start, length) = request.Shard.Range(request.Count);
         var metered = new MeteredDenoiser(denoiser);
@@ -160,7 +160,7 @@ public static class Generation
                     if (AllFinite(x.Slice(b * size, size))) continue;
                     // Only a skip run saves such rows; under stop one is damage, not a result to drop silently.
                     if (request.OnNonFinite == NonFinitePolicy.Stop)
-                        throw new ConfigException($"--resume: the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run under --on-nan stop never saves: the checkpoint is damaged; use --overwrite to start over");
+                        throw ConfigException.For("GenerationRequest.Checkpoint", $": the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run under {OnnxAlignException.Option("GenerationRequest.OnNonFinite")} = Stop never saves: the checkpoint is damaged; start over with {OnnxAlignException.Option("overwrite")}");
                     skipped.Add(start + offset + b);
                 }
                 stepsDone += (long)sampler.Steps * batch;

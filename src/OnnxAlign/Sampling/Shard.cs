@@ -1,4 +1,5 @@
 using System.Globalization;
+using OnnxAlign.Core;
 
 namespace OnnxAlign.Sampling;
 
@@ -20,7 +21,7 @@ public readonly record struct Shard(int Index, int Count)
     }
 
     /// <summary>Parses <c>i/n</c> with 0 ≤ i &lt; n.</summary>
-    /// <exception cref="FormatException">Not of that form.</exception>
+    /// <exception cref="ConfigException">Not of that form (parameter <c>shard</c>).</exception>
     public static Shard Parse(string text)
     {
         var parts = text.Split('/');
@@ -29,7 +30,7 @@ public readonly record struct Shard(int Index, int Count)
             && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int n)
             && n >= 1 && i < n)
             return new Shard(i, n);
-        throw new FormatException($"--shard '{text}': expected i/n with 0 ≤ i < n (e.g. 0/4)");
+        throw ConfigException.For("shard", $"'{text}': expected i/n with 0 ≤ i < n (e.g. 0/4)");
     }
 
     /// <inheritdoc/>

@@ -1,0 +1,42 @@
+using System.Text.RegularExpressions;
+using OnnxAlign.Core;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// The library names the parameter at fault (<see cref="OnnxAlignException.Parameter"/>) and the options a remedy
+/// needs (<see cref="OnnxAlignException.Option"/>); the CLI says them as its flags.
+/// </summary>
+internal static partial class Flags
+{
+    private static readonly Dictionary<string, string> FlagOfParameter = new()
+    {
+        ["reward"] = "--reward",
+        ["constraint"] = "--constraint",
+        ["shard"] = "--shard",
+        ["resume"] = "--resume",
+        ["overwrite"] = "--overwrite",
+        ["outputDirectory"] = "--out",
+        ["DenoiserOptions.Device"] = "--device",
+        ["DenoiserOptions.SampleShape"] = "--shape",
+        ["GenerationRequest.InitialNoise"] = "--init-noise",
+        ["GenerationRequest.Checkpoint"] = "--resume",
+        ["GenerationRequest.OnNonFinite"] = "--on-nan",
+    };
+
+    /// <summary>The flag of a library parameter, or null when the CLI has none for it.</summary>
+    public static string? Of(string parameter) => FlagOfParameter.GetValueOrDefault(parameter);
+
+    /// <summary>The exception's message in the CLI's words: its parameter and the options it names said as flags.</summary>
+    public static string Describe(OnnxAlignException e)
+    {
+        string text = e.Message;
+        if (e.Parameter is { } parameter && Of(parameter) is { } flag && text.StartsWith(parameter, StringComparison.Ordinal))
+            text = flag + text[parameter.Length..];
+        return OptionReference().Replace(text, m => Of(m.Groups[1].Value) ?? m.Value)
+            .Replace("--on-nan = Stop", "--on-nan stop", StringComparison.Ordinal);
+    }
+
+    [GeneratedRegex(@"option '([\w.]+)'")]
+    private static partial Regex OptionReference();
+}
