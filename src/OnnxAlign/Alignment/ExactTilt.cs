@@ -152,12 +152,13 @@ public static class ExactTilt
     /// <param name="theta">θ, one sample's worth of values.</param>
     /// <param name="settings">Count, budget, proposal scale, SMC layout.</param>
     /// <param name="progress">Reports after every system.</param>
-    /// <param name="cancellation">Stops between network calls.</param>
+    /// <param name="cancellation">Stops within one network call (<see cref="NetworkCancellation"/>).</param>
     /// <param name="store">Where finished systems are kept for a resumed run; null keeps them in memory only.</param>
     public static ExactTiltResult Sample(IDenoiser network, DataRange? range, Sampler sampler, ReadOnlySpan<float> theta, ExactTiltSettings? settings = null,
                                          IProgress<ExactTiltProgress>? progress = null, CancellationToken cancellation = default, ISmcSystemStore? store = null)
     {
         settings = (settings ?? new ExactTiltSettings()).Validated();
+        using var cancellationScope = NetworkCancellation.Enter(cancellation);
         if (theta.Length != network.SampleSize)
             throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {network.SampleSize}", nameof(theta));
         var thetaArray = theta.ToArray();

@@ -148,6 +148,8 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         if (x.Length != batchSize * size || noise.Length != x.Length)
             throw new ArgumentException($"expected {batchSize} × {size} values");
         var (alpha, sigma) = Schedule.AlphaSigma(timestep);
+        var cancellation = NetworkCancellation.Current;
+        cancellation.ThrowIfCancellationRequested();
         lock (_gate)
         {
             int chunk = _fixedBatch > 0 ? _fixedBatch : batchSize;
@@ -157,7 +159,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             {
                 int n = Math.Min(chunk, batchSize - start);
                 binding.WriteSample(x.Slice(start * size, n * size));
-                binding.Run();
+                binding.Run(cancellation);
                 binding.ReadOutput(noise.Slice(start * size, n * size));
             }
         }
@@ -395,12 +397,35 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                 _output.GetTensorDataAsSpan<float>()[..rows.Length].CopyTo(rows);
         }
 
-        /// <summary>One network evaluation of the whole chunk: binds the sample (the copy to a device happens here), runs, and waits for the output.</summary>
-        public void Run()
+        /// <summary>
+        /// One network evaluation of the whole chunk: binds the sample (the copy to a device happens here), runs, and
+        /// waits for the output. A cancellation during the run ends it through <c>RunOptions.Terminate</c>.
+        /// </summary>
+        public void Run(CancellationToken cancellation = default)
         {
             _io.BindInput(_owner._sampleName, _sample);
-            _owner._session.RunWithBinding(RunOptions, _io);
-            _io.SynchronizeBoundOutputs();
+            if (!cancellation.CanBeCanceled)
+            {
+                _owner._session.RunWithBinding(RunOptions, _io);
+                _io.SynchronizeBoundOutputs();
+                return;
+            }
+            RunOptions.Terminate = false;
+            try
+            {
+                using (cancellation.Register(() => RunOptions.Terminate = true))
+                    _owner._session.RunWithBinding(RunOptions, _io);
+                cancellation.ThrowIfCancellationRequested();   // terminated just as it finished: the output is not this run's to trust
+                _io.SynchronizeBoundOutputs();
+            }
+            catch (OnnxRuntimeException e) when (cancellation.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("the network call was cancelled (RunOptions.Terminate)", e, cancellation);
+            }
+            finally
+            {
+                RunOptions.Terminate = false;
+            }
         }
 
         /// <summary>Fills the input with finite, data-like values (for <see cref="TimeBareRuns"/>).</summary>

@@ -30,6 +30,12 @@ public sealed record GenerationRequest
     public IBatchStore? Checkpoint { get; init; }
 
     /// <summary>
+    /// Stops the run within one network call (<see cref="NetworkCancellation"/>): the run throws
+    /// <see cref="OperationCanceledException"/>; batches already saved to <see cref="Checkpoint"/> stay there.
+    /// </summary>
+    public CancellationToken Cancellation { get; init; }
+
+    /// <summary>
     /// A side run with the same seeds (an untilted reference, a base batch for statistics): the first
     /// <paramref name="count"/> indices, noise drawn from the streams, and none of this run's checkpoint.
     /// </summary>
@@ -144,6 +150,7 @@ public static class Generation
             throw ConfigException.For("GenerationRequest.InitialNoise", $": shape [{string.Join(", ", init.Shape)}] does not fit {request.Count} samples of {size} values");
 
         var (start, length) = request.Shard.Range(request.Count);
+        using var cancellation = NetworkCancellation.Enter(request.Cancellation);
         var metered = new MeteredDenoiser(denoiser);
         var samples = new float[(long)length * size];
         var clock = Stopwatch.StartNew();

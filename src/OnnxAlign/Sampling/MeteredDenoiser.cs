@@ -27,6 +27,8 @@ public sealed class MeteredDenoiser(IDenoiser inner) : IDenoiser
     /// <inheritdoc/>
     public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
     {
+        // Between network calls, whatever the wrapped denoiser: a cancelled run makes no further call.
+        NetworkCancellation.Current.ThrowIfCancellationRequested();
         long start = Stopwatch.GetTimestamp();
         inner.PredictNoise(x, batchSize, timestep, noise);
         Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);

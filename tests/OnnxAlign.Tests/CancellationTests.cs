@@ -1,0 +1,80 @@
+using OnnxAlign.Alignment;
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>A cancelled long call stops within one network call (issue #16): between calls for any denoiser, and
+/// inside a running ONNX call through <c>RunOptions.Terminate</c>.</summary>
+public sealed class CancellationTests
+{
+    /// <summary>Counts the calls that finished, and cancels when the given call starts (or a delay after it starts).</summary>
+    private sealed class CountingDenoiser(IDenoiser inner, int cancelAtCall, CancellationTokenSource source, TimeSpan? delay = null) : IDenoiser
+    {
+        public int Started, Finished;
+        public IReadOnlyList<int> SampleShape => inner.SampleShape;
+        public int SampleSize => inner.SampleSize;
+        public NoiseSchedule Schedule => inner.Schedule;
+
+        public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
+        {
+            if (++Started == cancelAtCall)
+            {
+                if (delay is { } d) source.CancelAfter(d);
+                else source.Cancel();
+            }
+            inner.PredictNoise(x, batchSize, timestep, noise);
+            Finished++;
+        }
+    }
+
+    [Fact]
+    public void GenerationStopsAtTheNextNetworkCall()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 5, source);
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            Generation.Run(counting, sampler, new GenerationRequest { Count = 64, BatchSize = 8, Cancellation = source.Token }));
+        // The fifth call cancelled while it ran; the ONNX call inside it saw the token and no sixth call started.
+        Assert.Equal(5, counting.Started);
+        Assert.Equal(4, counting.Finished);
+    }
+
+    [Fact]
+    public void TheExactTiltStopsAtTheNextNetworkCall()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 30, source);
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
+        var theta = new float[network.SampleSize];
+        theta[0] = 1;
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            ExactTilt.Sample(counting, null, sampler, theta, new ExactTiltSettings { Count = 16 }, cancellation: source.Token));
+        Assert.Equal(30, counting.Started);
+    }
+
+    /// <summary>
+    /// A cancel that arrives while ONNX Runtime runs one long batch (the trained UNet, batch 256: about a second on a
+    /// CPU) ends that call inside ONNX Runtime (<c>RunOptions.Terminate</c>), not after it.
+    /// </summary>
+    [Fact]
+    public void ACancelInsideARunningOnnxCallEndsIt()
+    {
+        var model = DiffusionModel.Locate(Path.Combine(TestSupport.RepositoryRoot, "models", "fashion"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var sampler = Sampler.Create("ddim", model.Config, steps: 10);
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 1, source, delay: TimeSpan.FromMilliseconds(100));
+        var e = Assert.ThrowsAny<OperationCanceledException>(() =>
+            Generation.Run(counting, sampler, new GenerationRequest { Count = 256, BatchSize = 256, Cancellation = source.Token }));
+        Assert.Equal(1, counting.Started);
+        Assert.Equal(0, counting.Finished);
+        // ONNX Runtime itself ended the run: its error is the cause (a check after the call would have none).
+        Assert.IsType<Microsoft.ML.OnnxRuntime.OnnxRuntimeException>(e.InnerException);
+    }
+}
