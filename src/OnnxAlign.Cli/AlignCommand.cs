@@ -60,7 +60,7 @@ internal static class AlignCommand
             };
             long seedValue = parse.GetValue(seed);
             var finalMode = tilt.ReadMode(parse);
-            if (finalMode == TiltOptions.TiltRunMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
+            if (finalMode == KlTiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
             var exactSettings = tilt.ReadExact(parse);
             var range = tilt.DataRange(parse, located);
             using var network = located.OpenDenoiser(runtime.For(parse));
@@ -153,14 +153,13 @@ internal static class AlignCommand
                 Console.WriteLine($"preference fit: train accuracy {fit.TrainAccuracy:P1} on {fit.TrainCount}, held-out {fit.HeldOutAccuracy:P1} on {fit.HeldOutCount}");
             }
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seedValue };
-            GenerationResult samples;
-            if (finalMode == TiltOptions.TiltRunMode.Exact)
-            {
-                // The chosen tilt is sampled exactly (SMC with exact weights): the returned law is p·e^{⟨θ,x⟩} whatever the network's error.
-                var exact = ProgressReporter.Run("generate (aligned, exact tilt)", progress => ExactTilt.Sample(network, range, s, theta,
-                    exactSettings with { Count = n, Smc = exactSettings.Smc with { Seed = seedValue } },
-                    new SyncProgress<ExactTiltProgress>(e => progress(new GenerationProgress(e.Systems, e.Systems, (long)(1000 * Math.Min(e.EffectiveSampleSize / e.TargetEffectiveSampleSize, 1)), 1000)))));
-                samples = new GenerationResult(exact.Samples, 0, n, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
+            // The chosen tilt, sampled by the library's KL aligner: exactly by default (SMC with exact weights: the
+            // returned law is p·e^{⟨θ,x⟩} whatever the network's error), or the fast projected tilt.
+            var final = ProgressReporter.Run(finalMode == KlTiltMode.Exact ? "generate (aligned, exact tilt)" : "generate (aligned)", progress =>
+                KlAlignment.RunTilt(network, range, s, theta, new KlAlignmentSettings { Mode = finalMode, Exact = exactSettings }, request,
+                                    new SyncProgress<GenerationProgress>(progress)));
+            var samples = final.Samples;
+            if (final.Exact is { } exact)
                 report["final_tilt"] = new JsonObject
                 {
                     ["mode"] = "exact", ["algorithm"] = exact.Method, ["effective_sample_size"] = exact.Particles.EffectiveSampleSize,
@@ -169,12 +168,8 @@ internal static class AlignCommand
                     ["distinct_samples"] = exact.DistinctSamples,
                     ["note"] = "the dual iterates' moments come from fast (projected) tilts; the returned samples are the exact tilt by the chosen θ",
                 };
-            }
             else
-            {
-                samples = ProgressReporter.Run("generate (aligned)", progress => Generation.Run(new LinearTilt(denoiser, theta), s, request, progress));
-                report["final_tilt"] = new JsonObject { ["mode"] = "fast" };
-            }
+                report["final_tilt"] = new JsonObject { ["mode"] = "fast", ["drifting"] = final.Drift!.IsDrifting };
             NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, denoiser.SampleShape);
             SampleSetWriter.BeginReplacing(outDir);
             var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, denoiser.SampleShape).Append("theta.npy").ToList();

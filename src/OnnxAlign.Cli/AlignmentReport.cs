@@ -13,25 +13,39 @@ namespace OnnxAlign.Cli;
 internal static class AlignmentReport
 {
     /// <summary>
-    /// The default KL tilt (DESIGN §1d): SMC with exact weights, the projected tilt as proposal, <paramref name="request"/>'s
-    /// count returned by resampling. Finished systems go to the checkpoint, so --resume repeats none. Fills the
-    /// alignment section (method, ESS, cost, log Z and KL of the returned law from the run's own weights).
+    /// Runs the KL alignment the plan holds (the library picked the algorithm from the reward's structure) and fills the
+    /// alignment section of report.json; finished work goes to the checkpoint, so --resume repeats none.
     /// </summary>
-    public static GenerationResult RunExact(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
-                                            GenerationRequest request, BatchCheckpoint? checkpoint)
+    public static KlAlignmentResult Run(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
+                                        GenerationRequest request, BatchCheckpoint checkpoint)
     {
-        var settings = plan.Exact with
+        string label = plan.Algorithm switch
         {
-            Count = request.Count,
-            Smc = plan.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
+            KlAlgorithm.ExactTilt => $"generate (exact tilt, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")})",
+            KlAlgorithm.TiltMixture => "generate (KL mixture)",
+            KlAlgorithm.HybridTilt => "generate (hybrid tilt)",
+            _ => "generate (fast tilt)",
         };
-        var store = checkpoint is null ? null : new SmcCheckpoint(checkpoint);
-        var result = ProgressReporter.Run($"generate (exact tilt, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")})", progress =>
-            ExactTilt.Sample(denoiser, range, sampler, plan.Theta, settings,
-                new SyncProgress<ExactTiltProgress>(p => progress(new GenerationProgress(
-                    (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
-                    (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000))),
-                store: store));
+        var sideRequest = request with { Checkpoint = null };
+        var run = ProgressReporter.Run(label, progress =>
+        {
+            var report = new SyncProgress<GenerationProgress>(progress);
+            return plan.Reward is { } reward && plan.Lambda is { } lambda
+                ? KlAlignment.Run(denoiser, range, sampler, reward, lambda, plan.Settings, sideRequest, report, checkpoint)
+                : KlAlignment.RunTilt(denoiser, range, sampler, plan.Theta, plan.Settings, sideRequest, report, checkpoint);
+        });
+        switch (plan.Algorithm)
+        {
+            case KlAlgorithm.ExactTilt: ReportExact(alignment, plan, run.Exact!, denoiser, range, sampler, request); break;
+            case KlAlgorithm.TiltMixture: ReportMixture(alignment, plan, run, denoiser, range, sampler, request); break;
+        }
+        return run;
+    }
+
+    private static void ReportExact(JsonObject alignment, TiltOptions.Plan plan, ExactTiltResult result, IDenoiser denoiser, DataRange? range,
+                                    Sampler sampler, GenerationRequest request)
+    {
+        var settings = plan.Exact;
         var particles = result.Particles;
         alignment["method"] = "kl-linear-tilt";
         alignment["tilt_mode"] = "exact";
@@ -57,7 +71,7 @@ internal static class AlignmentReport
         AddCommon(alignment, plan, range);
         alignment["log_partition"] = Estimate(result.LogPartition, "the run's own Ẑ (product of the SMC stages' mean weights, across systems)");
         alignment["kl_divergence"] = Estimate(result.KlDivergence, "E_π[⟨θ,x⟩] − log Z from the run's weights");
-        if (plan.Reward is { } reward)
+        if (plan.Linear is { } reward)
         {
             var rewards = reward.EvaluateBatch(particles.Samples);
             var mean = particles.Mean(rewards);
@@ -69,7 +83,7 @@ internal static class AlignmentReport
             alignment["reward_of_returned_samples"] = Summary(reward.EvaluateBatch(result.Samples));
         }
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
-        if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
+        if (Reference(alignment, plan, plan.Linear, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
         if (particles.SystemSizes.Count >= 4 && particles.SystemEffectiveSize < 0.5 * particles.SystemSizes.Count)
             Console.Error.WriteLine($"warning: the SMC systems' normalising constants are degenerate ({particles.SystemEffectiveSize:F1} effective of {particles.SystemSizes.Count} systems): " +
@@ -83,32 +97,28 @@ internal static class AlignmentReport
         Console.WriteLine($"exact tilt ({result.Method}): ESS {particles.EffectiveSampleSize:F0} of {particles.Count} particles, " +
                           $"{particles.EvaluationsPerEffectiveSample:F0} network evaluations per effective sample; " +
                           $"KL(q‖p) = {result.KlDivergence.Value:G4} ± {result.KlDivergence.StandardError:G2} nats");
-        return new GenerationResult(result.Samples, 0, request.Count, particles.NetworkEvaluations, TimeSpan.Zero, result.Time);
-    }
-
-    /// <summary>The fast and hybrid tilts: the tilted denoiser (projected when the range is known) in the one generation
-    /// loop, watched by the drift diagnostic (DESIGN §1d).</summary>
-    public static GenerationResult RunFast(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
-                                           GenerationRequest request, out LinearTilt tilt, out DriftDiagnostic drift)
-    {
-        tilt = plan.CreateTilt(denoiser, sampler, request, alignment);
-        IDenoiser guided = range is { } r ? new DenoisedProjection(tilt, r) : tilt;
-        var diagnostic = drift = new DriftDiagnostic(DriftDiagnostic.DefaultDirections(plan.Theta), sampler);
-        return ProgressReporter.Run($"generate ({(plan.Mode == TiltOptions.TiltRunMode.Hybrid ? "hybrid" : "fast")} tilt)",
-            progress => Generation.Run(guided, sampler, request, progress, diagnostic));
     }
 
     /// <summary>The alignment section of a fast or hybrid run, after its samples are written.</summary>
-    public static void Report(JsonObject alignment, TiltOptions.Plan plan, LinearTilt tilt, DriftDiagnostic drift, IDenoiser baseDenoiser, DataRange? range,
-                              Sampler sampler, GenerationRequest request, GenerationResult result)
+    public static void ReportFast(JsonObject alignment, TiltOptions.Plan plan, KlAlignmentResult run, IDenoiser baseDenoiser, DataRange? range,
+                                  Sampler sampler, GenerationRequest request, GenerationResult result)
     {
+        var tilt = run.Tilt!;
+        bool hybrid = plan.Algorithm == KlAlgorithm.HybridTilt;
         alignment["method"] = "kl-linear-tilt";
-        alignment["tilt_mode"] = plan.Mode == TiltOptions.TiltRunMode.Hybrid ? "hybrid" : "fast";
+        alignment["tilt_mode"] = hybrid ? "hybrid" : "fast";
         alignment["exactness"] = "none guaranteed: the shifted evaluation is exact for the true score only; on a trained network it is biased for strong tilts (DESIGN §1d); see drift";
         AddCommon(alignment, plan, range);
         alignment["max_shift_ratio"] = tilt.MaxShiftRatio;
-        if (plan.Mode == TiltOptions.TiltRunMode.Hybrid) alignment["surrogate_steps"] = tilt.SurrogateSteps;
-        var report = drift.Report();
+        if (hybrid && run.DataVariance is { } variance)
+        {
+            alignment["surrogate_steps"] = tilt.SurrogateSteps;
+            alignment["data_variance"] = variance.Value;
+            alignment["data_variance_source"] = variance.Estimated ? $"estimated from {plan.Settings.VarianceSamples} base samples" : "data_moments.json";
+            if (variance.Estimated) alignment["data_variance_network_evaluations"] = run.SetupEvaluations;
+            alignment["trust_radius"] = plan.Settings.TrustRadius;
+        }
+        var report = run.Drift!;
         alignment["drift"] = DriftJson(report);
         if (report.IsDrifting)
         {
@@ -117,16 +127,16 @@ internal static class AlignmentReport
                                     $"(z = {worst.MaxAbsZ:F1}) at step {worst.WorstStep + 1}, so it does not sample the tilt it is meant to; " +
                                     "--tilt-mode exact corrects this (see report.json alignment.drift)");
         }
-        if (plan.Reward is { } reward)
+        if (plan.Linear is { } reward)
             alignment["reward_after"] = Summary(reward.EvaluateBatch(result.Samples));
-        if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(baseDenoiser, range), sampler, request) is { } reference)
+        if (Reference(alignment, plan, plan.Linear, ExactTilt.BaseLaw(baseDenoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
         alignment["theta_projection_after"] = Summary(LogPartition.Projections(result.Samples, plan.Theta));
     }
 
     private static void AddCommon(JsonObject alignment, TiltOptions.Plan plan, DataRange? range)
     {
-        alignment["reward"] = plan.Reward?.Name;
+        alignment["reward"] = plan.Linear?.Name;
         alignment["lambda"] = plan.Lambda;
         alignment["theta_norm"] = System.Numerics.Tensors.TensorPrimitives.Norm(plan.Theta);
         alignment["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null;
@@ -184,35 +194,14 @@ internal static class AlignmentReport
         alignment["logz_network_evaluations"] = stats.NetworkEvaluations;
     }
 
-    /// <summary>Samples q ∝ p·exp(f(Ax)/λ) by the mixture of tilts (DESIGN §2) and fills the report's alignment section.</summary>
-    public static GenerationResult RunMixture(JsonObject alignment, TiltOptions.Plan plan, FeatureReward reward, IDenoiser denoiser,
-                                              Sampler sampler, GenerationRequest request, BatchCheckpoint? checkpoint)
+    /// <summary>The alignment section of a mixture of tilts (DESIGN §2).</summary>
+    private static void ReportMixture(JsonObject alignment, TiltOptions.Plan plan, KlAlignmentResult run, IDenoiser denoiser, DataRange? range,
+                                      Sampler sampler, GenerationRequest request)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        var settings = new TiltMixtureSettings
-        {
-            BatchSize = request.BatchSize,
-            Partition = new LogPartitionSettings { Nodes = plan.LogZNodes, SamplesPerNode = Math.Max(plan.LogZSamples, 32), BatchSize = request.BatchSize },
-        };
-        var mixture = new TiltMixtureSampler(denoiser, sampler, reward, plan.Lambda!.Value, settings);
-        // The set-up (log Z of the terms, pilot rounds) is kept with the finished proposal batches, so --resume repeats neither.
-        const string envelopeNote = "mixture.json";
-        var envelope = checkpoint?.ReadNote(envelopeNote) is { } saved
-            ? MixtureEnvelope.FromJson(saved, Path.Combine(".partial", envelopeNote))
-            : null;
-        if (envelope is not null) Console.WriteLine($"resuming: the mixture's set-up ({envelope.Components.Count} tilts, ε = {envelope.Epsilon:G4}) read from .partial/{envelopeNote}");
-        var drawn = ProgressReporter.Run($"generate (KL mixture, {mixture.Method})", progress =>
-        {
-            if (envelope is null)
-            {
-                envelope = mixture.Prepare(request.Seed);
-                checkpoint?.WriteNote(envelopeNote, envelope.ToJson());
-            }
-            return mixture.Sample(request.Count, request.Seed, (accepted, _) =>
-                progress(new GenerationProgress(accepted, request.Count, accepted, request.Count)), envelope: envelope, proposals: checkpoint,
-                onNonFinite: request.OnNonFinite);
-        });
-        alignment["method"] = mixture.Method switch
+        var drawn = run.Mixture!;
+        var reward = plan.Mixture!;
+        if (run.ResumedSetup) Console.WriteLine($"resumed: the mixture's set-up ({drawn.Components.Count} tilts, ε = {drawn.Epsilon:G4}) was read from the checkpoint, not recomputed");
+        alignment["method"] = drawn.Method switch
         {
             MixtureMethod.ExactMixture => "kl-exact-mixture",
             MixtureMethod.HubbardStratonovich => "kl-hubbard-stratonovich",
@@ -245,12 +234,11 @@ internal static class AlignmentReport
         alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
         alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
         alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
-        Reference(alignment, plan, reward, denoiser, sampler, request);
+        Reference(alignment, plan, reward, ExactTilt.BaseLaw(denoiser, range), sampler, request);
         if (drawn.EnvelopeViolations > 0)
             Console.Error.WriteLine($"warning: {drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4}); see report.json");
         Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
                           $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
-        return new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
     }
 
     /// <summary>

@@ -13,6 +13,9 @@ internal static partial class Flags
     {
         ["reward"] = "--reward",
         ["constraint"] = "--constraint",
+        ["lambda"] = "--lambda",
+        ["theta"] = "--tilt",
+        ["mode"] = "--tilt-mode",
         ["shard"] = "--shard",
         ["resume"] = "--resume",
         ["overwrite"] = "--overwrite",

@@ -89,12 +89,12 @@ internal static class GenerateCommand
             }
             else plan = tilt.Read(parse, denoiser, located.Directory);
             var range = tilt.DataRange(parse, located);
-            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Exact })
+            if (plan is { Algorithm: KlAlgorithm.ExactTilt })
                 Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
             // Only now, with every input checked, is the output folder created: bad input writes nothing.
             if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
                 throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
-            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Exact } && (shardValue != Shard.Whole || init is not null))
+            if (plan is { Algorithm: KlAlgorithm.ExactTilt } && (shardValue != Shard.Whole || init is not null))
                 throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
             bool resuming = parse.GetValue(resume);
             if (resuming && !BatchCheckpoint.Exists(output))
@@ -110,19 +110,14 @@ internal static class GenerateCommand
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
             var alignment = new JsonObject();
             GenerationResult result;
-            LinearTilt? tilted = null;
-            Estimation.DriftDiagnostic? drift = null;
+            KlAlignmentResult? aligned = null;
             try
             {
-                if (plan?.Mixture is { } mixtureReward)
+                if (plan is not null)
                 {
-                    // Proposal batches go to the checkpoint, keyed by proposal index, not the request's sample batches.
-                    result = AlignmentReport.RunMixture(alignment, plan, mixtureReward, OnnxAlign.Alignment.ExactTilt.BaseLaw(denoiser, range), samplerInstance, request with { Checkpoint = null }, checkpoint);
+                    aligned = AlignmentReport.Run(alignment, plan, denoiser, range, samplerInstance, request, checkpoint);
+                    result = aligned.Samples;
                 }
-                else if (plan?.Mode == TiltOptions.TiltRunMode.Exact)
-                    result = AlignmentReport.RunExact(alignment, plan, denoiser, range, samplerInstance, request with { Checkpoint = null }, checkpoint);
-                else if (plan is not null)
-                    result = AlignmentReport.RunFast(alignment, plan, denoiser, range, samplerInstance, request, out tilted, out drift);
                 else
                     result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, samplerInstance, request, progress));
             }
@@ -143,7 +138,7 @@ internal static class GenerateCommand
                                                                            : "(--on-nan skip drops such samples and goes on)"));
                 return 3;
             }
-            if (tilted is not null) AlignmentReport.Report(alignment, plan!, tilted, drift!, denoiser, range, samplerInstance, request, result);
+            if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, plan!, aligned, denoiser, range, samplerInstance, request, result);
 
             ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
 
@@ -178,9 +173,9 @@ internal static class GenerateCommand
 
             checkpoint.Complete();
             Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
-            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Hybrid })
+            if (plan is { Algorithm: KlAlgorithm.HybridTilt })
                 alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
-            if (plan is { Mixture: null, Mode: TiltOptions.TiltRunMode.Fast, LogZSamples: > 0 })
+            if (plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 })
             {
                 // After the images are written: the estimate costs more network evaluations than a small run itself.
                 Console.WriteLine($"estimating log Z and KL(q‖p) ({plan.LogZNodes} × {plan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");

@@ -90,27 +90,29 @@ internal static class SweepCommand
                     switch (method)
                     {
                         case "kl-exact":
-                            var exact = ProgressReporter.Run($"KL exact λ={lambda:G3}", p => OnnxAlign.Alignment.ExactTilt.Sample(denoiser, range, s, theta, exactSettings,
-                                new SyncProgress<OnnxAlign.Alignment.ExactTiltProgress>(e => p(new GenerationProgress(e.Systems, e.Systems, (long)(1000 * Math.Min(e.EffectiveSampleSize / e.TargetEffectiveSampleSize, 1)), 1000)))));
-                            samples = exact.Samples;
-                            extra["effective_sample_size"] = exact.Particles.EffectiveSampleSize;
-                            extra["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample;
-                            extra["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value);
-                            extra["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError);
-                            extra["distinct_samples"] = exact.DistinctSamples;
-                            break;
                         case "kl-fast":
-                            var diagnostic = new OnnxAlign.Estimation.DriftDiagnostic(OnnxAlign.Estimation.DriftDiagnostic.DefaultDirections(theta), s);
-                            samples = ProgressReporter.Run($"KL fast λ={lambda:G3}", p => Generation.Run(OnnxAlign.Alignment.ExactTilt.FastTilt(denoiser, theta, range), s, request, p, diagnostic)).Samples;
-                            var report = diagnostic.Report();
-                            drifts.Add((lambda, report));
-                            extra["drifting"] = report.IsDrifting;
-                            extra["max_relative_drift"] = AlignmentReport.Finite(report.MaxRelativeDrift);
+                            var run = ProgressReporter.Run($"KL {(method == "kl-exact" ? "exact" : "fast")} λ={lambda:G3}", p => KlAlignment.RunTilt(denoiser, range, s, theta,
+                                new KlAlignmentSettings { Mode = method == "kl-exact" ? KlTiltMode.Exact : KlTiltMode.Fast, Exact = exactSettings }, request,
+                                new SyncProgress<GenerationProgress>(p)));
+                            samples = run.Samples.Samples;
+                            if (run.Exact is { } exact)
+                            {
+                                extra["effective_sample_size"] = exact.Particles.EffectiveSampleSize;
+                                extra["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample;
+                                extra["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value);
+                                extra["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError);
+                                extra["distinct_samples"] = exact.DistinctSamples;
+                            }
+                            else
+                            {
+                                drifts.Add((lambda, run.Drift!));
+                                extra["drifting"] = run.Drift!.IsDrifting;
+                                extra["max_relative_drift"] = AlignmentReport.Finite(run.Drift!.MaxRelativeDrift);
+                            }
                             break;
                         case "kl-hybrid":
-                            IDenoiser hybrid = new LinearTilt(denoiser, theta, TiltMode.Hybrid, new HybridSurrogate(variance));
-                            if (range is { } r) hybrid = new DenoisedProjection(hybrid, r);
-                            samples = ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => Generation.Run(hybrid, s, request, p)).Samples;
+                            samples = ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => KlAlignment.RunTilt(denoiser, range, s, theta,
+                                new KlAlignmentSettings { Mode = KlTiltMode.Hybrid, DataVariance = variance }, request, new SyncProgress<GenerationProgress>(p))).Samples.Samples;
                             break;
                         default:
                             samples = ProxStage.Apply(new ProxOracle(linear, new ProxSettings { Lambda = lambda, Box = ValueBox.Pixels }), baseRun.Samples).Samples;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.IO;
 using OnnxAlign.Model;
@@ -11,7 +12,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Cli;
 
 /// <summary>The KL-alignment options of <c>generate</c>: a linear reward at temperature λ (θ = a/λ) or a raw θ, sampled
-/// exactly by <see cref="LinearTilt"/> (DESIGN §1); a convex low-rank reward, sampled by <see cref="TiltMixtureSampler"/> (§2).</summary>
+/// by <see cref="KlAlignment"/>, which picks the algorithm (DESIGN §1, §2).</summary>
 internal sealed class TiltOptions
 {
     private readonly Option<string?> _reward = new("--reward") { Description = $"Reward to align to: {RewardSpec.Forms}." };
@@ -39,11 +40,11 @@ internal sealed class TiltOptions
     public IEnumerable<Option> ModeOptions => [_mode, .. ExactOptions];
 
     /// <summary>--tilt-mode as given: exact, fast or hybrid.</summary>
-    public TiltRunMode ReadMode(ParseResult parse) => parse.GetValue(_mode) switch
+    public KlTiltMode ReadMode(ParseResult parse) => parse.GetValue(_mode) switch
     {
-        "exact" => TiltRunMode.Exact,
-        "fast" => TiltRunMode.Fast,
-        "hybrid" => TiltRunMode.Hybrid,
+        "exact" => KlTiltMode.Exact,
+        "fast" => KlTiltMode.Fast,
+        "hybrid" => KlTiltMode.Hybrid,
         var m => throw new UsageException($"--tilt-mode '{m}': expected exact, fast or hybrid"),
     };
 
@@ -99,27 +100,25 @@ internal sealed class TiltOptions
         if (nodes < 1) throw new UsageException($"--logz-nodes {nodes}: expected ≥ 1");
         if (perNode is < 0 or 1) throw new UsageException($"--logz-samples {perNode}: expected 0 (no estimate) or ≥ 2");
 
-        LinearReward? reward = null;
-        FeatureReward? mixture = null;
+        var settings = new KlAlignmentSettings
+        {
+            Mode = mode, Exact = exact, TrustRadius = trust,
+            DataVariance = mode == KlTiltMode.Hybrid ? DataMoments.Read(modelDirectory).Variance : null,
+            Partition = new LogPartitionSettings { Nodes = nodes, SamplesPerNode = perNode },
+        };
+        Reward? reward = null;
         float[] theta = [];
+        KlAlgorithm algorithm;
         if (spec is not null)
         {
             if (lambda is not { } l || !(l > 0) || double.IsInfinity(l))
                 throw new UsageException($"--lambda {(lambda?.ToString() ?? "missing")}: expected a finite value > 0 with --reward");
-            // The reward's structure picks the exact algorithm: linear → one tilt; convex low-rank → a mixture of tilts.
-            switch (RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory))
-            {
-                case LinearReward linear:
-                    reward = linear;
-                    theta = linear.Tilt(l);
-                    break;
-                case FeatureReward features when TiltMixtureSampler.Supports(features, l, out string? why) is null:
-                    throw new UsageException($"--reward '{spec}' with --align kl: {why}. Linear rewards ({RewardSpec.LinearForms}) use one exact tilt; " +
-                                             "--align w2 takes any of the reward forms");
-                case FeatureReward features:
-                    mixture = features;
-                    break;
-            }
+            reward = RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory);
+            // The library picks the exact algorithm from the reward's structure: linear → one tilt; convex low-rank → a mixture of tilts.
+            try { algorithm = KlAlignment.Choose(reward, l, mode); }
+            catch (ConfigException e) when (e.Parameter == "reward") { throw new UsageException($"{Flags.Describe(e)} (--align w2)"); }
+            catch (ConfigException e) when (e.Parameter == "mode") { throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts"); }
+            if (reward is LinearReward linear) theta = KlAlignment.TiltOf(linear, l);
         }
         else
         {
@@ -129,47 +128,27 @@ internal sealed class TiltOptions
                 throw new ConfigException($"--tilt {tiltPath}: shape [{string.Join(", ", array.Shape)}], expected {denoiser.SampleSize} values [{string.Join(", ", denoiser.SampleShape)}]");
             if (array.Data.Any(v => !float.IsFinite(v))) throw new ConfigException($"--tilt {tiltPath}: contains NaN or infinite values");
             theta = array.Data;
+            algorithm = mode switch { KlTiltMode.Exact => KlAlgorithm.ExactTilt, KlTiltMode.Fast => KlAlgorithm.FastTilt, _ => KlAlgorithm.HybridTilt };
         }
-        if (mixture is not null && mode == TiltRunMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
-        if (theta.Any(v => !float.IsFinite(v))) throw new UsageException($"--lambda {lambda}: θ = a/λ overflows (not finite); use a larger λ");
-        return new Plan(reward, lambda, theta, mode, trust, reference, nodes, perNode, modelDirectory)
-        {
-            Mixture = mixture,
-            Exact = exact,
-        };
+        return new Plan(reward, lambda, theta, algorithm, settings, reference, modelDirectory);
     }
 
-    /// <summary>How a linear tilt is sampled: exact (SMC), fast (plain projected tilt) or hybrid (surrogate).</summary>
-    internal enum TiltRunMode { Exact, Fast, Hybrid }
-
-    internal sealed record Plan(LinearReward? Reward, double? Lambda, float[] Theta, TiltRunMode Mode, double TrustRadius,
-                                int ReferenceCount, int LogZNodes, int LogZSamples, string ModelDirectory)
+    /// <summary>What generate's KL options ask for: the reward (or a raw θ), the algorithm the library picked, and its settings.</summary>
+    internal sealed record Plan(Reward? Reward, double? Lambda, float[] Theta, KlAlgorithm Algorithm, KlAlignmentSettings Settings,
+                                int ReferenceCount, string ModelDirectory)
     {
-        /// <summary>The exact mode's settings (count, seed and NaN policy are the run's).</summary>
-        public ExactTiltSettings Exact { get; init; } = new();
+        /// <summary>The linear reward of a tilt (null for a raw θ or a mixture).</summary>
+        public LinearReward? Linear => Reward as LinearReward;
 
-        /// <summary>A convex low-rank reward to sample by a mixture of tilts, instead of one tilt.</summary>
-        public FeatureReward? Mixture { get; init; }
+        /// <summary>A mixture's convex low-rank reward, or null.</summary>
+        public FeatureReward? Mixture => Algorithm == KlAlgorithm.TiltMixture ? (FeatureReward)Reward! : null;
 
-        /// <summary>The tilted denoiser of the fast and hybrid modes; hybrid mode reads the data variance from the model folder or estimates it from a base batch.</summary>
-        public LinearTilt CreateTilt(IDenoiser denoiser, Sampler sampler, GenerationRequest request, JsonObject alignment)
-        {
-            HybridSurrogate? surrogate = null;
-            if (Mode == TiltRunMode.Hybrid)
-            {
-                double? variance = DataMoments.Read(ModelDirectory).Variance;
-                alignment["data_variance_source"] = variance is null ? "estimated from 256 base samples" : "data_moments.json";
-                if (variance is null)
-                {
-                    var baseRun = Generation.Run(denoiser, sampler, request.SideRun(256));
-                    variance = Numerics.ColumnVariances(baseRun.Samples, denoiser.SampleSize).Average();
-                    alignment["data_variance_network_evaluations"] = baseRun.NetworkEvaluations;
-                }
-                surrogate = new HybridSurrogate(variance.Value, TrustRadius);
-                alignment["data_variance"] = variance.Value;
-                alignment["trust_radius"] = TrustRadius;
-            }
-            return new LinearTilt(denoiser, Theta, Mode == TiltRunMode.Hybrid ? TiltMode.Hybrid : TiltMode.Exact, surrogate);
-        }
+        public KlTiltMode Mode => Settings.Mode;
+
+        public int LogZNodes => Settings.Partition.Nodes;
+
+        public int LogZSamples => Settings.Partition.SamplesPerNode;
+
+        public ExactTiltSettings Exact => Settings.Exact;
     }
 }

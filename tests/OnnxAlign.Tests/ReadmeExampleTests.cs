@@ -1,38 +1,79 @@
+using System.Reflection;
+using System.Runtime.Loader;
+using System.Text.RegularExpressions;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
 using OnnxAlign.Alignment;
-using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Tests;
 
-/// <summary>The C# snippets of README ("Library example", "Guidance in your own pipeline"), on the toy image model, so they cannot drift from the code.</summary>
+/// <summary>
+/// README's C# blocks, compiled as they stand (Roslyn) and run on the toy image model, so that they cannot drift
+/// from the code: the model path and the reward are the only substitutions (the toy has no classifier).
+/// </summary>
 public class ReadmeExampleTests
 {
-    [Fact]
-    public void LibraryExampleRuns()
+    private static readonly string[] Blocks = Regex.Matches(
+            File.ReadAllText(Path.Combine(TestSupport.RepositoryRoot, "README.md")), @"```csharp\n(.*?)```", RegexOptions.Singleline)
+        .Select(m => m.Groups[1].Value).ToArray();
+
+    private static string Toy => TestSupport.Toy("gmm-image");
+
+    /// <summary>Compiles a block as the body of <c>Snippet.Run(parameters)</c>, its <c>using</c> lines above the class.</summary>
+    private static MethodInfo Compile(string block, string parameters = "", string returns = "void", string epilogue = "")
     {
-        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var network = model.OpenDenoiser(new DenoiserOptions { Device = "cpu" });
-        var sampler = Sampler.Create("ddpm", model.Config, steps: 50);
-        var plain = Generation.Run(network, sampler, new GenerationRequest { Count = 64, BatchSize = 32, Seed = 7 });
-        Assert.Equal(64 * 64, plain.Samples.Length);
-
-        var brightness = RewardSpec.ParseLinear("brightness", network.SampleShape, model.Directory);
-        var aligned = ExactTilt.Sample(network, model.DataRange, sampler, brightness.Tilt(lambda: 0.05),
-            new ExactTiltSettings { Count = 64, Smc = new SmcSettings { Seed = 7 } });
-        Assert.Equal(64 * 64, aligned.Samples.Length);
-        Assert.True(aligned.Particles.EffectiveSampleSize > 1 && double.IsFinite(aligned.KlDivergence.Value));
-
-        var fast = Generation.Run(ExactTilt.FastTilt(network, brightness.Tilt(lambda: 0.05), model.DataRange), sampler,
-                                  new GenerationRequest { Count = 64, Seed = 7 });
-        Assert.True(brightness.EvaluateBatch(fast.Samples).Average() > brightness.EvaluateBatch(plain.Samples).Average());
+        var lines = block.Split('\n');
+        var usings = lines.Where(l => l.StartsWith("using ") && l.TrimEnd().EndsWith(';') && !l.Contains('=') && !l.StartsWith("using var")).ToArray();
+        string body = string.Join('\n', lines.Except(usings));
+        // The implicit usings of `dotnet new console`, as a reader's app has them.
+        string[] implicitUsings = ["using System;", "using System.IO;", "using System.Linq;", "using System.Collections.Generic;", "using System.Threading;", "using System.Threading.Tasks;"];
+        string source = string.Join('\n', implicitUsings.Concat(usings).Concat(["using OnnxAlign.Model;", "using OnnxAlign.Sampling;"]).Distinct()) +
+                        $"\npublic static class Snippet {{ public static {returns} Run({parameters}) {{\n{body}\n{epilogue}\n}} }}\n";
+        var references = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
+            .Concat(AppDomain.CurrentDomain.GetAssemblies().Where(a => !a.IsDynamic && a.Location.Length > 0).Select(a => a.Location))
+            .Distinct().Select(p => MetadataReference.CreateFromFile(p));
+        var compilation = CSharpCompilation.Create($"Readme{Guid.NewGuid():N}", [CSharpSyntaxTree.ParseText(source)], references,
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+        using var image = new MemoryStream();
+        var emitted = compilation.Emit(image);
+        var errors = emitted.Diagnostics.Where(d => d.Severity == DiagnosticSeverity.Error).ToArray();
+        Assert.True(emitted.Success, "README block does not compile:\n" + string.Join("\n", errors.Select(e => e.ToString())) + "\n" + source);
+        image.Position = 0;
+        var assembly = AssemblyLoadContext.Default.LoadFromStream(image);
+        return assembly.GetType("Snippet")!.GetMethod("Run")!;
     }
 
     [Fact]
+    public void ReadmeHasTheBlocksTheseTestsRun()
+    {
+        Assert.Equal(2, Blocks.Length);   // a new block needs its test here
+        Assert.Contains("KlAlignment.Run", Blocks[0]);
+        Assert.Contains("sampler.Step(", Blocks[1]);
+    }
+
+    [Fact]
+    public void LibraryExampleRuns()
+    {
+        string block = Blocks[0].Replace("\"models/fashion\"", $"@\"{Toy}\"").Replace("\"class:Trouser\"", "\"brightness\"");
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        try { Compile(block).Invoke(null, null); }
+        finally { Console.SetOut(console); }
+        string printed = output.ToString();
+        Assert.Matches(@"ESS \d+, KL -?\d", printed);
+        Assert.Contains("ExactTilt: 64 samples", printed);
+    }
+
+    /// <summary>The own-loop block, with the variables its comment names, equals the fast tilt through the sampler.</summary>
+    [Fact]
     public void OwnLoopExampleEqualsTheFastTiltThroughTheSampler()
     {
-        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        var run = Compile(Blocks[1], "DiffusionModel model, IDenoiser network, Sampler sampler, float[] x, int batch, float[] theta, NoiseStream[] streams");
+        var model = DiffusionModel.Locate(Toy);
         using var network = model.OpenDenoiser();
         var sampler = Sampler.Create("ddpm", model.Config, steps: 30);
         var theta = RewardSpec.ParseLinear("brightness", network.SampleShape, model.Directory).Tilt(0.05);
@@ -41,18 +82,7 @@ public class ReadmeExampleTests
         var x = new float[batch * network.SampleSize];
         for (int b = 0; b < batch; b++) streams[b].NextGaussian(x.AsSpan(b * network.SampleSize, network.SampleSize));
 
-        var state = sampler.CreateState(batch, network.SampleSize);
-        var guided = new float[x.Length];
-        var denoised = new float[x.Length];
-        for (int i = 0; i < sampler.Steps; i++)
-        {
-            int t = sampler.Timesteps[i];
-            var (alpha, sigma) = network.Schedule.AlphaSigma(t);
-            LinearTilt.GuideNoise(x, batch, theta, alpha, sigma,
-                (input, eps) => network.PredictNoise(input, batch, t, eps),
-                guided, denoised, model.DataRange);
-            sampler.Step(i, guided, x, denoised, state, streams);
-        }
+        run.Invoke(null, [model, network, sampler, x, batch, theta, streams]);
 
         var expected = Generation.Run(ExactTilt.FastTilt(network, theta, model.DataRange), sampler,
                                       new GenerationRequest { Count = batch, BatchSize = batch, Seed = 3 }).Samples;

@@ -11,7 +11,8 @@ namespace OnnxAlign.Sampling;
 /// </summary>
 public sealed class BatchCheckpoint : IBatchStore
 {
-    private const string Folder = ".partial";
+    /// <summary>The checkpoint folder's name inside the output folder.</summary>
+    public const string Folder = ".partial";
     private readonly string _directory;
 
     private BatchCheckpoint(string directory) => _directory = directory;

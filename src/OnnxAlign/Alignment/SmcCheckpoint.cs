@@ -1,13 +1,13 @@
 using System.Text.Json.Nodes;
-using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.Sampling;
 
-namespace OnnxAlign.Cli;
+namespace OnnxAlign.Alignment;
 
 /// <summary>Finished SMC systems in the run's checkpoint: the particles as a batch keyed by system, the weights as a note.</summary>
 internal sealed class SmcCheckpoint(BatchCheckpoint checkpoint) : ISmcSystemStore
 {
+    /// <inheritdoc/>
     public SmcSystem? TryLoad(int system, int particles, int sampleSize)
     {
         if (checkpoint.ReadNote(NoteName(system)) is not { } text) return null;
@@ -23,10 +23,11 @@ internal sealed class SmcCheckpoint(BatchCheckpoint checkpoint) : ISmcSystemStor
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NullReferenceException or FormatException)
         {
-            throw new ConfigException($"--resume: {Path.Combine(BatchCheckpoint.PathOf("OUT"), NoteName(system))} is damaged ({e.Message}); use --overwrite to start over");
+            throw ConfigException.For("resume", $": {Path.Combine(BatchCheckpoint.Folder, NoteName(system))} in the output folder is damaged ({e.Message}); start over with {OnnxAlignException.Option("overwrite")}", e);
         }
     }
 
+    /// <inheritdoc/>
     public void Save(int system, SmcSystem finished)
     {
         // The particles first: a note without its batch is never read as a finished system.

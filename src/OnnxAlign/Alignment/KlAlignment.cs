@@ -1,0 +1,271 @@
+using OnnxAlign.Core;
+using OnnxAlign.Estimation;
+using OnnxAlign.Guidance;
+using OnnxAlign.Model;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Alignment;
+
+/// <summary>How a linear tilt q ∝ p·e^{⟨θ,x⟩} is sampled (DESIGN §1d).</summary>
+public enum KlTiltMode
+{
+    /// <summary>SMC with exact weights, the projected tilt as proposal: consistent for the tilt on any network.</summary>
+    Exact,
+    /// <summary>The projected tilt in the plain sampler loop (one network call per step): exact for the true score only, biased for strong tilts on trained networks.</summary>
+    Fast,
+    /// <summary>A Gaussian surrogate where the shift is large (DESIGN §1b): approximate.</summary>
+    Hybrid,
+}
+
+/// <summary>The algorithm <see cref="KlAlignment"/> picked from the reward's structure and the mode.</summary>
+public enum KlAlgorithm
+{
+    /// <summary>One linear tilt, sampled exactly (<see cref="ExactTilt"/>).</summary>
+    ExactTilt,
+    /// <summary>One linear tilt, the fast projected tilt.</summary>
+    FastTilt,
+    /// <summary>One linear tilt, the hybrid surrogate.</summary>
+    HybridTilt,
+    /// <summary>A convex low-rank reward f(Ax): an exact mixture of tilts with rejection (DESIGN §2, <see cref="TiltMixtureSampler"/>).</summary>
+    TiltMixture,
+}
+
+/// <summary>The options of a KL alignment (those of <c>onnxalign generate --align kl</c>).</summary>
+public sealed record KlAlignmentSettings
+{
+    /// <summary>How a linear tilt is sampled; a mixture's proposals are always the fast tilts of its components.</summary>
+    public KlTiltMode Mode { get; init; } = KlTiltMode.Exact;
+
+    /// <summary>The exact mode's SMC settings; the count, seed and NaN policy are the request's.</summary>
+    public ExactTiltSettings Exact { get; init; } = new();
+
+    /// <summary>Hybrid: use the surrogate where c_t‖θ‖ exceeds this multiple of the typical ‖x_t‖.</summary>
+    public double TrustRadius { get; init; } = 1.0;
+
+    /// <summary>Hybrid: the data's per-coordinate variance (<see cref="DataMoments"/>); null estimates it from <see cref="VarianceSamples"/> base samples.</summary>
+    public double? DataVariance { get; init; }
+
+    /// <summary>Hybrid: base samples that estimate the data variance when none is given.</summary>
+    public int VarianceSamples { get; init; } = 256;
+
+    /// <summary>Mixture: Gauss–Legendre nodes and tilted samples per node of each component's log Z.</summary>
+    public LogPartitionSettings Partition { get; init; } = new() { Nodes = 6, SamplesPerNode = 64 };
+
+    /// <summary>Checks the values (count and seed belong to the request).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A value out of range.</exception>
+    public KlAlignmentSettings Validated()
+    {
+        Exact.Validated();
+        if (!(TrustRadius > 0) || double.IsInfinity(TrustRadius)) throw new ArgumentOutOfRangeException(nameof(TrustRadius), TrustRadius, "expected a finite value > 0");
+        if (DataVariance is { } v && (!(v > 0) || double.IsInfinity(v))) throw new ArgumentOutOfRangeException(nameof(DataVariance), v, "expected a finite value > 0");
+        if (VarianceSamples < 2) throw new ArgumentOutOfRangeException(nameof(VarianceSamples), VarianceSamples, "expected ≥ 2");
+        return this;
+    }
+}
+
+/// <summary>What a KL alignment returned: the samples and what the report needs of the algorithm that drew them.</summary>
+public sealed class KlAlignmentResult
+{
+    internal KlAlignmentResult(KlAlgorithm algorithm, GenerationResult samples, float[] theta)
+    {
+        Algorithm = algorithm;
+        Samples = samples;
+        Theta = theta;
+    }
+
+    /// <summary>The algorithm that drew the samples.</summary>
+    public KlAlgorithm Algorithm { get; }
+
+    /// <summary>The samples (returned by resampling for the exact tilt, accepted proposals for the mixture).</summary>
+    public GenerationResult Samples { get; }
+
+    /// <summary>θ of a linear tilt; empty for a mixture.</summary>
+    public float[] Theta { get; }
+
+    /// <summary>The exact tilt's SMC run (weights, ESS, log Z and KL of the returned law); null otherwise.</summary>
+    public ExactTiltResult? Exact { get; internal init; }
+
+    /// <summary>The fast or hybrid tilt's denoiser (largest shift ratio, surrogate steps); null otherwise.</summary>
+    public LinearTilt? Tilt { get; internal init; }
+
+    /// <summary>The drift diagnostic of the fast or hybrid run (DESIGN §1d); null otherwise.</summary>
+    public DriftReport? Drift { get; internal init; }
+
+    /// <summary>The mixture's run (components, envelope, acceptance); null otherwise.</summary>
+    public TiltMixtureResult? Mixture { get; internal init; }
+
+    /// <summary>Hybrid: the data variance the surrogate used, and whether it was estimated here.</summary>
+    public (double Value, bool Estimated)? DataVariance { get; internal init; }
+
+    /// <summary>The mixture's set-up (log Z of its terms, pilot rounds) was read from the checkpoint, not computed.</summary>
+    public bool ResumedSetup { get; internal init; }
+
+    /// <summary>Network evaluations outside <see cref="Samples"/> (the hybrid's variance batch, the mixture's set-up).</summary>
+    public long SetupEvaluations { get; internal init; }
+}
+
+/// <summary>
+/// KL alignment, q ∝ p·e^{r/λ}: the algorithm is chosen from the reward's structure (DESIGN §1, §2), as
+/// <see cref="Prox.ProxOracle"/> chooses the prox's — a linear reward is one tilt θ = a/λ, a convex low-rank reward
+/// f(Ax) with a supported f is a mixture of tilts, and any other reward is refused with what would serve it.
+/// </summary>
+public static class KlAlignment
+{
+    /// <summary>The mixture's set-up note in a checkpoint: resuming repeats neither its log Z nor its pilot rounds.</summary>
+    private const string MixtureNote = "mixture.json";
+
+    /// <summary>The algorithm for <paramref name="reward"/> at <paramref name="lambda"/> in <paramref name="mode"/>.</summary>
+    /// <exception cref="ConfigException">The reward has no exact KL algorithm (parameter <c>reward</c>), or the mode does not apply to it (parameter <c>mode</c>).</exception>
+    public static KlAlgorithm Choose(Reward reward, double lambda, KlTiltMode mode = KlTiltMode.Exact)
+    {
+        CheckLambda(lambda);
+        switch (reward)
+        {
+            case LinearReward:
+                return mode switch { KlTiltMode.Exact => KlAlgorithm.ExactTilt, KlTiltMode.Fast => KlAlgorithm.FastTilt, _ => KlAlgorithm.HybridTilt };
+            case FeatureReward features when TiltMixtureSampler.Supports(features, lambda, out string? why) is null:
+                throw ConfigException.For("reward", $"'{reward.Name}' for KL alignment: {why}. Linear rewards ({RewardSpec.LinearForms}) use one exact tilt; Wasserstein alignment takes any of the reward forms");
+            case FeatureReward:
+                if (mode == KlTiltMode.Hybrid) throw ConfigException.For("mode", "Hybrid applies to linear rewards; the KL mixture uses exact tilts");
+                return KlAlgorithm.TiltMixture;
+            default:
+                throw ConfigException.For("reward", $"'{reward.Name}': no KL algorithm for a {reward.GetType().Name}");
+        }
+    }
+
+    /// <summary>
+    /// Samples q ∝ p·e^{r/λ} for a reward with declared structure. <paramref name="network"/> is the model's
+    /// denoiser as it is; the base law p is it with x̂0 projected onto <paramref name="range"/> when that is known
+    /// (DESIGN §1d). The request gives count, batch, seed, NaN policy and cancellation.
+    /// </summary>
+    /// <param name="network">The model's denoiser (not disposed here: the caller owns it).</param>
+    /// <param name="range">The data range x̂0 is projected onto (<see cref="DiffusionModel.DataRange"/>); null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="reward">The reward; its structure picks the algorithm.</param>
+    /// <param name="lambda">The temperature λ &gt; 0 (smaller is stronger).</param>
+    /// <param name="settings">The mode and the algorithms' settings.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation (shard and initial noise apply to the fast and hybrid tilts only).</param>
+    /// <param name="checkpoint">Where finished work is kept so that a resumed run repeats none (SMC systems, mixture set-up and proposals, fast batches); null for none.</param>
+    /// <param name="progress">Samples finished of the request's count (for the exact tilt: effective samples of the target).</param>
+    /// <exception cref="ConfigException">No KL algorithm for the reward (see <see cref="Choose"/>).</exception>
+    /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/>.</exception>
+    /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    public static KlAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda, KlAlignmentSettings settings,
+                                        GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
+    {
+        var algorithm = Choose(reward, lambda, settings.Mode);
+        if (algorithm != KlAlgorithm.TiltMixture)
+            return RunTilt(network, range, sampler, TiltOf((LinearReward)reward, lambda), settings, request, progress, checkpoint);
+        return RunMixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint);
+    }
+
+    /// <summary>θ = a/λ of a linear reward.</summary>
+    /// <exception cref="ConfigException">λ is not finite and positive, or θ overflows (parameter <c>lambda</c>).</exception>
+    public static float[] TiltOf(LinearReward reward, double lambda)
+    {
+        CheckLambda(lambda);
+        var theta = reward.Tilt(lambda);
+        if (theta.Any(v => !float.IsFinite(v))) throw ConfigException.For("lambda", $"{lambda}: θ = a/λ overflows (not finite); use a larger λ");
+        return theta;
+    }
+
+    /// <summary>Samples the linear tilt p·e^{⟨θ,x⟩} in the settings' mode (a raw θ; <see cref="Run"/> takes a reward).</summary>
+    /// <param name="network">The model's denoiser (not disposed here: the caller owns it).</param>
+    /// <param name="range">The data range x̂0 is projected onto; null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="theta">θ, one sample's values.</param>
+    /// <param name="settings">The mode and the algorithms' settings.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation.</param>
+    /// <param name="progress">Samples finished of the request's count (exact tilt: effective samples of the target).</param>
+    /// <param name="checkpoint">Where finished work is kept for a resume; null for none.</param>
+    public static KlAlignmentResult RunTilt(IDenoiser network, DataRange? range, Sampler sampler, float[] theta, KlAlignmentSettings settings,
+                                            GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
+    {
+        settings.Validated();
+        if (theta.Length != network.SampleSize) throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {network.SampleSize}", nameof(theta));
+        if (theta.Any(v => !float.IsFinite(v))) throw ConfigException.For("theta", ": contains NaN or infinite values");
+        if (settings.Mode == KlTiltMode.Exact)
+        {
+            var exactSettings = settings.Exact with
+            {
+                Count = request.Count,
+                Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
+            };
+            var exact = ExactTilt.Sample(network, range, sampler, theta, exactSettings,
+                progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
+                    (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
+                    (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000))),
+                request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
+            var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
+            return new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact };
+        }
+
+        var baseLaw = ExactTilt.BaseLaw(network, range);
+        long setup = 0;
+        (double, bool)? variance = null;
+        LinearTilt tilt;
+        if (settings.Mode == KlTiltMode.Hybrid)
+        {
+            // DESIGN §1b: the surrogate needs the data's variance: the model's, else a batch of base samples.
+            double value;
+            if (settings.DataVariance is { } known) value = known;
+            else
+            {
+                var batch = Generation.Run(network, sampler, request.SideRun(settings.VarianceSamples));
+                value = Numerics.ColumnVariances(batch.Samples, network.SampleSize).Average();
+                setup = batch.NetworkEvaluations;
+            }
+            variance = (value, settings.DataVariance is null);
+            tilt = new LinearTilt(network, theta, TiltMode.Hybrid, new HybridSurrogate(value, settings.TrustRadius));
+        }
+        else tilt = new LinearTilt(baseLaw, theta);
+        IDenoiser guided = settings.Mode == KlTiltMode.Hybrid && range is { } r ? new DenoisedProjection(tilt, r) : tilt;
+        var drift = new DriftDiagnostic(DriftDiagnostic.DefaultDirections(theta), sampler);
+        var result = Generation.Run(guided, sampler, request with { Checkpoint = checkpoint ?? request.Checkpoint },
+                                    progress is null ? null : progress.Report, drift);
+        return new KlAlignmentResult(settings.Mode == KlTiltMode.Hybrid ? KlAlgorithm.HybridTilt : KlAlgorithm.FastTilt, result, theta)
+        {
+            Tilt = tilt, Drift = drift.Report(), DataVariance = variance, SetupEvaluations = setup,
+        };
+    }
+
+    private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
+                                                KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
+                                                BatchCheckpoint? checkpoint)
+    {
+        using var cancellation = NetworkCancellation.Enter(request.Cancellation);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var mixture = new TiltMixtureSampler(ExactTilt.BaseLaw(network, range), sampler, reward, lambda, new TiltMixtureSettings
+        {
+            BatchSize = request.BatchSize,
+            Partition = settings.Partition with { SamplesPerNode = Math.Max(settings.Partition.SamplesPerNode, 32), BatchSize = request.BatchSize },
+        });
+        var envelope = checkpoint?.ReadNote(MixtureNote) is { } saved
+            ? MixtureEnvelope.FromJson(saved, Path.Combine(BatchCheckpoint.Folder, MixtureNote))
+            : null;
+        bool resumed = envelope is not null;
+        if (envelope is null)
+        {
+            envelope = mixture.Prepare(request.Seed);
+            checkpoint?.WriteNote(MixtureNote, envelope.ToJson());
+        }
+        // Proposal batches go to the checkpoint keyed by proposal index, not by the request's sample batches.
+        var drawn = mixture.Sample(request.Count, request.Seed,
+            progress is null ? null : (accepted, _) => progress.Report(new GenerationProgress(accepted, request.Count, accepted, request.Count)),
+            envelope: envelope, proposals: checkpoint, onNonFinite: request.OnNonFinite);
+        var samples = new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
+        return new KlAlignmentResult(KlAlgorithm.TiltMixture, samples, []) { Mixture = drawn, SetupEvaluations = drawn.SetupEvaluations, ResumedSetup = resumed };
+    }
+
+    private static void CheckLambda(double lambda)
+    {
+        if (!(lambda > 0) || double.IsInfinity(lambda)) throw ConfigException.For("lambda", $"{lambda}: expected a finite value > 0");
+    }
+
+    /// <summary>Reports on the caller's thread (no synchronisation context: the library has none to post to).</summary>
+    private sealed class Progress(Action<ExactTiltProgress> report) : IProgress<ExactTiltProgress>
+    {
+        public void Report(ExactTiltProgress value) => report(value);
+    }
+}

@@ -1,0 +1,84 @@
+using OnnxAlign.Alignment;
+using OnnxAlign.Core;
+using OnnxAlign.Evaluation;
+using OnnxAlign.Model;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+using OnnxAlign.ModelForge;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>The library's KL aligner (issue #16): the algorithm chosen from the reward's structure, and each choice runs the algorithm it names.</summary>
+public sealed class KlAlignmentTests
+{
+    private static LinearReward Linear() => new("test:linear", [0.6f, 0.8f]);
+
+    [Fact]
+    public void TheRewardsStructurePicksTheAlgorithm()
+    {
+        Assert.Equal(KlAlgorithm.ExactTilt, KlAlignment.Choose(Linear(), 1));
+        Assert.Equal(KlAlgorithm.FastTilt, KlAlignment.Choose(Linear(), 1, KlTiltMode.Fast));
+        Assert.Equal(KlAlgorithm.HybridTilt, KlAlignment.Choose(Linear(), 1, KlTiltMode.Hybrid));
+        Assert.Equal(KlAlgorithm.TiltMixture, KlAlignment.Choose(MixtureTests.Gmm2dReward(1, "softplus:0.5"), 0.3));
+        Assert.Equal(KlAlgorithm.TiltMixture, KlAlignment.Choose(MixtureTests.Gmm2dReward(2, "logsumexp:0.3"), 0.3));
+
+        // A concave f has no exact KL algorithm: refused, naming the parameter, not a flag.
+        var concave = Assert.Throws<ConfigException>(() => KlAlignment.Choose(MixtureTests.Gmm2dReward(1, "min"), 0.3));
+        Assert.Equal("reward", concave.Parameter);
+        Assert.Contains("concave", concave.Message);
+        Assert.Equal("mode", Assert.Throws<ConfigException>(() => KlAlignment.Choose(MixtureTests.Gmm2dReward(1, "softplus:0.5"), 0.3, KlTiltMode.Hybrid)).Parameter);
+        foreach (double bad in new[] { 0, -1, double.NaN, double.PositiveInfinity })
+            Assert.Equal("lambda", Assert.Throws<ConfigException>(() => KlAlignment.Choose(Linear(), bad)).Parameter);
+        Assert.Equal("lambda", Assert.Throws<ConfigException>(() => KlAlignment.TiltOf(Linear(), 1e-300)).Parameter);
+    }
+
+    /// <summary>The linear exact path is <see cref="ExactTilt.Sample"/> with the request's count, seed and NaN policy: the same samples.</summary>
+    [Fact]
+    public void ALinearRewardRunsTheExactTilt()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 30);
+        var reward = Linear();
+        var request = new GenerationRequest { Count = 64, BatchSize = 64, Seed = 11 };
+        var aligned = KlAlignment.Run(network, null, sampler, reward, 0.5, new KlAlignmentSettings(), request);
+        var direct = ExactTilt.Sample(network, null, sampler, reward.Tilt(0.5), new ExactTiltSettings { Count = 64, Smc = new SmcSettings { Seed = 11 } });
+        Assert.Equal(KlAlgorithm.ExactTilt, aligned.Algorithm);
+        Assert.Equal(direct.Samples, aligned.Samples.Samples);
+        Assert.Equal(direct.KlDivergence, aligned.Exact!.KlDivergence);
+    }
+
+    /// <summary>A convex low-rank reward is sampled by the mixture of tilts: its feature law matches the quadrature ground truth.</summary>
+    [Fact]
+    public void AConvexLowRankRewardRunsTheMixtureToItsGroundTruth()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddim", model.Config, steps: 100);
+        var reward = MixtureTests.Gmm2dReward(1, "softplus:0.5");
+        const double lambda = 0.3;
+        const int count = 2000;
+        var aligned = KlAlignment.Run(network, null, sampler, reward, lambda, new KlAlignmentSettings(),
+                                      new GenerationRequest { Count = count, BatchSize = 256, Seed = 5 });
+        Assert.Equal(KlAlgorithm.TiltMixture, aligned.Algorithm);
+        Assert.Equal(count, aligned.Samples.Count);
+        var truth = new FeatureGridLaw(ToyModels.Gmm2d, reward, z => reward.Function.Value(z) / lambda, -8, 8, 4001);
+        double ks = Numerics.KolmogorovSmirnov(aligned.Mixture!.Features.Select(z => z[0]), v => truth.MarginalCdf(0, v));
+        Assert.InRange(ks, 0, 1.95 / Math.Sqrt(count) + 0.01);
+    }
+
+    [Fact]
+    public void TheFastTiltReportsItsDrift()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddim", model.Config, steps: 30);
+        var fast = KlAlignment.Run(network, null, sampler, Linear(), 1, new KlAlignmentSettings { Mode = KlTiltMode.Fast },
+                                   new GenerationRequest { Count = 256, BatchSize = 256, Seed = 3 });
+        Assert.Equal(KlAlgorithm.FastTilt, fast.Algorithm);
+        Assert.NotNull(fast.Drift);
+        Assert.NotNull(fast.Tilt);
+        // The exact toy network's fast tilt is exact (DESIGN §1): the diagnostic must not flag it.
+        Assert.False(fast.Drift!.IsDrifting);
+    }
+}
