@@ -103,8 +103,8 @@ internal static class GenerateCommand
             using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
-            // Everything that determines the samples, in the order given (--out, --resume, --overwrite and --threads do not).
-            string fingerprint = Fingerprint(parse);
+            // Everything that determines the samples (the run plan, DESIGN §6): its canonical JSON is the fingerprint.
+            string fingerprint = Fingerprint(parse, located);
             var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
             if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
             var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
@@ -190,22 +190,28 @@ internal static class GenerateCommand
         return command;
     }
 
-    private static string Fingerprint(ParseResult parse)
+    /// <summary>
+    /// The run plan's canonical JSON: every option's value by name, given or default, except those that do not change
+    /// the samples (--out, --resume, --overwrite, --threads), so the order of the options does not matter.
+    /// </summary>
+    private static string Fingerprint(ParseResult parse, DiffusionModel model)
     {
-        var tokens = parse.Tokens.Select(t => t.Value).ToList();
-        var kept = new List<string>();
-        for (int i = 0; i < tokens.Count; i++)
+        var settings = new Dictionary<string, string?>();
+        foreach (var option in parse.CommandResult.Command.Options)
         {
-            if (tokens[i] is "--resume" or "--overwrite") continue;
-            if (tokens[i] is "--out" or "--threads") { i++; continue; }
-            kept.Add(tokens[i]);
+            if (option.Name is "--out" or "--resume" or "--overwrite" or "--threads" || option is System.CommandLine.Help.HelpOption) continue;
+            object? value;
+            try { value = parse.GetResult(option)?.GetValueOrDefault<object?>(); }
+            catch (InvalidOperationException) { value = null; }
+            settings[option.Name.TrimStart('-')] = value switch
+            {
+                null => null,
+                double d => d.ToString("R", CultureInfo.InvariantCulture),
+                IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+                _ => value.ToString(),
+            };
         }
-        var model = parse.CommandResult.Command.Arguments.OfType<Argument<string>>().First();
-        return new JsonObject
-        {
-            ["model"] = Path.GetFullPath(parse.GetValue(model)!),
-            ["arguments"] = new JsonArray(kept.Select(t => (JsonNode)t).ToArray()),
-        }.ToJsonString() + "\n";
+        return Jobs.RunPlan.For("generate", model, settings).ToCanonicalJson();
     }
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)
