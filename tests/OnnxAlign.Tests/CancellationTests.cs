@@ -79,3 +79,21 @@ public sealed class CancellationTests
         Assert.IsType<Microsoft.ML.OnnxRuntime.OnnxRuntimeException>(e.InnerException);
     }
 }
+
+/// <summary>The session-options seam (issue #16): the application's settings reach the ONNX Runtime session.</summary>
+public sealed class SessionOptionsTests
+{
+    [Fact]
+    public void TheApplicationConfiguresTheSession()
+    {
+        string optimized = Path.Combine(TestSupport.TempDirectory(), "optimized.onnx");
+        var model = DiffusionModel.Locate(TestSupport.Toy("tiny-unet"));
+        int calls = 0;
+        using var network = model.OpenDenoiser(new DenoiserOptions
+        {
+            ConfigureSession = so => { calls++; so.OptimizedModelFilePath = optimized; },
+        });
+        Assert.Equal(1, calls);
+        Assert.True(File.Exists(optimized), "ONNX Runtime did not see the application's session option");
+    }
+}

@@ -13,6 +13,15 @@ public sealed record DenoiserOptions
     /// <summary>Shape of one sample when the model leaves it dynamic (e.g. [3, 64, 64]); null reads it from the model.</summary>
     public IReadOnlyList<int>? SampleShape { get; init; }
 
+    /// <summary>
+    /// The application's seam into the ONNX Runtime session: called with the session options after the library has set
+    /// its own (full graph optimisation, threads, denormals as zero, the CUDA provider of <see cref="Device"/>) and
+    /// before the session is created. Append an execution provider here (DirectML, CoreML, TensorRT, ROCm, OpenVINO,
+    /// from the native package the application references), set a profiling path, or override a setting. The library
+    /// owns and disposes the <c>SessionOptions</c>; do not keep it.
+    /// </summary>
+    public Action<Microsoft.ML.OnnxRuntime.SessionOptions>? ConfigureSession { get; init; }
+
     /// <summary>The CUDA device index of <see cref="Device"/>, or null for CPU.</summary>
     /// <exception cref="ConfigException">The device string is not cpu, cuda or cuda:N.</exception>
     public int? CudaDeviceId => Device switch

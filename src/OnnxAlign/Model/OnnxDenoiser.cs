@@ -255,6 +255,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                     throw ConfigException.For("DenoiserOptions.Device", $"{options.Device}: the CUDA execution provider could not start ({e.Message}). Check the CUDA/cuDNN install and the device index.", e);
                 }
             }
+            options.ConfigureSession?.Invoke(so);
             return new InferenceSession(onnxPath, so);
         }
         catch (OnnxRuntimeException e)
