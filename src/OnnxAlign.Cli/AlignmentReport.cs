@@ -39,6 +39,8 @@ internal static class AlignmentReport
             case KlAlgorithm.ExactTilt: ReportExact(alignment, plan, run.Exact!, denoiser, range, sampler, request); break;
             case KlAlgorithm.TiltMixture: ReportMixture(alignment, plan, run, denoiser, range, sampler, request); break;
         }
+        if (run.Warnings.Count > 0) alignment["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)Flags.Describe(w)).ToArray());
+        foreach (var warning in run.Warnings) Console.Error.WriteLine($"warning: {Flags.Describe(warning)} (see report.json)");
         return run;
     }
 
@@ -85,15 +87,6 @@ internal static class AlignmentReport
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
         if (Reference(alignment, plan, plan.Linear, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
-        if (particles.SystemSizes.Count >= 4 && particles.SystemEffectiveSize < 0.5 * particles.SystemSizes.Count)
-            Console.Error.WriteLine($"warning: the SMC systems' normalising constants are degenerate ({particles.SystemEffectiveSize:F1} effective of {particles.SystemSizes.Count} systems): " +
-                                    "the estimates rest on few systems and their standard errors are optimistic; raise --particles (larger systems) or λ");
-        if (result.KlDivergence.Value < -2 * result.KlDivergence.StandardError)
-            Console.Error.WriteLine($"warning: the KL estimate {result.KlDivergence.Value:G3} ± {result.KlDivergence.StandardError:G2} is negative beyond its noise: " +
-                                    "the SMC's weights are degenerate (see smc.effective_systems); raise --max-particles-per-sample or --particles");
-        if (!result.ReachedTarget)
-            Console.Error.WriteLine($"warning: the SMC's effective sample size {particles.EffectiveSampleSize:F1} is below the target {result.TargetEffectiveSampleSize:F0} " +
-                                    $"after {particles.Count} particles (--max-particles-per-sample); the {request.Count} returned samples hold {result.DistinctSamples} distinct ones");
         Console.WriteLine($"exact tilt ({result.Method}): ESS {particles.EffectiveSampleSize:F0} of {particles.Count} particles, " +
                           $"{particles.EvaluationsPerEffectiveSample:F0} network evaluations per effective sample; " +
                           $"KL(q‖p) = {result.KlDivergence.Value:G4} ± {result.KlDivergence.StandardError:G2} nats");
@@ -120,13 +113,6 @@ internal static class AlignmentReport
         }
         var report = run.Drift!;
         alignment["drift"] = DriftJson(report);
-        if (report.IsDrifting)
-        {
-            var worst = report.Directions.Where(d => d.IsDrifting).MaxBy(d => d.MaxRelativeDrift)!;
-            Console.Error.WriteLine($"warning: the tilted sampler drifts (DESIGN §1d): along '{worst.Name}', x̂0 moves by {worst.MaxRelativeDrift:F2} sd " +
-                                    $"(z = {worst.MaxAbsZ:F1}) at step {worst.WorstStep + 1}, so it does not sample the tilt it is meant to; " +
-                                    "--tilt-mode exact corrects this (see report.json alignment.drift)");
-        }
         if (plan.Linear is { } reward)
             alignment["reward_after"] = Summary(reward.EvaluateBatch(result.Samples));
         if (Reference(alignment, plan, plan.Linear, ExactTilt.BaseLaw(baseDenoiser, range), sampler, request) is { } reference)
@@ -226,8 +212,6 @@ internal static class AlignmentReport
         if (drawn.NonFiniteProposals.Count > 0)
         {
             alignment["non_finite_proposals"] = new JsonArray(drawn.NonFiniteProposals.Select(i => (JsonNode)i).ToArray());
-            Console.Error.WriteLine($"warning: dropped {drawn.NonFiniteProposals.Count} proposals that turned NaN/±∞ (proposal indices " +
-                                    $"{string.Join(", ", drawn.NonFiniteProposals.Take(10))}{(drawn.NonFiniteProposals.Count > 10 ? ", …" : "")}; see report.json)");
         }
         alignment["refinement"] = new JsonArray(drawn.Refinement.Select(r => (JsonNode)new JsonObject
             { ["terms"] = r.Terms, ["epsilon"] = r.Epsilon, ["acceptance"] = r.Acceptance }).ToArray());
@@ -235,8 +219,6 @@ internal static class AlignmentReport
         alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
         alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
         Reference(alignment, plan, reward, ExactTilt.BaseLaw(denoiser, range), sampler, request);
-        if (drawn.EnvelopeViolations > 0)
-            Console.Error.WriteLine($"warning: {drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4}); see report.json");
         Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
                           $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
     }

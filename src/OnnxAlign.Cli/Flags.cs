@@ -25,6 +25,9 @@ internal static partial class Flags
         ["GenerationRequest.InitialNoise"] = "--init-noise",
         ["GenerationRequest.Checkpoint"] = "--resume",
         ["GenerationRequest.OnNonFinite"] = "--on-nan",
+        ["SmcSettings.ParticlesPerSystem"] = "--particles",
+        ["ExactTiltSettings.MaxParticlesPerSample"] = "--max-particles-per-sample",
+        ["KlAlignmentSettings.Mode"] = "--tilt-mode",
     };
 
     /// <summary>The flag of a library parameter, or null when the CLI has none for it.</summary>
@@ -36,9 +39,13 @@ internal static partial class Flags
         string text = e.Message;
         if (e.Parameter is { } parameter && Of(parameter) is { } flag && text.StartsWith(parameter, StringComparison.Ordinal))
             text = flag + text[parameter.Length..];
-        return OptionReference().Replace(text, m => Of(m.Groups[1].Value) ?? m.Value)
-            .Replace("--on-nan = Stop", "--on-nan stop", StringComparison.Ordinal);
+        return Describe(text);
     }
+
+    /// <summary>A library text (a message, a warning) with the options it names said as flags.</summary>
+    public static string Describe(string text) =>
+        OptionReference().Replace(text, m => Of(m.Groups[1].Value) ?? m.Value)
+            .Replace("--on-nan = Stop", "--on-nan stop", StringComparison.Ordinal);
 
     [GeneratedRegex(@"option '([\w.]+)'")]
     private static partial Regex OptionReference();

@@ -81,4 +81,34 @@ public sealed class KlAlignmentTests
         // The exact toy network's fast tilt is exact (DESIGN §1): the diagnostic must not flag it.
         Assert.False(fast.Drift!.IsDrifting);
     }
+
+    private sealed class CapturingLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public readonly List<(Microsoft.Extensions.Logging.LogLevel Level, string Text)> Entries = [];
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
+                                Func<TState, Exception?, string> formatter) => Entries.Add((logLevel, formatter(state, exception)));
+    }
+
+    /// <summary>A budget too small for a strong tilt: the result says so, the logger hears it, and the CLI says the option as its flag.</summary>
+    [Fact]
+    public void AnUnderBudgetedExactTiltWarnsThroughTheLogger()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
+        var logger = new CapturingLogger();
+        var settings = new KlAlignmentSettings
+        {
+            Exact = new ExactTiltSettings { MaxParticlesPerSample = 1, TargetEssPerSample = 1, Smc = new SmcSettings { ParticlesPerSystem = 4 } },
+            Logger = logger,
+        };
+        var run = KlAlignment.Run(network, null, sampler, Linear(), 0.05, settings, new GenerationRequest { Count = 32, BatchSize = 32, Seed = 2 });
+        string warning = Assert.Single(run.Warnings, w => w.Contains("below the target"));
+        Assert.Contains(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning && e.Text == warning);
+        Assert.Contains(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Information && e.Text.StartsWith("exact tilt"));
+        Assert.Contains("option 'ExactTiltSettings.MaxParticlesPerSample'", warning);
+        Assert.Contains("--max-particles-per-sample", Cli.Flags.Describe(warning));
+    }
 }

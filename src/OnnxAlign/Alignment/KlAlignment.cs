@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
@@ -52,6 +54,9 @@ public sealed record KlAlignmentSettings
     /// <summary>Mixture: Gauss–Legendre nodes and tilted samples per node of each component's log Z.</summary>
     public LogPartitionSettings Partition { get; init; } = new() { Nodes = 6, SamplesPerNode = 64 };
 
+    /// <summary>Where the aligner says what it did (information) and what the caller should know about the result (warnings: degenerate weights, a drifting fast tilt); none by default.</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+
     /// <summary>Checks the values (count and seed belong to the request).</summary>
     /// <exception cref="ArgumentOutOfRangeException">A value out of range.</exception>
     public KlAlignmentSettings Validated()
@@ -97,6 +102,13 @@ public sealed class KlAlignmentResult
 
     /// <summary>Hybrid: the data variance the surrogate used, and whether it was estimated here.</summary>
     public (double Value, bool Estimated)? DataVariance { get; internal init; }
+
+    /// <summary>
+    /// What the caller should know about these samples (also logged as warnings): degenerate SMC weights, an ESS below
+    /// the target, a drifting fast tilt, dropped or envelope-violating proposals. Other options are named as
+    /// <see cref="OnnxAlignException.Option"/> does.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; internal set; } = [];
 
     /// <summary>The mixture's set-up (log Z of its terms, pilot rounds) was read from the checkpoint, not computed.</summary>
     public bool ResumedSetup { get; internal init; }
@@ -157,7 +169,48 @@ public static class KlAlignment
         var algorithm = Choose(reward, lambda, settings.Mode);
         if (algorithm != KlAlgorithm.TiltMixture)
             return RunTilt(network, range, sampler, TiltOf((LinearReward)reward, lambda), settings, request, progress, checkpoint);
-        return RunMixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint);
+        return Reviewed(RunMixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
+    }
+
+    /// <summary>The result with its warnings, each also logged; an information line says what was done.</summary>
+    private static KlAlignmentResult Reviewed(KlAlignmentResult result, ILogger logger)
+    {
+        var warnings = new List<string>();
+        string O(string name) => OnnxAlignException.Option(name);
+        if (result.Exact is { } exact)
+        {
+            var particles = exact.Particles;
+            if (particles.SystemSizes.Count >= 4 && particles.SystemEffectiveSize < 0.5 * particles.SystemSizes.Count)
+                warnings.Add($"the SMC systems' normalising constants are degenerate ({particles.SystemEffectiveSize:F1} effective of {particles.SystemSizes.Count} systems): " +
+                             $"the estimates rest on few systems and their standard errors are optimistic; raise {O("SmcSettings.ParticlesPerSystem")} (larger systems) or λ");
+            if (exact.KlDivergence.Value < -2 * exact.KlDivergence.StandardError)
+                warnings.Add($"the KL estimate {exact.KlDivergence.Value:G3} ± {exact.KlDivergence.StandardError:G2} is negative beyond its noise: the SMC's weights are degenerate; " +
+                             $"raise {O("ExactTiltSettings.MaxParticlesPerSample")} or {O("SmcSettings.ParticlesPerSystem")}");
+            if (!exact.ReachedTarget)
+                warnings.Add($"the SMC's effective sample size {particles.EffectiveSampleSize:F1} is below the target {exact.TargetEffectiveSampleSize:F0} after {particles.Count} particles " +
+                             $"({O("ExactTiltSettings.MaxParticlesPerSample")}); the {exact.Picks.Length} returned samples hold {exact.DistinctSamples} distinct ones");
+            logger.LogInformation("exact tilt ({Method}): ESS {Ess:F0} of {Particles} particles, {Cost:F0} network evaluations per effective sample, KL {Kl:G4} ± {KlSe:G2}",
+                exact.Method, particles.EffectiveSampleSize, particles.Count, particles.EvaluationsPerEffectiveSample, exact.KlDivergence.Value, exact.KlDivergence.StandardError);
+        }
+        if (result.Drift is { IsDrifting: true } drift)
+        {
+            var worst = drift.Directions.Where(d => d.IsDrifting).MaxBy(d => d.MaxRelativeDrift)!;
+            warnings.Add($"the tilted sampler drifts (DESIGN §1d): along '{worst.Name}', x̂0 moves by {worst.MaxRelativeDrift:F2} sd (z = {worst.MaxAbsZ:F1}) at step {worst.WorstStep + 1}, " +
+                         $"so it does not sample the tilt it is meant to; the exact mode ({O("KlAlignmentSettings.Mode")} exact) corrects this");
+        }
+        if (result.Mixture is { } drawn)
+        {
+            if (drawn.NonFiniteProposals.Count > 0)
+                warnings.Add($"dropped {drawn.NonFiniteProposals.Count} proposals that turned NaN/±∞ (proposal indices " +
+                             $"{string.Join(", ", drawn.NonFiniteProposals.Take(10))}{(drawn.NonFiniteProposals.Count > 10 ? ", …" : "")})");
+            if (drawn.EnvelopeViolations > 0)
+                warnings.Add($"{drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4})");
+            logger.LogInformation("KL mixture ({Method}): {Terms} tilts, acceptance {Acceptance:P1}, {Cost:F0} network evaluations per accepted sample",
+                drawn.Method, drawn.Components.Count, drawn.AcceptanceRate, drawn.EvaluationsPerAccepted);
+        }
+        foreach (var warning in warnings) logger.LogWarning("{Warning}", warning);
+        result.Warnings = warnings;
+        return result;
     }
 
     /// <summary>θ = a/λ of a linear reward.</summary>
@@ -198,7 +251,7 @@ public static class KlAlignment
                     (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000))),
                 request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
             var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
-            return new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact };
+            return Reviewed(new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact }, settings.Logger);
         }
 
         var baseLaw = ExactTilt.BaseLaw(network, range);
@@ -224,10 +277,10 @@ public static class KlAlignment
         var drift = new DriftDiagnostic(DriftDiagnostic.DefaultDirections(theta), sampler);
         var result = Generation.Run(guided, sampler, request with { Checkpoint = checkpoint ?? request.Checkpoint },
                                     progress is null ? null : progress.Report, drift);
-        return new KlAlignmentResult(settings.Mode == KlTiltMode.Hybrid ? KlAlgorithm.HybridTilt : KlAlgorithm.FastTilt, result, theta)
+        return Reviewed(new KlAlignmentResult(settings.Mode == KlTiltMode.Hybrid ? KlAlgorithm.HybridTilt : KlAlgorithm.FastTilt, result, theta)
         {
             Tilt = tilt, Drift = drift.Report(), DataVariance = variance, SetupEvaluations = setup,
-        };
+        }, settings.Logger);
     }
 
     private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
