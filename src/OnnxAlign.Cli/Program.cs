@@ -30,6 +30,13 @@ namespace OnnxAlign.Cli
 
         public static int Run(RootCommand root, string[] args)
         {
+            var output = StandardOutput.Install();
+            try { return RunCommand(root, args); }
+            finally { output.Finish(); }
+        }
+
+        private static int RunCommand(RootCommand root, string[] args)
+        {
             ParseResult parsed;
             try
             {
@@ -64,8 +71,11 @@ namespace OnnxAlign.Cli
             }
             catch (IOException e)
             {
-                // A full disk, a vanished folder, a closed stdout: what the system said, no stack trace.
-                return Internal(e, OutputFolder(parsed), brief: $"error: {e.Message}");
+                // A full disk, a vanished folder: what the system said, no stack trace, and how to go on.
+                string? folder = OutputFolder(parsed);
+                bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Sampling.BatchCheckpoint.Exists(folder);
+                return Internal(e, folder, brief: $"error: {e.Message}" +
+                    (resumable ? $"; the finished batches are kept in {Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder!))}: free space and rerun the same command with --resume" : ""));
             }
             catch (Exception e)
             {

@@ -339,3 +339,81 @@ public class BadInputTests
         Assert.Equal([1], skipped.Skipped);
     }
 }
+
+/// <summary>Issue #17, class 6: closed or full standard streams, and a full disk.</summary>
+[Trait("Category", "Slow")]
+public class StreamAndDiskTests
+{
+    private static readonly string[] Arguments = ["--count", "48", "--batch", "4", "--steps", "4", "--sampler", "ddim", "--seed", "3", "--threads", "1"];
+
+    private static (int Code, string Err) Shell(string command)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("/bin/sh") { RedirectStandardError = true, UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(command);
+        using var p = System.Diagnostics.Process.Start(start)!;
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, err);
+    }
+
+    private static string Cli => Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll");
+
+    /// <summary>What the CLI prints is information: a closed or full stdout or stderr never costs the run.</summary>
+    [Theory]
+    [InlineData(">&-")]
+    [InlineData("> /dev/full")]
+    [InlineData("2>&-")]
+    [InlineData(">&- 2>&-")]
+    public void ClosedOrFullStreamsDoNotCostTheRun(string redirection)
+    {
+        string outDir = Path.Combine(TestSupport.TempDirectory(), "run");
+        var (code, err) = Shell($"dotnet '{Cli}' generate '{TestSupport.Toy("tiny-unet")}' {string.Join(' ', Arguments)} --out '{outDir}' {redirection}");
+        Assert.True(code == 0, err);
+        Assert.True(File.Exists(Path.Combine(outDir, "report.json")));
+        Assert.Equal(48, NpyFile.Read(Path.Combine(outDir, "samples.npy")).Rows);
+        Assert.False(File.Exists(Path.Combine(outDir, "error.log")));
+        Assert.False(Directory.Exists(Path.Combine(outDir, ".partial")));
+        if (redirection.Contains("/dev/full")) Assert.Contains("standard output could not be written", err);
+    }
+
+    /// <summary>
+    /// A disk that fills mid-run (a small tmpfs): one line, exit 1, no half-written file, the finished batches kept;
+    /// with space again, --resume finishes it with exactly the files of an uninterrupted run.
+    /// </summary>
+    [SkippableFact]
+    public void AFullDiskKeepsTheFinishedBatchesAndResumes()
+    {
+        string root = TestSupport.TempDirectory(), disk = Path.Combine(root, "disk"), whole = Path.Combine(root, "whole");
+        Directory.CreateDirectory(disk);
+        var (mounted, why) = Shell($"mount -t tmpfs -o size=96k tmpfs '{disk}'");
+        Skip.If(mounted != 0, $"cannot mount a tmpfs here ({why.Trim()})");
+        try
+        {
+            string model = TestSupport.Toy("tiny-unet");
+            var (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", whole]);
+            Assert.True(code == 0, stderr);
+
+            string outDir = Path.Combine(disk, "run");
+            (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", outDir]);
+            Assert.Equal(1, code);
+            Assert.Contains("No space left on device", stderr);
+            Assert.Contains("--resume", stderr);
+            Assert.DoesNotContain("   at ", stderr);   // no stack trace
+            Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories).Concat(Directory.GetFiles(outDir, ".*.tmp", SearchOption.AllDirectories)));
+            Assert.False(File.Exists(Path.Combine(outDir, "report.json")));
+            Assert.False(File.Exists(Path.Combine(outDir, "samples.npy")));
+
+            Assert.Equal(0, Shell($"mount -o remount,size=16m '{disk}'").Code);
+            (code, var stdout, stderr) = CliTests.Onnxalign(["generate", model, .. Arguments, "--out", outDir, "--resume"]);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("resuming:", stdout);
+            foreach (var file in Directory.GetFiles(whole).Select(Path.GetFileName).Where(f => f is not ("report.json")))
+                Assert.True(File.ReadAllBytes(Path.Combine(whole, file!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(outDir, file!))), $"{file} differs");
+        }
+        finally
+        {
+            Shell($"umount '{disk}'");
+        }
+    }
+}
