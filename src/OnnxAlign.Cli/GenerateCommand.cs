@@ -100,6 +100,7 @@ internal static class GenerateCommand
             if (resuming && !BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
             // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
+            denoiser.Probe();   // a network that loads but cannot run is bad input too, found before the folder exists
             using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
             if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
                 throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");

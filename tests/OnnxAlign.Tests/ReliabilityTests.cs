@@ -417,3 +417,37 @@ public class StreamAndDiskTests
         }
     }
 }
+
+/// <summary>Issue #17, class 6: a network whose output batch is not its input's (its metadata leaves the batch dynamic).</summary>
+public class OutputShapeTests
+{
+    [Fact]
+    public void ANetworkWhoseOutputBatchDiffersIsBadInputNotACrash()
+    {
+        string dir = TestSupport.TempDirectory();
+        var g = new OnnxAlign.ModelForge.OnnxGraph("doubled_batch");
+        string sample = g.Input("sample", OnnxAlign.ModelForge.OnnxType.Float, -1, 2);
+        g.Input("timestep", OnnxAlign.ModelForge.OnnxType.Float, -1);
+        g.Output("out_sample", OnnxAlign.ModelForge.OnnxType.Float, -1, 2);
+        g.Node("Concat", [sample, sample], n => OnnxAlign.ModelForge.OnnxGraph.IntAttribute(n, "axis", 0), output: "out_sample");
+        File.WriteAllBytes(Path.Combine(dir, "model.onnx"), g.ToModel());
+        File.Copy(Path.Combine(TestSupport.Toy("tiny-unet"), "scheduler_config.json"), Path.Combine(dir, "scheduler_config.json"));
+
+        // The library: a ConfigException naming the file and the expected shape.
+        var model = DiffusionModel.Locate(dir);
+        using (var network = model.OpenDenoiser())
+        {
+            var e = Assert.Throws<ConfigException>(() => network.PredictNoise(new float[8], 4, 500, new float[8]));
+            Assert.Contains("model.onnx", e.Message);
+            Assert.Contains("[batch, 2]", e.Message);
+        }
+
+        // The CLI: one line, exit 2, nothing written.
+        string outDir = Path.Combine(TestSupport.TempDirectory(), "run");
+        var (code, _, stderr) = CliTests.Onnxalign("generate", dir, "--count", "8", "--steps", "2", "--out", outDir);
+        Assert.Equal(2, code);
+        Assert.Contains("output must have the sample's shape", stderr);
+        Assert.Single(stderr.Trim().Split('\n'), l => l.StartsWith("error:"));
+        Assert.False(Directory.Exists(outDir));
+    }
+}

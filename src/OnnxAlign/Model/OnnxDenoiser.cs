@@ -20,6 +20,7 @@ namespace OnnxAlign.Model;
 public sealed class OnnxDenoiser : IDenoiser, IDisposable
 {
     private readonly InferenceSession _session;
+    private readonly string _path;
     private readonly PredictionType _predictionType;
     private readonly string _sampleName, _timestepName, _outputName;
     private readonly string? _conditioningName;
@@ -43,6 +44,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     public OnnxDenoiser(string onnxPath, NoiseSchedule schedule, DenoiserOptions options)
     {
         Schedule = schedule;
+        _path = onnxPath;
         _predictionType = schedule.Config.PredictionType;
         Device = options.Device;
         _session = OpenSession(onnxPath, options);
@@ -164,6 +166,17 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             }
         }
         Prediction.ToNoise(_predictionType, x, noise, alpha, sigma);
+    }
+
+    /// <summary>
+    /// Runs one sample (zeros) through the network at the last training timestep: a network that loads but cannot run
+    /// (an output batch that is not its input's) is found here, before a caller writes anything.
+    /// </summary>
+    /// <exception cref="ConfigException">The network fails on real input.</exception>
+    public void Probe()
+    {
+        var x = new float[SampleSize];
+        PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new float[SampleSize]);
     }
 
     /// <summary>
@@ -405,16 +418,10 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         public void Run(CancellationToken cancellation = default)
         {
             _io.BindInput(_owner._sampleName, _sample);
-            if (!cancellation.CanBeCanceled)
-            {
-                _owner._session.RunWithBinding(RunOptions, _io);
-                _io.SynchronizeBoundOutputs();
-                return;
-            }
             RunOptions.Terminate = false;
             try
             {
-                using (cancellation.Register(() => RunOptions.Terminate = true))
+                using (cancellation.CanBeCanceled ? cancellation.Register(() => RunOptions.Terminate = true) : default)
                     _owner._session.RunWithBinding(RunOptions, _io);
                 cancellation.ThrowIfCancellationRequested();   // terminated just as it finished: the output is not this run's to trust
                 _io.SynchronizeBoundOutputs();
@@ -422,6 +429,13 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             catch (OnnxRuntimeException e) when (cancellation.IsCancellationRequested)
             {
                 throw new OperationCanceledException("the network call was cancelled (RunOptions.Terminate)", e, cancellation);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                // A network that passed the load checks but fails on real input: most often an output whose shape is not
+                // the input's (a batch that differs), which its metadata left dynamic.
+                throw new ConfigException($"{_owner._path}: the network failed on a batch of {_length / _owner.SampleSize} samples " +
+                                          $"({FirstLine(e.Message)}); its output must have the sample's shape [batch, {string.Join(", ", _owner._sampleShape)}]", e);
             }
             finally
             {
