@@ -62,6 +62,33 @@ public class ReliabilityTests
         }
     }
 
+    /// <summary>The side files a model folder or a checkpoint may hold: data_moments.json, mixture.json and the KL mixture's saved set-up.</summary>
+    [Fact]
+    public void SideFileFuzz()
+    {
+        string dir = TestSupport.TempDirectory();
+        var moments = File.ReadAllBytes(Path.Combine(TestSupport.RepositoryRoot, "models", "fashion-v", "data_moments.json"));
+        var mixture = File.ReadAllBytes(Path.Combine(TestSupport.Toy("gmm2d"), "mixture.json"));
+        var envelope = System.Text.Encoding.UTF8.GetBytes(new OnnxAlign.Alignment.MixtureEnvelope(OnnxAlign.Alignment.MixtureMethod.TangentMixture,
+            [new OnnxAlign.Alignment.MixtureComponent([0.5, -0.25], 0.1, new Estimate(1.5, 0.01), 1.0)], 0.2, [], 1234).ToJson());
+        int n = 0;
+        foreach (var bytes in Corruptions(moments, seed: 4, each: 150))
+        {
+            File.WriteAllBytes(Path.Combine(dir, "data_moments.json"), bytes);
+            AssertOnlyDocumentedErrors($"data_moments case {n++}", () => DataMoments.Read(dir));
+        }
+        foreach (var bytes in Corruptions(mixture, seed: 5, each: 150))
+        {
+            File.WriteAllBytes(Path.Combine(dir, "mixture.json"), bytes);
+            AssertOnlyDocumentedErrors($"mixture case {n++}", () => OnnxAlign.Evaluation.GaussianMixture.Load(Path.Combine(dir, "mixture.json")));
+        }
+        foreach (var bytes in Corruptions(envelope, seed: 6, each: 150))
+        {
+            string text = System.Text.Encoding.UTF8.GetString(bytes);
+            AssertOnlyDocumentedErrors($"envelope case {n++}", () => OnnxAlign.Alignment.MixtureEnvelope.FromJson(text, "fuzz"));
+        }
+    }
+
     [Theory]
     [InlineData("gmm2d")]
     [InlineData("tiny-unet")]
@@ -375,6 +402,32 @@ public class StreamAndDiskTests
         Assert.False(File.Exists(Path.Combine(outDir, "error.log")));
         Assert.False(Directory.Exists(Path.Combine(outDir, ".partial")));
         if (redirection.Contains("/dev/full")) Assert.Contains("standard output could not be written", err);
+    }
+
+    /// <summary>An immutable checkpoint folder or output folder (chattr +i, where the file system has it): one line, no stack trace, no crash.</summary>
+    [SkippableTheory]
+    [InlineData(".partial")]
+    [InlineData("")]
+    public void AnImmutableFolderIsOneLineNotACrash(string sub)
+    {
+        string outDir = Path.Combine(TestSupport.TempDirectory(), "run");
+        Directory.CreateDirectory(Path.Combine(outDir, ".partial"));
+        File.WriteAllText(Path.Combine(outDir, ".partial", "run.json"), "{}\n");
+        string target = Path.Combine(outDir, sub);
+        var (made, why) = Shell($"chattr +i '{target}'");
+        Skip.If(made != 0, $"no chattr here ({why.Trim()})");
+        try
+        {
+            var (code, _, stderr) = CliTests.Onnxalign(["generate", TestSupport.Toy("tiny-unet"), .. Arguments, "--out", outDir, "--overwrite"]);
+            Assert.True(code is 1 or 2, $"exit {code}: {stderr}");
+            Assert.Single(stderr.Split('\n'), l => l.StartsWith("error:"));
+            Assert.DoesNotContain("   at ", stderr);
+            Assert.False(File.Exists(Path.Combine(outDir, "samples.npy")));
+        }
+        finally
+        {
+            Shell($"chattr -i '{target}'");
+        }
     }
 
     /// <summary>
