@@ -71,8 +71,9 @@ public sealed class PackageConsumerTests(ITestOutputHelper output)
             """);
         // README's library example as it stands (the toy model and a reward it has), then a long run cancelled mid-way.
         string readme = File.ReadAllText(Path.Combine(TestSupport.RepositoryRoot, "README.md"));
-        string example = Regex.Match(readme, @"## Library example\s+```csharp\n(.*?)```", RegexOptions.Singleline).Groups[1].Value
+        string example = Regex.Match(readme, @"## Library example.*?```csharp\n(.*?)```", RegexOptions.Singleline).Groups[1].Value
             .Replace("\"models/fashion\"", $"@\"{TestSupport.Toy("gmm-image")}\"").Replace("\"class:Trouser\"", "\"brightness\"");
+        Assert.Contains("KlAlignment.Run", example);   // the block was found
         File.WriteAllText(Path.Combine(app, "Program.cs"), example + $$"""
 
             // Cancel a long run (10 000 samples of the UNet toy) from its progress after its first step.
