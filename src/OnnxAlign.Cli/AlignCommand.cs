@@ -31,7 +31,7 @@ internal static class AlignCommand
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
         var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i; dual iterates use offset seeds.", DefaultValueFactory = _ => 0 };
-        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 256 };
+        var batch = RuntimeOptions.Batch();
         var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out/align" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
         var command = new Command("align", "Constrained alignment (several rewards with thresholds) or DPO from preference pairs, sampled exactly by one tilt.")

@@ -20,7 +20,7 @@ internal static class GenerateCommand
     {
         var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout)." };
         var count = new Option<int>("--count") { Description = "Number of samples of the whole run.", DefaultValueFactory = _ => 16 };
-        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 64 };
+        var batch = RuntimeOptions.Batch();
         var steps = new Option<int>("--steps") { Description = "Denoising steps (network evaluations per sample).", DefaultValueFactory = _ => 50 };
         var sampler = new Option<string?>("--sampler") { Description = $"One of {string.Join(", ", Sampler.Names)}; default: the config's scheduler class." };
         var eta = new Option<double>("--eta") { Description = "DDIM stochasticity η (0 = deterministic, 1 = DDPM-like).", DefaultValueFactory = _ => 0.0 };

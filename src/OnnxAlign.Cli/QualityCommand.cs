@@ -23,7 +23,7 @@ internal static class QualityCommand
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
         var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
-        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 250 };
+        var batch = RuntimeOptions.Batch();
         var samples = new Option<string?>("--samples") { Description = "Evaluate these samples (.npy or a run folder) instead of generating." };
         var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator)." };
         var output = new Option<string?>("--out") { Description = "Write the figures as JSON to this file." };

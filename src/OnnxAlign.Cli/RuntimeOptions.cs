@@ -6,6 +6,12 @@ namespace OnnxAlign.Cli;
 /// <summary>Where and how the network runs: the options shared by every command that opens a model.</summary>
 internal sealed class RuntimeOptions
 {
+    /// <summary>The one default batch of every command that samples: on the throughput plateau (README, Performance).</summary>
+    public const int DefaultBatch = 64;
+
+    /// <summary>--batch, the same for every command that samples.</summary>
+    public static Option<int> Batch() => new("--batch") { Description = $"Samples per network call (default {DefaultBatch}; the output does not depend on it).", DefaultValueFactory = _ => DefaultBatch };
+
     private readonly Option<string> _device = new("--device") { Description = "cpu, cuda or cuda:N (cuda needs the GPU build: README, Performance).", DefaultValueFactory = _ => "cpu" };
     private readonly Option<int?> _threads = new("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };
 

@@ -28,7 +28,7 @@ internal static class VerifyCommand
         var eta = new Option<double>("--eta") { Description = "DDIM's η.", DefaultValueFactory = _ => 0.0 };
         var baseCount = new Option<int>("--base-count") { Description = "Base samples of the ground truth (its ESS is reported; a few hundred are needed).", DefaultValueFactory = _ => 4096 };
         var count = new Option<int>("--count") { Description = "Samples of each audited run.", DefaultValueFactory = _ => 256 };
-        var batch = new Option<int>("--batch") { Description = "Samples per network call.", DefaultValueFactory = _ => 64 };
+        var batch = RuntimeOptions.Batch();
         var seed = new Option<long>("--seed") { Description = "Seed of the base run (the audited runs use others).", DefaultValueFactory = _ => 0 };
         var modes = new Option<string>("--modes") { Description = "Which tilts to audit: exact, fast or exact,fast.", DefaultValueFactory = _ => "exact,fast" };
         var outDir = new Option<string?>("--out") { Description = "Folder for report.json and the mean images (optional)." };
