@@ -47,15 +47,17 @@ public class ConstrainedTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(DualMethod.Newton)]
-    [InlineData(DualMethod.ProjectedAscent)]
-    public void TwoActiveConstraintsReachTheExactOptimum(DualMethod method)
+    [InlineData(DualMethod.Newton, false)]
+    [InlineData(DualMethod.ProjectedAscent, false)]
+    [InlineData(DualMethod.Newton, true)]
+    public void TwoActiveConstraintsReachTheExactOptimum(DualMethod method, bool exactIterates)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
         using var denoiser = model.OpenDenoiser();
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=1"), Parse("direction:{dir}/e1.npy<=-1") };
         var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), constraints,
-            new ConstrainedSettings { Method = method, SamplesPerIteration = 2000, Seed = 3, MaxIterations = method == DualMethod.Newton ? 20 : 200 });
+            new ConstrainedSettings { Method = method, SamplesPerIteration = 2000, Seed = 3, MaxIterations = method == DualMethod.Newton ? 20 : 200,
+                                      Exact = exactIterates ? new ExactTiltSettings() : null });
         var exact = ExactMultipliers(1, -1);
         foreach (var it in result.Trace.TakeLast(3))
             output.WriteLine($"{it.Iteration}: μ = ({it.Mu[0]:F4}, {it.Mu[1]:F4}), slacks ({it.Slacks[0]:F4}, {it.Slacks[1]:F4}), KL {it.KlDivergence:F4}");
@@ -192,8 +194,10 @@ public class ConstrainedTests(ITestOutputHelper output)
 /// <summary>Distributional objectives by dual averaging (DESIGN §5) against the exact fixed point on gmm2d.</summary>
 public class DistributionalTests(ITestOutputHelper output)
 {
-    [Fact]
-    public void DualAveragingReachesTheExactFixedPoint()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DualAveragingReachesTheExactFixedPoint(bool exactIterates)
     {
         double[] target = [1.5, 1.5];
         const double beta = 1.0;
@@ -213,7 +217,7 @@ public class DistributionalTests(ITestOutputHelper output)
         using var denoiser = model.OpenDenoiser();
         var features = new FeatureReward("moments", [1f, 0f, 0f, 1f], 2, FeatureFunction.Parse("sq-dist:1.5,1.5", 2));
         var result = DistributionalAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), features,
-            new DualAveragingSettings { Beta = beta, SamplesPerIteration = 1000, MaxIterations = 60, Seed = 2 });
+            new DualAveragingSettings { Beta = beta, SamplesPerIteration = 1000, MaxIterations = 60, Seed = 2, Exact = exactIterates ? new ExactTiltSettings() : null });
         foreach (var it in result.Trace.TakeLast(3))
             output.WriteLine($"{it.Iteration}: u ({it.U[0]:F4}, {it.U[1]:F4}), m ({it.Moments[0]:F4}, {it.Moments[1]:F4}), objective {it.Objective:F4}, Δθ {it.ThetaChange:F4}");
         output.WriteLine($"u = ({result.U[0]:F4}, {result.U[1]:F4}), exact ({exact[0]:F4}, {exact[1]:F4}); {result.Trace.Count} iterates");

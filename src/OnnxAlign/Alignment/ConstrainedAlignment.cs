@@ -44,6 +44,13 @@ public sealed record ConstrainedSettings
 
     /// <summary>Noise seed; every iterate uses its own seed, the final check another.</summary>
     public long Seed { get; init; }
+
+    /// <summary>
+    /// How each iterate's tilt is sampled: the exact tilt's SMC (DESIGN §1d; its count and seed are the iterate's), or
+    /// null for the fast tilt of the given denoiser (exact for the true score only: its moments are biased for strong
+    /// tilts on trained networks, and so is the μ they lead to).
+    /// </summary>
+    public ExactTiltSettings? Exact { get; init; }
 }
 
 /// <summary>One iterate of the dual solver.</summary>
@@ -99,7 +106,8 @@ public sealed class ConstrainedResult
 /// <summary>
 /// min KL(q‖p) subject to E_q[r_i] (≥ | ≤ | =) b_i for linear rewards r_i = ⟨a_i, x⟩ + c_i (DESIGN §4). The solution is
 /// the tilt q_μ ∝ p·exp(Σ_i μ_i s_i r_i), μ maximising the concave dual D(μ) = Σ_i μ_i s_i b_i − log E_p exp(Σ_i μ_i s_i r_i)
-/// over μ_i ≥ 0 (inequalities), with ∇D = −slack and ∇²D = −S Cov_q(r) S. Every iterate is sampled exactly by one tilt.
+/// over μ_i ≥ 0 (inequalities), with ∇D = −slack and ∇²D = −S Cov_q(r) S. Every iterate is one tilt, sampled by the
+/// exact tilt's SMC when <see cref="ConstrainedSettings.Exact"/> is set (the CLI's default), else by the fast tilt.
 /// </summary>
 public static class ConstrainedAlignment
 {
@@ -115,10 +123,24 @@ public static class ConstrainedAlignment
         (float[] Samples, double[][] Rewards) Draw(double[] mu, long seed)
         {
             var theta = Theta(constraints, mu, size);
-            IDenoiser d = mu.All(v => v == 0) ? denoiser : new LinearTilt(denoiser, theta);
-            var run = Generation.Run(d, sampler, new GenerationRequest { Count = settings.SamplesPerIteration, BatchSize = settings.BatchSize, Seed = seed });
-            evaluations += run.NetworkEvaluations;
-            return (run.Samples, constraints.Select(c => c.Reward.EvaluateBatch(run.Samples)).ToArray());
+            float[] drawn;
+            if (settings.Exact is { } exact && mu.Any(v => v != 0))
+            {
+                // The iterate's law exactly (resampled SMC particles): the moments, the Newton step and the telescoped
+                // log Z then rest on q_μ itself, not on the fast tilt's biased version of it.
+                var smc = ExactTilt.Sample(denoiser, null, sampler, theta,
+                    exact with { Count = settings.SamplesPerIteration, Smc = exact.Smc with { Seed = seed } });
+                evaluations += smc.Particles.NetworkEvaluations;
+                drawn = smc.Samples;
+            }
+            else
+            {
+                IDenoiser d = mu.All(v => v == 0) ? denoiser : new LinearTilt(denoiser, theta);
+                var run = Generation.Run(d, sampler, new GenerationRequest { Count = settings.SamplesPerIteration, BatchSize = settings.BatchSize, Seed = seed });
+                evaluations += run.NetworkEvaluations;
+                drawn = run.Samples;
+            }
+            return (drawn, constraints.Select(c => c.Reward.EvaluateBatch(drawn)).ToArray());
         }
 
         var mu = new double[m];

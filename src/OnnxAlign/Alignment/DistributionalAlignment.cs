@@ -25,6 +25,13 @@ public sealed record DualAveragingSettings
 
     /// <summary>Noise seed (each iterate its own).</summary>
     public long Seed { get; init; }
+
+    /// <summary>
+    /// How each iterate's tilt is sampled: the exact tilt's SMC, whose weights give E_q[z] and KL(q‖p) of the law
+    /// itself (its count and seed are the iterate's), or null for fast tilts with log Z by path quadrature (exact for
+    /// the true score only).
+    /// </summary>
+    public ExactTiltSettings? Exact { get; init; }
 }
 
 /// <summary>One iterate: the moments m_k = E_{q_k}[z], the objective Φ(m_k) + β KL_k and the change of θ.</summary>
@@ -54,15 +61,36 @@ public static class DistributionalAlignment
         var u = new double[k];
         var averaged = new double[k];
         double weights = 0, lastThetaChange = 0;
+        long exactEvaluations = 0;
         var trace = new List<AveragingIterate>();
         bool converged = false;
         for (int iteration = 0; iteration <= settings.MaxIterations; iteration++)
         {
-            var stats = partition.At(u);
-            var m = stats.MeanFeatures;
+            double[] m;
+            double kl;
+            if (settings.Exact is { } exact && u.Any(v => v != 0))
+            {
+                var smc = ExactTilt.Sample(denoiser, null, sampler, features.Transposed(u),
+                    exact with { Count = settings.SamplesPerIteration, Smc = exact.Smc with { Seed = settings.Seed + 7919L * (iteration + 1) } });
+                exactEvaluations += smc.Particles.NetworkEvaluations;
+                var z = new double[k];
+                var perFeature = Enumerable.Range(0, k).Select(_ => new double[smc.Particles.Count]).ToArray();
+                for (int p = 0; p < smc.Particles.Count; p++)
+                {
+                    features.Project(smc.Particles.Samples.AsSpan(p * denoiser.SampleSize, denoiser.SampleSize), z);
+                    for (int j = 0; j < k; j++) perFeature[j][p] = z[j];
+                }
+                m = perFeature.Select(values => smc.Particles.Mean(values).Value).ToArray();
+                kl = smc.KlDivergence.Value;
+            }
+            else
+            {
+                var stats = partition.At(u);
+                m = stats.MeanFeatures;
+                kl = stats.KlDivergence.Value;
+            }
             var gradient = new double[k];
             double phi = features.Function.Gradient(m, gradient);
-            double kl = stats.KlDivergence.Value;
             averaged = averaged.Select((a, j) => (a * weights + (iteration + 1) * gradient[j]) / (weights + iteration + 1)).ToArray();
             weights += iteration + 1;
             var next = averaged.Select(g => -g / settings.Beta).ToArray();
@@ -75,7 +103,7 @@ public static class DistributionalAlignment
             if (iteration > 2 && Norm(change) <= settings.Tolerance * Math.Max(Norm(next), 1e-12)) { u = next; converged = true; break; }
             u = next;
         }
-        return new DistributionalResult(u, features.Transposed(u), trace, converged, partition.NetworkEvaluations);
+        return new DistributionalResult(u, features.Transposed(u), trace, converged, partition.NetworkEvaluations + exactEvaluations);
     }
 
     private static double Norm(IEnumerable<double> v) => Math.Sqrt(v.Sum(a => a * a));
