@@ -42,153 +42,190 @@ internal static class GenerateCommand
         };
         var runtime = new RuntimeOptions();
         foreach (var option in runtime.All.Concat(tilt.All).Concat(prox.All)) command.Options.Add(option);
-        command.SetAction(parse =>
-        {
-            var clock = Stopwatch.StartNew();
-            int n = Positive(parse.GetValue(count), "--count");
-            int b = Positive(parse.GetValue(batch), "--batch");
-            int s = Positive(parse.GetValue(steps), "--steps");
-            double etaValue = parse.GetValue(eta);
-            // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
-            if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
-            var shardValue = Shard.Parse(parse.GetValue(shard)!);
-            if (shardValue.Range(n).Length == 0)
-                throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds no samples of --count {n} (use at most {n} shards)");
-            string output = parse.GetValue(outDir)!;
-            if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
-
-            var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
-            RunReport.CheckReference(located);
-            var options = runtime.For(parse, ParseShape(parse.GetValue(shape)));
-            NpyArray? init = parse.GetValue(initNoise) is { } initPath ? NpyFile.Read(initPath) : null;
-            var samplerInstance = CreateSampler(parse.GetValue(sampler), located.Config, s, etaValue);
-            string alignMode = parse.GetValue(align)!;
-            if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
-            var nanPolicy = parse.GetValue(onNan) switch
-            {
-                "stop" => NonFinitePolicy.Stop,
-                "skip" => NonFinitePolicy.Skip,
-                var v => throw new UsageException($"--on-nan '{v}': expected stop or skip"),
-            };
-            using var denoiser = located.OpenDenoiser(options);
-            if (init is not null)
-            {
-                if (init.Rows != n || init.RowSize != denoiser.SampleSize)
-                    throw new ConfigException($"--init-noise: shape [{string.Join(", ", init.Shape)}] does not fit {n} samples of [{string.Join(", ", denoiser.SampleShape)}]");
-                if (init.Data.Any(v => !float.IsFinite(v))) throw new ConfigException("--init-noise: contains NaN or infinite values");
-            }
-            // Everything a run holds in memory is checked before anything is allocated or written.
-            Resources.CheckSamples((long)n, denoiser.SampleSize, "--count");
-            TiltOptions.Plan? plan = null;
-            ProxOracle? oracle = null;
-            if (alignMode == "w2")
-            {
-                var (spec, lambda) = tilt.RewardAndLambda(parse);
-                oracle = prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
-            }
-            else plan = tilt.Read(parse, denoiser, located.Directory);
-            var range = tilt.DataRange(parse, located);
-            if (plan is { Algorithm: KlAlgorithm.ExactTilt })
-                Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
-            // Only now, with every input checked, is the output folder created: bad input writes nothing.
-            if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
-                throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
-            if (plan is { Algorithm: KlAlgorithm.ExactTilt } && (shardValue != Shard.Whole || init is not null))
-                throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
-            bool resuming = parse.GetValue(resume);
-            if (resuming && !BatchCheckpoint.Exists(output))
-                throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
-            // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
-            denoiser.Probe();   // a network that loads but cannot run is bad input too, found before the folder exists
-            using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
-            if (!resuming && !parse.GetValue(overwrite) && BatchCheckpoint.Exists(output))
-                throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
-            // Everything that determines the samples (the run plan, DESIGN §6): its canonical JSON is the fingerprint.
-            string fingerprint = Fingerprint(parse, located);
-            var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
-            if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
-            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy, Checkpoint = checkpoint };
-            var alignment = new JsonObject();
-            GenerationResult result;
-            KlAlignmentResult? aligned = null;
-            try
-            {
-                if (plan is not null)
-                {
-                    aligned = AlignmentReport.Run(alignment, plan, denoiser, range, samplerInstance, request, checkpoint);
-                    result = aligned.Samples;
-                }
-                else
-                    result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, samplerInstance, request, progress));
-            }
-            catch (NonFiniteException fault)
-            {
-                // Keep every finished sample, then fail loudly with where it happened.
-                var kept = fault.Finished;
-                SampleSetWriter.BeginReplacing(output);
-                var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
-                SampleSetWriter.RemoveStale(output, keptFiles);
-                var partial = RunReport.Create("generate", located, denoiser, samplerInstance, request, kept);
-                partial["status"] = "stopped";
-                partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
-                partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
-                RunReport.Write(output, partial);
-                Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(output)} " +
-                                        (nanPolicy == NonFinitePolicy.Skip ? "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)"
-                                                                           : "(--on-nan skip drops such samples and goes on)"));
-                return 3;
-            }
-            if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, plan!, aligned, denoiser, range, samplerInstance, request, result);
-
-            ProxBatch? moved = oracle is null ? null : ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress));
-
-            var ioClock = Stopwatch.StartNew();
-            var files = new List<string>();
-            SampleSetWriter.BeginReplacing(output);
-            if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
-            files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
-            SampleSetWriter.RemoveStale(output, files);
-            var report = RunReport.Create("generate", located, denoiser, samplerInstance, request, result);
-            if (moved is not null)
-            {
-                report["alignment"] = ProxOptions.Report(oracle!, moved, result.FirstIndex);
-                report["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
-                report["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
-                Console.WriteLine(ProxOptions.Describe(moved));
-            }
-            if (plan is not null)
-            {
-                report["alignment"] = alignment;
-                report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
-            }
-            if (result.Skipped.Count > 0)
-            {
-                report["skipped_non_finite"] = new JsonArray(result.Skipped.Select(i => (JsonNode)i).ToArray());
-                Console.Error.WriteLine($"warning: skipped {result.Skipped.Count} samples that turned NaN/±∞ (indices {string.Join(", ", result.Skipped.Take(10))}{(result.Skipped.Count > 10 ? ", …" : "")})");
-            }
-            report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
-            RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
-            if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
-            RunReport.Write(output, report);
-
-            checkpoint.Complete();
-            Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
-            if (plan is { Algorithm: KlAlgorithm.HybridTilt })
-                alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
-            if (plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 })
-            {
-                // After the images are written: the estimate costs more network evaluations than a small run itself.
-                Console.WriteLine($"estimating log Z and KL(q‖p) ({plan.LogZNodes} × {plan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-                AlignmentReport.AddLogPartition(alignment, plan, denoiser, range, samplerInstance, request, result);
-                report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
-                RunReport.Write(output, report);
-                var kl = alignment["kl_divergence"]!;
-                Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");
-            }
-            return 0;
-        });
+        var options = new GenerateOptions(model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shape, overwrite, resume, onNan, align,
+                                          tilt, prox, runtime);
+        command.SetAction(parse => Run(parse, options));
         return command;
+    }
+
+    /// <summary>The command's options, for the steps of <see cref="Run"/>.</summary>
+    private sealed record GenerateOptions(Argument<string> Model, Option<int> Count, Option<int> Batch, Option<int> Steps, Option<string?> Sampler,
+                                          Option<double> Eta, Option<long> Seed, Option<string?> InitNoise, Option<string> Out, Option<string> Shard,
+                                          Option<string?> Shape, Option<bool> Overwrite, Option<bool> Resume, Option<string> OnNan, Option<string> Align,
+                                          TiltOptions Tilt, ProxOptions Prox, RuntimeOptions Runtime);
+
+    /// <summary>Everything the run needs, read and checked before anything is written.</summary>
+    private sealed record Checked(DiffusionModel Model, Sampler Sampler, GenerationRequest Request, string Output, TiltOptions.Plan? Plan,
+                                  ProxOracle? Oracle, DataRange? Range);
+
+    /// <summary>Reads and checks, then samples (plain, KL-aligned or with the W2 prox stage), writes and reports.</summary>
+    private static int Run(ParseResult parse, GenerateOptions o)
+    {
+        var clock = Stopwatch.StartNew();
+        var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);
+        // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
+        RunReport.CheckReference(located);
+        using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));
+        var run = Check(parse, o, located, denoiser);
+
+        // Only now, with every input checked, is the output folder created: bad input writes nothing.
+        // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
+        string output = run.Output;
+        bool resuming = parse.GetValue(o.Resume);
+        using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(o.Overwrite));
+        if (!resuming && !parse.GetValue(o.Overwrite) && BatchCheckpoint.Exists(output))
+            throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
+        // Everything that determines the samples (the run plan, DESIGN §6): its canonical JSON is the fingerprint.
+        string fingerprint = Fingerprint(parse, located);
+        var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
+        if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
+        var request = run.Request with { Checkpoint = checkpoint };
+
+        var alignment = new JsonObject();
+        GenerationResult result;
+        KlAlignmentResult? aligned = null;
+        try
+        {
+            if (run.Plan is { } plan)
+            {
+                aligned = AlignmentReport.Run(alignment, plan, denoiser, run.Range, run.Sampler, request, checkpoint);
+                result = aligned.Samples;
+            }
+            else
+                result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, run.Sampler, request, progress));
+        }
+        catch (NonFiniteException fault)
+        {
+            WriteStopped(run, denoiser, request, fault);
+            return 3;
+        }
+        if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, denoiser, run.Range, run.Sampler, request, result);
+        if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt })
+            alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
+
+        ProxBatch? moved = run.Oracle is { } oracle ? ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress)) : null;
+        var report = WriteRun(run, denoiser, request, result, moved, alignment, clock);
+        checkpoint.Complete();
+
+        if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fastPlan)
+        {
+            // After the images are written: the estimate costs more network evaluations than a small run itself.
+            Console.WriteLine($"estimating log Z and KL(q‖p) ({fastPlan.LogZNodes} × {fastPlan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
+            AlignmentReport.AddLogPartition(alignment, fastPlan, denoiser, run.Range, run.Sampler, request, result);
+            report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
+            RunReport.Write(output, report);
+            var kl = alignment["kl_divergence"]!;
+            Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");
+        }
+        return 0;
+    }
+
+    /// <summary>Reads every option and checks every input, shape and memory need; writes nothing.</summary>
+    private static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, OnnxDenoiser denoiser)
+    {
+        int n = Positive(parse.GetValue(o.Count), "--count");
+        int b = Positive(parse.GetValue(o.Batch), "--batch");
+        int s = Positive(parse.GetValue(o.Steps), "--steps");
+        double etaValue = parse.GetValue(o.Eta);
+        // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
+        if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
+        var shardValue = Shard.Parse(parse.GetValue(o.Shard)!);
+        if (shardValue.Range(n).Length == 0)
+            throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds no samples of --count {n} (use at most {n} shards)");
+        string output = parse.GetValue(o.Out)!;
+        if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
+        NpyArray? init = parse.GetValue(o.InitNoise) is { } initPath ? NpyFile.Read(initPath) : null;
+        var samplerInstance = CreateSampler(parse.GetValue(o.Sampler), located.Config, s, etaValue);
+        string alignMode = parse.GetValue(o.Align)!;
+        if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
+        var nanPolicy = parse.GetValue(o.OnNan) switch
+        {
+            "stop" => NonFinitePolicy.Stop,
+            "skip" => NonFinitePolicy.Skip,
+            var v => throw new UsageException($"--on-nan '{v}': expected stop or skip"),
+        };
+        if (init is not null)
+        {
+            if (init.Rows != n || init.RowSize != denoiser.SampleSize)
+                throw new ConfigException($"--init-noise: shape [{string.Join(", ", init.Shape)}] does not fit {n} samples of [{string.Join(", ", denoiser.SampleShape)}]");
+            if (init.Data.Any(v => !float.IsFinite(v))) throw new ConfigException("--init-noise: contains NaN or infinite values");
+        }
+        // Everything a run holds in memory is checked before anything is allocated or written.
+        Resources.CheckSamples((long)n, denoiser.SampleSize, "--count");
+        TiltOptions.Plan? plan = null;
+        ProxOracle? oracle = null;
+        if (alignMode == "w2")
+        {
+            var (spec, lambda) = o.Tilt.RewardAndLambda(parse);
+            oracle = o.Prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
+        }
+        else plan = o.Tilt.Read(parse, denoiser, located.Directory);
+        var range = o.Tilt.DataRange(parse, located);
+        if (plan is { Algorithm: KlAlgorithm.ExactTilt })
+            Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
+        if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
+            throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
+        if (plan is { Algorithm: KlAlgorithm.ExactTilt } && (shardValue != Shard.Whole || init is not null))
+            throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
+        if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))
+            throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
+        denoiser.Probe();   // a network that loads but cannot run is bad input too, found before the folder exists
+        var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(o.Seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
+        return new Checked(located, samplerInstance, request, output, plan, oracle, range);
+    }
+
+    /// <summary>A run stopped on a NaN/±∞ sample: every finished sample is kept, with a report that says where it stopped.</summary>
+    private static void WriteStopped(Checked run, OnnxDenoiser denoiser, GenerationRequest request, NonFiniteException fault)
+    {
+        var kept = fault.Finished;
+        SampleSetWriter.BeginReplacing(run.Output);
+        var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(run.Output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
+        SampleSetWriter.RemoveStale(run.Output, keptFiles);
+        var partial = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, kept);
+        partial["status"] = "stopped";
+        partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
+        partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
+        RunReport.Write(run.Output, partial);
+        Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(run.Output)} " +
+                                (request.OnNonFinite == NonFinitePolicy.Skip ? "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)"
+                                                                             : "(--on-nan skip drops such samples and goes on)"));
+    }
+
+    /// <summary>Writes the samples (and, after a prox stage, the base samples beside them) and report.json.</summary>
+    private static JsonObject WriteRun(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result, ProxBatch? moved,
+                                       JsonObject alignment, Stopwatch clock)
+    {
+        string output = run.Output;
+        var ioClock = Stopwatch.StartNew();
+        var files = new List<string>();
+        SampleSetWriter.BeginReplacing(output);
+        if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
+        files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
+        SampleSetWriter.RemoveStale(output, files);
+        var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, result);
+        if (moved is not null)
+        {
+            report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.FirstIndex);
+            report["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
+            report["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
+            Console.WriteLine(ProxOptions.Describe(moved));
+        }
+        if (run.Plan is not null)
+        {
+            report["alignment"] = alignment;
+            report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
+        }
+        if (result.Skipped.Count > 0)
+        {
+            report["skipped_non_finite"] = new JsonArray(result.Skipped.Select(i => (JsonNode)i).ToArray());
+            Console.Error.WriteLine($"warning: skipped {result.Skipped.Count} samples that turned NaN/±∞ (indices {string.Join(", ", result.Skipped.Take(10))}{(result.Skipped.Count > 10 ? ", …" : "")})");
+        }
+        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
+        RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
+        if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
+        RunReport.Write(output, report);
+        Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
+        return report;
     }
 
     /// <summary>

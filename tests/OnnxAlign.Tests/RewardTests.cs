@@ -156,6 +156,9 @@ public class HybridCliTests
         var alignment = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "report.json")))!["alignment"]!;
         Assert.Equal("hybrid", (string)alignment["tilt_mode"]!);
         Assert.Equal("estimated from 256 base samples", (string)alignment["data_variance_source"]!);
+        // The hybrid law has no known log Z: report.json says so instead of borrowing the exact tilt's.
+        Assert.Null(alignment["kl_divergence"]!["value"]);
+        Assert.Contains("no known log Z", (string)alignment["kl_divergence"]!["reason"]!);
         // Exact mean per-pixel variance of the mixture, against the estimate from 256 base samples. A sample variance
         // from n = 256 has relative SE √(2/(n−1)) ≈ 0.089; averaging correlated pixels cannot make it worse, so
         // 4.5 SE = 4.5 · 0.089 · v bounds the error.
