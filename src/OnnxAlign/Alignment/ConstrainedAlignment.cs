@@ -59,7 +59,8 @@ public sealed record ConstrainedSettings
 /// <param name="Expected">E_{q_k}[r_i].</param>
 /// <param name="StandardErrors">Their standard errors.</param>
 /// <param name="Slacks">s_i(E_{q_k}[r_i] − b_i): ≥ 0 where met.</param>
-/// <param name="KlDivergence">KL(q_k‖p) = E_{q_k}⟨θ_k, x⟩ − log Z(θ_k), log Z by telescoping over the iterates (DESIGN §1).</param>
+/// <param name="KlDivergence">KL(q_k‖p): the exact tilt's own estimate from its SMC weights in the exact mode; in the fast mode
+/// E_{q_k}⟨θ_k, x⟩ − log Z(θ_k) with log Z telescoped over the iterates (DESIGN §1).</param>
 public sealed record DualIterate(int Iteration, double[] Mu, double[] Expected, double[] StandardErrors, double[] Slacks, double KlDivergence);
 
 /// <summary>The outcome of <see cref="ConstrainedAlignment.Solve"/>.</summary>
@@ -120,8 +121,12 @@ public static class ConstrainedAlignment
         int m = constraints.Count, size = denoiser.SampleSize;
         var signs = constraints.Select(c => (double)c.Sign).ToArray();
         long evaluations = 0;
+        // KL(q_μ‖p) = E_q⟨θ, x⟩ − log Z(θ), log Z telescoped over the iterates (DESIGN §1): the fast mode's estimate.
+        double KlByTelescoping(double[] mu, float[] drawn, double logZ) => LogPartition.Projections(drawn, Theta(constraints, mu, size)).Average() - logZ;
+        double? drawnKl = null;   // the exact tilt's own KL of the last draw (its SMC weights), where there is one
         (float[] Samples, double[][] Rewards) Draw(double[] mu, long seed)
         {
+            drawnKl = null;
             var theta = Theta(constraints, mu, size);
             float[] drawn;
             if (settings.Exact is { } exact && mu.Any(v => v != 0))
@@ -132,6 +137,7 @@ public static class ConstrainedAlignment
                     exact with { Count = settings.SamplesPerIteration, Smc = exact.Smc with { Seed = seed } });
                 evaluations += smc.Particles.NetworkEvaluations;
                 drawn = smc.Samples;
+                drawnKl = smc.KlDivergence.Value;
             }
             else
             {
@@ -156,7 +162,7 @@ public static class ConstrainedAlignment
         bool converged = false;
         for (int k = 0; ; k++)
         {
-            var iterate = Measure(k, mu, samples, rewards, b, signs, constraints, logZ, size);
+            var iterate = Measure(k, mu, samples, rewards, b, signs, constraints, drawnKl ?? KlByTelescoping(mu, samples, logZ));
             trace.Add(iterate);
             onIterate?.Invoke(iterate);
             if (Satisfied(iterate, mu, constraints, settings.Z)) { converged = true; break; }
@@ -183,7 +189,7 @@ public static class ConstrainedAlignment
             (samples, rewards) = Draw(mu, settings.Seed + 7919L * (k + 1));
         }
         var (checkSamples, checkRewards) = Draw(mu, settings.Seed - 104_729L);
-        var check = Measure(trace.Count, mu, checkSamples, checkRewards, b, signs, constraints, logZ, size);
+        var check = Measure(trace.Count, mu, checkSamples, checkRewards, b, signs, constraints, drawnKl ?? KlByTelescoping(mu, checkSamples, logZ));
         return new ConstrainedResult(mu, Theta(constraints, mu, size), b, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
     }
 
@@ -197,16 +203,14 @@ public static class ConstrainedAlignment
     }
 
     private static DualIterate Measure(int k, double[] mu, float[] samples, double[][] rewards, double[] b, double[] signs,
-                                       IReadOnlyList<Constraint> constraints, double logZ, int size)
+                                       IReadOnlyList<Constraint> constraints, double kl)
     {
         int m = rewards.Length;
         var expected = new double[m];
         var errors = new double[m];
         for (int i = 0; i < m; i++) (expected[i], errors[i]) = LogPartition.MeanAndStandardError(rewards[i]);
         var slacks = expected.Select((e, i) => signs[i] * (e - b[i])).ToArray();
-        var theta = Theta(constraints, mu, size);
-        double projection = LogPartition.Projections(samples, theta).Average();
-        return new DualIterate(k, (double[])mu.Clone(), expected, errors, slacks, projection - logZ);
+        return new DualIterate(k, (double[])mu.Clone(), expected, errors, slacks, kl);
     }
 
     /// <summary>KKT within the standard errors: each constraint met, and each inactive one with μ_i = 0.</summary>
