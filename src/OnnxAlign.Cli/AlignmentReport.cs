@@ -23,6 +23,7 @@ internal static class AlignmentReport
         {
             KlAlgorithm.ExactTilt => $"generate (exact tilt, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")})",
             KlAlgorithm.TiltMixture => "generate (KL mixture)",
+            KlAlgorithm.ExactReward => $"generate (exact, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")} on f(Ax)/λ)",
             KlAlgorithm.HybridTilt => "generate (hybrid tilt)",
             _ => "generate (fast tilt)",
         };
@@ -38,6 +39,18 @@ internal static class AlignmentReport
         {
             case KlAlgorithm.ExactTilt: ReportExact(alignment, plan, run.Exact!, denoiser, range, sampler, request); break;
             case KlAlgorithm.TiltMixture: ReportMixture(alignment, plan, run, denoiser, range, sampler, request); break;
+            case KlAlgorithm.ExactReward:
+                // The proposal tilt stands where a linear tilt's θ does (norm, projections); the law is p·e^{f(Ax)/λ}.
+                ReportExact(alignment, plan with { Theta = run.Theta }, run.Exact!, denoiser, range, sampler, request);
+                alignment["method"] = "kl-exact-smc";
+                alignment["features"] = plan.Mixture!.FeatureCount;
+                alignment["exactness"] = (sampler.IsStochastic
+                    ? "twisted SMC with exact path weights, potential f(Ax)/λ, a tangent tilt as proposal (DESIGN §8)"
+                    : "tempered SMC on the initial noise with pCN moves, potential f(Ax)/λ") + ": consistent for p·e^{f(Ax)/λ}, p = this sampler's law, as the number of systems grows";
+                alignment["proposal_tilt_norm"] = alignment["theta_norm"]?.DeepClone();
+                alignment.Remove("theta_norm");
+                alignment["setup_network_evaluations"] = run.SetupEvaluations;
+                break;
         }
         if (run.Warnings.Count > 0) alignment["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)Flags.Describe(w)).ToArray());
         foreach (var warning in run.Warnings) Console.Error.WriteLine($"warning: {Flags.Describe(warning)} (see report.json)");
@@ -72,8 +85,8 @@ internal static class AlignmentReport
         };
         AddCommon(alignment, plan, range);
         alignment["log_partition"] = Estimate(result.LogPartition, "the run's own Ẑ (product of the SMC stages' mean weights, across systems)");
-        alignment["kl_divergence"] = Estimate(result.KlDivergence, "E_π[⟨θ,x⟩] − log Z from the run's weights");
-        if (plan.Linear is { } reward)
+        alignment["kl_divergence"] = Estimate(result.KlDivergence, "E_π[G(x)] − log Z from the run's weights (G = ⟨θ,x⟩, or f(Ax)/λ for a low-rank reward)");
+        if (plan.Reward is { } reward)
         {
             var rewards = reward.EvaluateBatch(particles.Samples);
             var mean = particles.Mean(rewards);
@@ -85,7 +98,7 @@ internal static class AlignmentReport
             alignment["reward_of_returned_samples"] = Summary(reward.EvaluateBatch(result.Samples));
         }
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
-        if (Reference(alignment, plan, plan.Linear, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
+        if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)
             alignment["theta_projection_before"] = Summary(LogPartition.Projections(reference.Samples, plan.Theta));
         Console.WriteLine($"exact tilt ({result.Method}): ESS {particles.EffectiveSampleSize:F0} of {particles.Count} particles, " +
                           $"{particles.EvaluationsPerEffectiveSample:F0} network evaluations per effective sample; " +
@@ -122,7 +135,7 @@ internal static class AlignmentReport
 
     private static void AddCommon(JsonObject alignment, TiltOptions.Plan plan, DataRange? range)
     {
-        alignment["reward"] = plan.Linear?.Name;
+        alignment["reward"] = plan.Reward?.Name;
         alignment["lambda"] = plan.Lambda;
         alignment["theta_norm"] = System.Numerics.Tensors.TensorPrimitives.Norm(plan.Theta);
         alignment["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null;

@@ -161,11 +161,11 @@ internal static class GenerateCommand
         }
         else plan = o.Tilt.Read(parse, denoiser, located.Directory);
         var range = o.Tilt.DataRange(parse, located);
-        if (plan is { Algorithm: KlAlgorithm.ExactTilt })
+        if (plan is { IsExact: true })
             Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
-        if (plan?.Mixture is not null && (shardValue != Shard.Whole || init is not null))
+        if (plan is { Algorithm: KlAlgorithm.TiltMixture } && (shardValue != Shard.Whole || init is not null))
             throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
-        if (plan is { Algorithm: KlAlgorithm.ExactTilt } && (shardValue != Shard.Whole || init is not null))
+        if (plan is { IsExact: true } && (shardValue != Shard.Whole || init is not null))
             throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
         if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))
             throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");

@@ -141,7 +141,10 @@ internal sealed class TiltOptions
         public LinearReward? Linear => Reward as LinearReward;
 
         /// <summary>A mixture's convex low-rank reward, or null.</summary>
-        public FeatureReward? Mixture => Algorithm == KlAlgorithm.TiltMixture ? (FeatureReward)Reward! : null;
+        public FeatureReward? Mixture => Algorithm is KlAlgorithm.TiltMixture or KlAlgorithm.ExactReward ? (FeatureReward)Reward! : null;
+
+        /// <summary>Sampled by SMC with exact weights (a linear tilt or a low-rank reward).</summary>
+        public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward;
 
         public KlTiltMode Mode => Settings.Mode;
 

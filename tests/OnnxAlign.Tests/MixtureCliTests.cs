@@ -27,7 +27,7 @@ public class MixtureCliTests
     {
         string dir = Directions(TestSupport.TempDirectory()), output = TestSupport.TempDirectory();
         var (code, stdout, stderr) = Onnxalign("generate", Gmm2d, "--reward", string.Format(spec, dir), "--lambda", lambda, "--count", "100",
-                                               "--steps", "50", "--sampler", "ddim", "--out", output, "--overwrite", "--reference-count", "100");
+                                               "--steps", "50", "--sampler", "ddim", "--out", output, "--overwrite", "--reference-count", "100", "--tilt-mode", "fast");
         Assert.True(code == 0, stderr);
         Assert.Contains("KL mixture", stdout);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
@@ -40,6 +40,21 @@ public class MixtureCliTests
         Assert.True((long)report["network_evaluations"]! > (long)alignment["setup_network_evaluations"]!);
     }
 
+    /// <summary>The exact mode (the default) samples p·e^{f(Ax)/λ} by SMC with a tangent tilt as proposal, and reports it.</summary>
+    [Fact]
+    public void Generate_align_kl_samples_a_low_rank_reward_exactly_by_default()
+    {
+        string dir = Directions(TestSupport.TempDirectory()), output = TestSupport.TempDirectory();
+        var (code, stdout, stderr) = Onnxalign("generate", Gmm2d, "--reward", $"max(direction:{dir}/e0.npy|direction:{dir}/e1.npy)", "--lambda", "0.5",
+                                               "--count", "100", "--steps", "30", "--sampler", "ddpm", "--out", output, "--overwrite", "--reference-count", "100");
+        Assert.True(code == 0, stderr);
+        var alignment = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!["alignment"]!;
+        Assert.Equal("kl-exact-smc", (string)alignment["method"]!);
+        Assert.Equal("twisted-smc", (string)alignment["smc"]!["algorithm"]!);
+        Assert.True((double)alignment["reward_after"]!["mean"]! > (double)alignment["reward_before"]!["mean"]!);
+        Assert.True((double)alignment["kl_divergence"]!["value"]! > 0);
+    }
+
     /// <summary>A killed KL-mixture run resumes (set-up and finished proposal batches kept in .partial/) to the uninterrupted samples.</summary>
     [Fact]
     public void Killed_mixture_run_resumes_to_the_uninterrupted_samples()
@@ -47,7 +62,7 @@ public class MixtureCliTests
         string dir = Directions(TestSupport.TempDirectory()), root = TestSupport.TempDirectory();
         string whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
         string[] arguments = ["generate", Gmm2d, "--reward", $"max(direction:{dir}/e0.npy|direction:{dir}/e1.npy)", "--lambda", "0.5",
-                              "--count", "20000", "--batch", "64", "--steps", "20", "--sampler", "ddim", "--seed", "4", "--threads", "1"];
+                              "--count", "20000", "--batch", "64", "--steps", "20", "--sampler", "ddim", "--seed", "4", "--threads", "1", "--tilt-mode", "fast"];
         var (code, _, stderr) = Onnxalign([.. arguments, "--out", whole]);
         Assert.True(code == 0, stderr);
 

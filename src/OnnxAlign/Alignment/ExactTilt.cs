@@ -158,17 +158,41 @@ public static class ExactTilt
                                          IProgress<ExactTiltProgress>? progress = null, CancellationToken cancellation = default, ISmcSystemStore? store = null)
     {
         settings = (settings ?? new ExactTiltSettings()).Validated();
-        using var cancellationScope = NetworkCancellation.Enter(cancellation);
         if (theta.Length != network.SampleSize)
             throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {network.SampleSize}", nameof(theta));
         var thetaArray = theta.ToArray();
-        LogPotential potential = x => TensorPrimitives.Dot(thetaArray, x);
+        var proposalTheta = thetaArray.Select(v => (float)(v * settings.ProposalScale)).ToArray();
+        return SampleTarget(network, range, sampler, x => TensorPrimitives.Dot(thetaArray, x), proposalTheta, settings, progress, cancellation, store);
+    }
+
+    /// <summary>
+    /// Samples π ∝ p·e^{G(x)} for any log-potential G (DESIGN §8: a reward over λ, e.g. g(Ax) of a convex low-rank
+    /// reward), exactly in the limit, with the fast tilt by <paramref name="proposalTheta"/> as the proposal of the
+    /// twisted SMC (any θ is exact; one near the target raises the ESS). Deterministic samplers use the noise-space SMC,
+    /// which needs no proposal. The other parameters are <see cref="Sample"/>'s; the result's KL is E_π[G] − log Z.
+    /// </summary>
+    /// <param name="network">The network (not projected; the range is applied here).</param>
+    /// <param name="range">The data range, or null when unknown.</param>
+    /// <param name="sampler">The sampler whose law p is tilted.</param>
+    /// <param name="potential">G: the log of the target's density against p, up to a constant.</param>
+    /// <param name="proposalTheta">The proposal tilt θ_q (stochastic samplers).</param>
+    /// <param name="settings">Count, budget and SMC layout (<see cref="ExactTiltSettings.ProposalScale"/> is not applied here).</param>
+    /// <param name="progress">Reports after every system.</param>
+    /// <param name="cancellation">Stops within one network call.</param>
+    /// <param name="store">Where finished systems are kept for a resumed run.</param>
+    public static ExactTiltResult SampleTarget(IDenoiser network, DataRange? range, Sampler sampler, LogPotential potential, ReadOnlySpan<float> proposalTheta,
+                                               ExactTiltSettings? settings = null, IProgress<ExactTiltProgress>? progress = null,
+                                               CancellationToken cancellation = default, ISmcSystemStore? store = null)
+    {
+        settings = (settings ?? new ExactTiltSettings()).Validated();
+        using var cancellationScope = NetworkCancellation.Enter(cancellation);
+        if (proposalTheta.Length != network.SampleSize)
+            throw new ArgumentException($"θ has {proposalTheta.Length} values, the model's samples have {network.SampleSize}", nameof(proposalTheta));
         var baseLaw = BaseLaw(network, range);
         Func<int, CancellationToken, SmcSystem> runSystem;
         string method;
         if (sampler.IsStochastic)
         {
-            var proposalTheta = thetaArray.Select(v => (float)(v * settings.ProposalScale)).ToArray();
             var smc = new TwistedSmc(baseLaw, FastTilt(network, proposalTheta, range), sampler, potential, settings.Smc);
             (runSystem, method) = (smc.RunSystem, "twisted-smc");
         }

@@ -29,8 +29,13 @@ public enum KlAlgorithm
     FastTilt,
     /// <summary>One linear tilt, the hybrid surrogate.</summary>
     HybridTilt,
-    /// <summary>A convex low-rank reward f(Ax): an exact mixture of tilts with rejection (DESIGN §2, <see cref="TiltMixtureSampler"/>).</summary>
+    /// <summary>A convex low-rank reward f(Ax) in the fast mode: a mixture of (fast) tilts with rejection (DESIGN §2, <see cref="TiltMixtureSampler"/>), exact for the true score.</summary>
     TiltMixture,
+    /// <summary>
+    /// A convex low-rank reward f(Ax) in the exact mode: π ∝ p·e^{f(Ax)/λ} by SMC with exact weights, potential f(Ax)/λ and
+    /// a tangent tilt as proposal (DESIGN §8, <see cref="ExactTilt.SampleTarget"/>): consistent on any network.
+    /// </summary>
+    ExactReward,
 }
 
 /// <summary>The options of a KL alignment (those of <c>onnxalign generate --align kl</c>).</summary>
@@ -139,8 +144,12 @@ public static class KlAlignment
             case FeatureReward features when TiltMixtureSampler.Supports(features, lambda, out string? why) is null:
                 throw ConfigException.For("reward", $"'{reward.Name}' for KL alignment: {why}. Linear rewards ({RewardSpec.LinearForms}) use one exact tilt; Wasserstein alignment takes any of the reward forms");
             case FeatureReward:
-                if (mode == KlTiltMode.Hybrid) throw ConfigException.For("mode", "Hybrid applies to linear rewards; the KL mixture uses exact tilts");
-                return KlAlgorithm.TiltMixture;
+                return mode switch
+                {
+                    KlTiltMode.Exact => KlAlgorithm.ExactReward,
+                    KlTiltMode.Fast => KlAlgorithm.TiltMixture,
+                    _ => throw ConfigException.For("mode", "Hybrid applies to linear rewards; a convex low-rank reward is sampled exactly (SMC) or by the fast mixture of tilts"),
+                };
             default:
                 throw ConfigException.For("reward", $"'{reward.Name}': no KL algorithm for a {reward.GetType().Name}");
         }
@@ -167,6 +176,8 @@ public static class KlAlignment
                                         GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
     {
         var algorithm = Choose(reward, lambda, settings.Mode);
+        if (algorithm == KlAlgorithm.ExactReward)
+            return Reviewed(RunExactReward(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
         if (algorithm != KlAlgorithm.TiltMixture)
             return RunTilt(network, range, sampler, TiltOf((LinearReward)reward, lambda), settings, request, progress, checkpoint);
         return Reviewed(RunMixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
@@ -246,9 +257,7 @@ public static class KlAlignment
                 Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
             };
             var exact = ExactTilt.Sample(network, range, sampler, theta, exactSettings,
-                progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
-                    (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
-                    (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000))),
+                EssProgress(progress),
                 request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
             var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
             return Reviewed(new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact }, settings.Logger);
@@ -283,6 +292,62 @@ public static class KlAlignment
         }, settings.Logger);
     }
 
+    /// <summary>Base samples and fast-tilt samples that place the proposal tilt (not the law: any proposal is exact under SMC).</summary>
+    private const int PilotSamples = 64;
+
+    /// <summary>
+    /// π ∝ p·e^{f(Ax)/λ} by <see cref="ExactTilt.SampleTarget"/>. The proposal is the tangent tilt θ = Aᵀ∇g(z) at z, the
+    /// features' mean after two mean-field steps z ← E_{q_{∇g(z)}}[Ax] from the base mean (DESIGN §2's start): it only
+    /// sets the ESS, never the law.
+    /// </summary>
+    private static KlAlignmentResult RunExactReward(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
+                                                    KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
+                                                    BatchCheckpoint? checkpoint)
+    {
+        using var cancellation = NetworkCancellation.Enter(request.Cancellation);
+        int k = reward.FeatureCount, size = network.SampleSize;
+        var baseLaw = ExactTilt.BaseLaw(network, range);
+        var pilot = request.SideRun(PilotSamples) with { BatchSize = Math.Min(request.BatchSize, PilotSamples), Seed = request.Seed + 3_000_017 };
+        var run = Generation.Run(baseLaw, sampler, pilot);
+        long setup = run.NetworkEvaluations;
+        double[] MeanFeatures(float[] samples)
+        {
+            var mean = new double[k];
+            var z = new double[k];
+            int n = samples.Length / size;
+            for (int i = 0; i < n; i++)
+            {
+                reward.Project(samples.AsSpan(i * size, size), z);
+                for (int j = 0; j < k; j++) mean[j] += z[j] / n;
+            }
+            return mean;
+        }
+        float[] TangentTilt(double[] z)
+        {
+            var gradient = new double[k];
+            reward.Function.Gradient(z, gradient);
+            return reward.Transposed(gradient.Select(g => g / lambda).ToArray());
+        }
+        var theta = TangentTilt(MeanFeatures(run.Samples));
+        for (int step = 0; step < 2; step++)
+        {
+            run = Generation.Run(ExactTilt.FastTilt(network, theta, range), sampler, pilot);
+            setup += run.NetworkEvaluations;
+            if (!run.Samples.All(float.IsFinite)) break;   // keep the last finite proposal; the law does not depend on it
+            theta = TangentTilt(MeanFeatures(run.Samples));
+        }
+        var exactSettings = settings.Exact with
+        {
+            Count = request.Count,
+            Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
+        };
+        var exact = ExactTilt.SampleTarget(network, range, sampler, x => reward.Evaluate(x) / lambda, theta, exactSettings,
+            EssProgress(progress),
+            request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
+        var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
+        return new KlAlignmentResult(KlAlgorithm.ExactReward, samples, theta) { Exact = exact, SetupEvaluations = setup };
+    }
+
     private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
                                                 KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
                                                 BatchCheckpoint? checkpoint)
@@ -315,6 +380,11 @@ public static class KlAlignment
     {
         if (!(lambda > 0) || double.IsInfinity(lambda)) throw ConfigException.For("lambda", $"{lambda}: expected a finite value > 0");
     }
+
+    /// <summary>The SMC's progress as samples: effective samples reached of the target.</summary>
+    private static Progress? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
+        (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
+        (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000)));
 
     /// <summary>Reports on the caller's thread (no synchronisation context: the library has none to post to).</summary>
     private sealed class Progress(Action<ExactTiltProgress> report) : IProgress<ExactTiltProgress>
