@@ -43,7 +43,7 @@ internal static class AlignmentReport
                 // The proposal tilt stands where a linear tilt's θ does (norm, projections); the law is p·e^{f(Ax)/λ}.
                 ReportExact(alignment, plan with { Theta = run.Theta }, run.Exact!, denoiser, range, sampler, request);
                 alignment["method"] = "kl-exact-smc";
-                alignment["features"] = plan.Mixture!.FeatureCount;
+                alignment["features"] = plan.LowRank!.FeatureCount;
                 alignment["exactness"] = (sampler.IsStochastic
                     ? "twisted SMC with exact path weights, potential f(Ax)/λ, a tangent tilt as proposal (DESIGN §8)"
                     : "tempered SMC on the initial noise with pCN moves, potential f(Ax)/λ") + ": consistent for p·e^{f(Ax)/λ}, p = this sampler's law, as the number of systems grows";
@@ -198,7 +198,7 @@ internal static class AlignmentReport
                                       Sampler sampler, GenerationRequest request)
     {
         var drawn = run.Mixture!;
-        var reward = plan.Mixture!;
+        var reward = plan.LowRank!;
         if (run.ResumedSetup) Console.WriteLine($"resumed: the mixture's set-up ({drawn.Components.Count} tilts, ε = {drawn.Epsilon:G4}) was read from the checkpoint, not recomputed");
         alignment["method"] = drawn.Method switch
         {

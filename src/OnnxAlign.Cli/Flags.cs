@@ -43,9 +43,7 @@ internal static partial class Flags
     }
 
     /// <summary>A library text (a message, a warning) with the options it names said as flags.</summary>
-    public static string Describe(string text) =>
-        OptionReference().Replace(text, m => Of(m.Groups[1].Value) ?? m.Value)
-            .Replace("--on-nan = Stop", "--on-nan stop", StringComparison.Ordinal);
+    public static string Describe(string text) => OptionReference().Replace(text, m => Of(m.Groups[1].Value) ?? m.Value);
 
     [GeneratedRegex(@"option '([\w.]+)'")]
     private static partial Regex OptionReference();

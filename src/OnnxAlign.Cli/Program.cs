@@ -72,10 +72,8 @@ namespace OnnxAlign.Cli
             catch (IOException e)
             {
                 // A full disk, a vanished folder: what the system said, no stack trace, and how to go on.
-                string? folder = OutputFolder(parsed);
-                bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Sampling.BatchCheckpoint.Exists(folder);
-                return Internal(e, folder, brief: $"error: {e.Message}" +
-                    (resumable ? $"; the finished batches are kept in {Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder!))}: free space and rerun the same command with --resume" : ""));
+                return Internal(e, OutputFolder(parsed), brief: $"error: {e.Message}" +
+                    (KeptBatches(parsed) is { } kept ? $"; the finished batches are kept in {kept}: free space and rerun the same command with --resume" : ""));
             }
             catch (Exception e)
             {
@@ -109,6 +107,12 @@ namespace OnnxAlign.Cli
             catch (Exception) { return null; }
         }
 
+        /// <summary>The full path of the checkpoint a stopped generate run leaves for --resume, or null when there is none.</summary>
+        private static string? KeptBatches(ParseResult parsed) =>
+            parsed.CommandResult.Command.Name == "generate" && OutputFolder(parsed) is { } folder && Sampling.BatchCheckpoint.Exists(folder)
+                ? Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder))
+                : null;
+
         /// <summary>Ctrl-C and SIGTERM stop the run between atomic writes, say how to resume, and exit 130.</summary>
         private static IDisposable HandleInterrupts(ParseResult parsed)
         {
@@ -116,10 +120,8 @@ namespace OnnxAlign.Cli
             {
                 lock (IO.AtomicFile.WriteGate)
                 {
-                    string? folder = OutputFolder(parsed);
-                    bool resumable = parsed.CommandResult.Command.Name == "generate" && folder is not null && Sampling.BatchCheckpoint.Exists(folder);
-                    Say(resumable
-                        ? $"interrupted: finished batches are kept in {Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder!))}; rerun the same command with --resume to continue"
+                    Say(KeptBatches(parsed) is { } kept
+                        ? $"interrupted: finished batches are kept in {kept}; rerun the same command with --resume to continue"
                         : "interrupted", Interrupted);
                     Environment.Exit(Interrupted);
                 }

@@ -140,8 +140,8 @@ internal sealed class TiltOptions
         /// <summary>The linear reward of a tilt (null for a raw θ or a mixture).</summary>
         public LinearReward? Linear => Reward as LinearReward;
 
-        /// <summary>A mixture's convex low-rank reward, or null.</summary>
-        public FeatureReward? Mixture => Algorithm is KlAlgorithm.TiltMixture or KlAlgorithm.ExactReward ? (FeatureReward)Reward! : null;
+        /// <summary>The convex low-rank reward f(Ax) (sampled by the exact SMC or the fast mixture), or null.</summary>
+        public FeatureReward? LowRank => Reward as FeatureReward;
 
         /// <summary>Sampled by SMC with exact weights (a linear tilt or a low-rank reward).</summary>
         public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward;

@@ -73,14 +73,8 @@ public static class DistributionalAlignment
                 var smc = ExactTilt.Sample(denoiser, null, sampler, features.Transposed(u),
                     exact with { Count = settings.SamplesPerIteration, Smc = exact.Smc with { Seed = settings.Seed + 7919L * (iteration + 1) } });
                 exactEvaluations += smc.Particles.NetworkEvaluations;
-                var z = new double[k];
-                var perFeature = Enumerable.Range(0, k).Select(_ => new double[smc.Particles.Count]).ToArray();
-                for (int p = 0; p < smc.Particles.Count; p++)
-                {
-                    features.Project(smc.Particles.Samples.AsSpan(p * denoiser.SampleSize, denoiser.SampleSize), z);
-                    for (int j = 0; j < k; j++) perFeature[j][p] = z[j];
-                }
-                m = perFeature.Select(values => smc.Particles.Mean(values).Value).ToArray();
+                var z = features.ProjectBatch(smc.Particles.Samples);
+                m = Enumerable.Range(0, k).Select(j => smc.Particles.Mean(z.Select(row => row[j]).ToArray()).Value).ToArray();
                 kl = smc.KlDivergence.Value;
             }
             else

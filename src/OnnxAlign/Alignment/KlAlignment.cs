@@ -251,16 +251,8 @@ public static class KlAlignment
         if (theta.Any(v => !float.IsFinite(v))) throw ConfigException.For("theta", ": contains NaN or infinite values");
         if (settings.Mode == KlTiltMode.Exact)
         {
-            var exactSettings = settings.Exact with
-            {
-                Count = request.Count,
-                Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
-            };
-            var exact = ExactTilt.Sample(network, range, sampler, theta, exactSettings,
-                EssProgress(progress),
-                request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
-            var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
-            return Reviewed(new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact }, settings.Logger);
+            return Reviewed(Smc(KlAlgorithm.ExactTilt, theta, settings, request, progress, checkpoint, setup: 0,
+                (exact, report, store) => ExactTilt.Sample(network, range, sampler, theta, exact, report, request.Cancellation, store)), settings.Logger);
         }
 
         var baseLaw = ExactTilt.BaseLaw(network, range);
@@ -305,22 +297,15 @@ public static class KlAlignment
                                                     BatchCheckpoint? checkpoint)
     {
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
-        int k = reward.FeatureCount, size = network.SampleSize;
+        int k = reward.FeatureCount;
         var baseLaw = ExactTilt.BaseLaw(network, range);
         var pilot = request.SideRun(PilotSamples) with { BatchSize = Math.Min(request.BatchSize, PilotSamples), Seed = request.Seed + 3_000_017 };
         var run = Generation.Run(baseLaw, sampler, pilot);
         long setup = run.NetworkEvaluations;
         double[] MeanFeatures(float[] samples)
         {
-            var mean = new double[k];
-            var z = new double[k];
-            int n = samples.Length / size;
-            for (int i = 0; i < n; i++)
-            {
-                reward.Project(samples.AsSpan(i * size, size), z);
-                for (int j = 0; j < k; j++) mean[j] += z[j] / n;
-            }
-            return mean;
+            var z = reward.ProjectBatch(samples);
+            return Enumerable.Range(0, k).Select(j => z.Average(row => row[j])).ToArray();
         }
         float[] TangentTilt(double[] z)
         {
@@ -336,16 +321,26 @@ public static class KlAlignment
             if (!run.Samples.All(float.IsFinite)) break;   // keep the last finite proposal; the law does not depend on it
             theta = TangentTilt(MeanFeatures(run.Samples));
         }
+        return Smc(KlAlgorithm.ExactReward, theta, settings, request, progress, checkpoint, setup,
+            (exact, report, store) => ExactTilt.SampleTarget(network, range, sampler, x => reward.Evaluate(x) / lambda, theta, exact, report, request.Cancellation, store));
+    }
+
+    /// <summary>
+    /// An SMC run of the exact mode with the request's count, seed and NaN policy, its progress as samples and its
+    /// systems in the checkpoint; <paramref name="sample"/> is the SMC for the target (a tilt or a reward's potential).
+    /// </summary>
+    private static KlAlignmentResult Smc(KlAlgorithm algorithm, float[] theta, KlAlignmentSettings settings, GenerationRequest request,
+                                         IProgress<GenerationProgress>? progress, BatchCheckpoint? checkpoint, long setup,
+                                         Func<ExactTiltSettings, IProgress<ExactTiltProgress>?, ISmcSystemStore?, ExactTiltResult> sample)
+    {
         var exactSettings = settings.Exact with
         {
             Count = request.Count,
             Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
         };
-        var exact = ExactTilt.SampleTarget(network, range, sampler, x => reward.Evaluate(x) / lambda, theta, exactSettings,
-            EssProgress(progress),
-            request.Cancellation, checkpoint is null ? null : new SmcCheckpoint(checkpoint));
+        var exact = sample(exactSettings, EssProgress(progress), checkpoint is null ? null : new SmcCheckpoint(checkpoint));
         var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
-        return new KlAlignmentResult(KlAlgorithm.ExactReward, samples, theta) { Exact = exact, SetupEvaluations = setup };
+        return new KlAlignmentResult(algorithm, samples, theta) { Exact = exact, SetupEvaluations = setup };
     }
 
     private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,

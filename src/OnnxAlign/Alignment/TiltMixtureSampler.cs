@@ -479,12 +479,6 @@ public sealed class TiltMixtureSampler
             }
         }
         if (!saved) store?.Save(key, samples, [n, .. denoiser.SampleShape]);
-        var features = new double[n][];
-        for (int i = 0; i < n; i++)
-        {
-            features[i] = new double[_reward.FeatureCount];
-            _reward.Project(samples.AsSpan(i * size, size), features[i]);
-        }
-        return (samples, features, uniforms);
+        return (samples, _reward.ProjectBatch(samples), uniforms);
     }
 }

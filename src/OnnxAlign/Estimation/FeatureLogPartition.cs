@@ -73,17 +73,7 @@ public sealed class FeatureLogPartition
     public long NetworkEvaluations => Interlocked.Read(ref _evaluations);
 
     /// <summary>z = Ax + c of each sample in <paramref name="samples"/>.</summary>
-    public double[][] Project(ReadOnlySpan<float> samples)
-    {
-        int size = Features.Size, n = samples.Length / size;
-        var z = new double[n][];
-        for (int i = 0; i < n; i++)
-        {
-            z[i] = new double[FeatureCount];
-            Features.Project(samples.Slice(i * size, size), z[i]);
-        }
-        return z;
-    }
+    public double[][] Project(ReadOnlySpan<float> samples) => Features.ProjectBatch(samples);
 
     /// <summary>
     /// <paramref name="count"/> fresh samples of q_u (each call uses its own block of noise indices) and their features.

@@ -56,6 +56,19 @@ public sealed class FeatureReward : Reward
         }
     }
 
+    /// <summary>z = Ax + c of each sample in <paramref name="samples"/> (one after another).</summary>
+    public double[][] ProjectBatch(ReadOnlySpan<float> samples)
+    {
+        int n = samples.Length / Size;
+        var z = new double[n][];
+        for (int i = 0; i < n; i++)
+        {
+            z[i] = new double[FeatureCount];
+            Project(samples.Slice(i * Size, Size), z[i]);
+        }
+        return z;
+    }
+
     /// <summary>θ = Aᵀu as one float sample: the tilt of x that tilts the features by u (DESIGN §2).</summary>
     public float[] Transposed(ReadOnlySpan<double> u)
     {

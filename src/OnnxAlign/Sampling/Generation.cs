@@ -167,7 +167,7 @@ public static class Generation
                     if (AllFinite(x.Slice(b * size, size))) continue;
                     // Only a skip run saves such rows; under stop one is damage, not a result to drop silently.
                     if (request.OnNonFinite == NonFinitePolicy.Stop)
-                        throw ConfigException.For("GenerationRequest.Checkpoint", $": the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run under {OnnxAlignException.Option("GenerationRequest.OnNonFinite")} = Stop never saves: the checkpoint is damaged; start over with {OnnxAlignException.Option("overwrite")}");
+                        throw ConfigException.For("GenerationRequest.Checkpoint", $": the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run that stops on them ({OnnxAlignException.Option("GenerationRequest.OnNonFinite")} stop) never saves: the checkpoint is damaged; start over with {OnnxAlignException.Option("overwrite")}");
                     skipped.Add(start + offset + b);
                 }
                 stepsDone += (long)sampler.Steps * batch;
