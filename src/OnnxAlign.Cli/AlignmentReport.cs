@@ -25,6 +25,7 @@ internal static class AlignmentReport
             KlAlgorithm.TiltMixture => "generate (KL mixture)",
             KlAlgorithm.ExactReward => $"generate (exact, {(sampler.IsStochastic ? "twisted SMC" : "noise-space SMC")} on f(Ax)/λ)",
             KlAlgorithm.HybridTilt => "generate (hybrid tilt)",
+            KlAlgorithm.BlackBox => $"generate ({BlackBoxAlignment.Name(plan.Settings.BlackBox.Method)} on a network reward)",
             _ => "generate (fast tilt)",
         };
         var sideRequest = request with { Checkpoint = null };
@@ -39,6 +40,7 @@ internal static class AlignmentReport
         {
             case KlAlgorithm.ExactTilt: ReportExact(alignment, plan, run.Exact!, denoiser, range, sampler, request); break;
             case KlAlgorithm.TiltMixture: ReportMixture(alignment, plan, run, denoiser, range, sampler, request); break;
+            case KlAlgorithm.BlackBox: ReportBlackBox(alignment, plan, run, denoiser, range, sampler, request); break;
             case KlAlgorithm.ExactReward:
                 // The proposal tilt stands where a linear tilt's θ does (norm, projections); the law is p·e^{f(Ax)/λ}.
                 ReportExact(alignment, plan with { Theta = run.Theta }, run.Exact!, denoiser, range, sampler, request);
@@ -55,6 +57,54 @@ internal static class AlignmentReport
         if (run.Warnings.Count > 0) alignment["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)Flags.Describe(w)).ToArray());
         foreach (var warning in run.Warnings) Console.Error.WriteLine($"warning: {Flags.Describe(warning)} (see report.json)");
         return run;
+    }
+
+    /// <summary>The alignment section of a network reward's run (DESIGN §8).</summary>
+    private static void ReportBlackBox(JsonObject alignment, TiltOptions.Plan plan, KlAlignmentResult run, IDenoiser denoiser, DataRange? range,
+                                       Sampler sampler, GenerationRequest request)
+    {
+        var box = run.BlackBox!;
+        string method = BlackBoxAlignment.Name(box.Method);
+        if (run.Exact is { } exact)
+        {
+            ReportExact(alignment, plan with { Theta = run.Theta }, exact, denoiser, range, sampler, request);
+            alignment["proposal_tilt_norm"] = alignment["theta_norm"]?.DeepClone();
+            alignment.Remove("theta_norm");
+            alignment.Remove("theta_projection_after");
+            alignment["log_partition"]!["source"] = "log Z_π = log E_p[e^{r/λ}], the run's own Ẑ (product of the SMC stages' mean weights, across systems)";
+            alignment["kl_divergence"]!["source"] = "KL(π‖p) = E_π[r/λ] − log Z_π from the run's weights";
+            alignment["exactness"] = exact.Method == "noise-space-smc"
+                ? "tempered SMC on the initial noise with pCN moves, potential r/λ: consistent for p·e^{r/λ}, p = this deterministic sampler's law, as the number of systems grows"
+                : box.Method == BlackBoxMethod.BestOfN ? null
+                : $"{(box.Method is BlackBoxMethod.TiltSmc or BlackBoxMethod.FeynmanKac ? "twisted SMC" : "importance sampling")} with exact path weights, potential r/λ, " +
+                  $"{(box.Fit is null ? "the base law" : "a fitted tilt")} as proposal (DESIGN §8): consistent for p·e^{{r/λ}}, p = this sampler's law, as the number of systems grows";
+        }
+        else
+        {
+            AddCommon(alignment, plan, range);
+            alignment.Remove("theta_norm");
+            alignment["exactness"] = $"none: best-of-{plan.Settings.BlackBox.BestOf} keeps the largest reward of N base draws; it does not sample p·e^{{r/λ}} (a baseline)";
+            alignment["reward_of_returned_samples"] = Summary(plan.Reward!.EvaluateBatch(run.Samples.Samples));
+            Console.WriteLine($"best-of-{plan.Settings.BlackBox.BestOf}: {run.Samples.NetworkEvaluations} network evaluations (not a sampler of π: no ESS, log Z or KL)");
+        }
+        alignment["method"] = "kl-black-box";
+        alignment["black_box_method"] = method;
+        if (box.Fit is { } fit) alignment["tilt_fit"] = fit.ToJson(withTheta: false);
+        alignment["setup_network_evaluations"] = run.SetupEvaluations;
+        long rewardEvaluations = box.RewardEvaluations + (box.Fit?.RewardEvaluations ?? 0);
+        alignment["reward_evaluations"] = rewardEvaluations;
+        alignment["evaluations_per_returned_sample"] = new JsonObject
+        {
+            ["network"] = (double)(run.Samples.NetworkEvaluations + run.SetupEvaluations) / request.Count,
+            ["reward"] = (double)rewardEvaluations / request.Count,
+        };
+        if (plan.Reward is OnnxReward network)
+            alignment["reward_model"] = new JsonObject
+            {
+                ["card"] = network.Card.Source, ["model"] = network.Card.ModelPath, ["output"] = network.Model.OutputName, ["index"] = network.Index,
+                ["class"] = network.IndexName, ["transform"] = network.Card.Transform,
+                ["input_shape"] = new JsonArray(network.Model.InputShape.Select(v => (JsonNode)v).ToArray()),
+            };
     }
 
     private static void ReportExact(JsonObject alignment, TiltOptions.Plan plan, ExactTiltResult result, IDenoiser denoiser, DataRange? range,

@@ -9,6 +9,7 @@ using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.IO;
 using OnnxAlign.Model;
+using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
@@ -67,6 +68,7 @@ internal static class GenerateCommand
         RunReport.CheckReference(located);
         using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));
         var run = Check(parse, o, located, denoiser);
+        using var rewardNetwork = run.Plan?.Reward;   // a network reward holds a session
 
         // Only now, with every input checked, is the output folder created: bad input writes nothing.
         // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
@@ -159,8 +161,8 @@ internal static class GenerateCommand
             var (spec, lambda) = o.Tilt.RewardAndLambda(parse);
             oracle = o.Prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
         }
-        else plan = o.Tilt.Read(parse, denoiser, located.Directory);
         var range = o.Tilt.DataRange(parse, located);
+        if (alignMode == "kl") plan = o.Tilt.Read(parse, denoiser, located.Directory, new NetworkRewardOptions(range, o.Runtime.For(parse)));
         if (plan is { IsExact: true })
             Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
         if (plan is { Algorithm: KlAlgorithm.TiltMixture } && (shardValue != Shard.Whole || init is not null))

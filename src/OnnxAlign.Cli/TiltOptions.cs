@@ -29,9 +29,45 @@ internal sealed class TiltOptions
     private readonly Option<int> _reference = new("--reference-count") { Description = "Also generate this many untilted samples (same seeds) and report the reward before alignment.", DefaultValueFactory = _ => 0 };
     private readonly Option<int> _logzNodes = new("--logz-nodes") { Description = "Gauss–Legendre nodes of the log Z / KL path quadrature.", DefaultValueFactory = _ => 6 };
     private readonly Option<int> _logzSamples = new("--logz-samples") { Description = "Tilted samples per quadrature node (0 = do not estimate log Z and KL).", DefaultValueFactory = _ => 64 };
+    private readonly Option<string> _blackBox = new("--black-box") { Description = "A network reward (onnx:…, DESIGN §8): tilt-smc (default: twisted SMC with a fitted tilt as proposal, exact weights), tilt-is (importance sampling from the fitted tilt), or the baselines fk-steering (SMC with the base proposal), sir (importance resampling from p), best-of-n.", DefaultValueFactory = _ => "tilt-smc" };
+    private readonly Option<string> _features = new("--features") { Description = "A network reward: the tilt's features, pca:K (K principal directions of base samples) or FILE.npy (k directions [k, ...sample shape]).", DefaultValueFactory = _ => "pca:16" };
+    private readonly Option<int> _pilotRounds = new("--pilot-rounds") { Description = "A network reward: regressions of r/λ on the features that fit the proposal tilt.", DefaultValueFactory = _ => 3 };
+    private readonly Option<int> _pilotSamples = new("--pilot-samples") { Description = "A network reward: samples per pilot round.", DefaultValueFactory = _ => 128 };
+    private readonly Option<int> _bestOf = new("--best-of") { Description = "--black-box best-of-n: base draws per returned sample.", DefaultValueFactory = _ => 16 };
 
     public IEnumerable<Option> All => [_reward, _lambda, _tilt, _mode, _particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange,
-                                       _trust, _reference, _logzNodes, _logzSamples];
+                                       _trust, _reference, _logzNodes, _logzSamples, .. BlackBoxOptions];
+
+    /// <summary>The options of a network reward's methods (DESIGN §8).</summary>
+    public IEnumerable<Option> BlackBoxOptions => [_blackBox, _features, _pilotRounds, _pilotSamples, _bestOf];
+
+    /// <summary>The black-box methods' settings from their options.</summary>
+    public BlackBoxSettings ReadBlackBox(ParseResult parse, IDenoiser denoiser)
+    {
+        var method = BlackBoxAlignment.Parse(parse.GetValue(_blackBox)!)
+            ?? throw new UsageException($"--black-box '{parse.GetValue(_blackBox)}': expected tilt-smc, tilt-is, fk-steering, sir or best-of-n");
+        int rounds = parse.GetValue(_pilotRounds), samples = parse.GetValue(_pilotSamples), bestOf = parse.GetValue(_bestOf);
+        if (rounds is < 1 or > 20) throw new UsageException($"--pilot-rounds {rounds}: expected 1..20");
+        if (samples is < 8 or > 100_000) throw new UsageException($"--pilot-samples {samples}: expected 8..100000");
+        if (bestOf is < 1 or > 100_000) throw new UsageException($"--best-of {bestOf}: expected 1..100000");
+        string features = parse.GetValue(_features)!;
+        var fit = new TiltFitSettings { PilotRounds = rounds, PilotSamples = samples };
+        if (features.StartsWith("pca:", StringComparison.Ordinal))
+        {
+            if (!int.TryParse(features.AsSpan(4), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int k) || k < 1 || k >= samples)
+                throw new UsageException($"--features '{features}': expected pca:K with 1 ≤ K < --pilot-samples ({samples})");
+            fit = fit with { Features = k };
+        }
+        else
+        {
+            var array = UsageException.ForFlag("--features", () => NpyFile.Read(features));
+            if (array.Data.Length == 0 || array.Data.Length % denoiser.SampleSize != 0 || array.Shape[0] * denoiser.SampleSize != array.Data.Length)
+                throw new ConfigException($"--features {features}: shape [{string.Join(", ", array.Shape)}], expected [k, {string.Join(", ", denoiser.SampleShape)}]");
+            if (array.Data.Any(v => !float.IsFinite(v))) throw new ConfigException($"--features {features}: contains NaN or infinite values");
+            fit = fit with { Directions = array.Data };
+        }
+        return new BlackBoxSettings { Method = method, Fit = fit, BestOf = bestOf };
+    }
 
     /// <summary>The options of the exact mode and the data range (verify takes these).</summary>
     public IEnumerable<Option> ExactOptions => [_particles, _proposalScale, _essPerSample, _maxParticles, _moves, _dataRange];
@@ -81,7 +117,11 @@ internal sealed class TiltOptions
     public (string? Spec, double? Lambda) RewardAndLambda(ParseResult parse) => (parse.GetValue(_reward), parse.GetValue(_lambda));
 
     /// <summary>What the options ask for, checked before any work is done.</summary>
-    public Plan? Read(ParseResult parse, IDenoiser denoiser, string modelDirectory)
+    /// <param name="parse">The parsed command line.</param>
+    /// <param name="denoiser">The model's denoiser (its sample shape).</param>
+    /// <param name="modelDirectory">The model folder.</param>
+    /// <param name="network">How a network reward is fed (the data range) and run (the runtime options).</param>
+    public Plan? Read(ParseResult parse, IDenoiser denoiser, string modelDirectory, NetworkRewardOptions? network = null)
     {
         string? spec = parse.GetValue(_reward), tiltPath = parse.GetValue(_tilt);
         double? lambda = parse.GetValue(_lambda);
@@ -113,11 +153,17 @@ internal sealed class TiltOptions
         {
             if (lambda is not { } l || !(l > 0) || double.IsInfinity(l))
                 throw new UsageException($"--lambda {(lambda?.ToString() ?? "missing")}: expected a finite value > 0 with --reward");
-            reward = RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory);
+            reward = RewardSpec.Parse(spec, denoiser.SampleShape, modelDirectory, network);
+            if (reward.IsBlackBox) settings = settings with { BlackBox = ReadBlackBox(parse, denoiser) };
             // The library picks the exact algorithm from the reward's structure: linear → one tilt; convex low-rank → a mixture of tilts.
             try { algorithm = KlAlignment.Choose(reward, l, mode); }
             catch (ConfigException e) when (e.Parameter == "reward") { throw new UsageException($"{Flags.Describe(e)} (--align w2)"); }
-            catch (ConfigException e) when (e.Parameter == "mode") { throw new UsageException("--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts"); }
+            catch (ConfigException e) when (e.Parameter == "mode")
+            {
+                reward.Dispose();
+                throw new UsageException(reward.IsBlackBox ? $"--tilt-mode {parse.GetValue(_mode)}: a network reward is sampled by --black-box's methods, which have no fast or hybrid mode"
+                                                           : "--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
+            }
             if (reward is LinearReward linear) theta = KlAlignment.TiltOf(linear, l);
         }
         else
@@ -144,7 +190,7 @@ internal sealed class TiltOptions
         public FeatureReward? LowRank => Reward as FeatureReward;
 
         /// <summary>Sampled by SMC with exact weights (a linear tilt or a low-rank reward).</summary>
-        public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward;
+        public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward or KlAlgorithm.BlackBox;
 
         public KlTiltMode Mode => Settings.Mode;
 

@@ -182,6 +182,17 @@ public static class ExactTilt
     /// <param name="store">Where finished systems are kept for a resumed run.</param>
     public static ExactTiltResult SampleTarget(IDenoiser network, DataRange? range, Sampler sampler, LogPotential potential, ReadOnlySpan<float> proposalTheta,
                                                ExactTiltSettings? settings = null, IProgress<ExactTiltProgress>? progress = null,
+                                               CancellationToken cancellation = default, ISmcSystemStore? store = null) =>
+        SampleTarget(network, range, sampler, Potentials.Batch(potential), proposalTheta, settings, progress, cancellation, store);
+
+    /// <summary>
+    /// <see cref="SampleTarget(IDenoiser, DataRange?, Sampler, LogPotential, ReadOnlySpan{float}, ExactTiltSettings?, IProgress{ExactTiltProgress}?, CancellationToken, ISmcSystemStore?)"/>
+    /// with G evaluated a batch at a time (a network reward r/λ, DESIGN §8). A zero <paramref name="proposalTheta"/> moves
+    /// the particles under the base law itself (Feynman–Kac steering; with <see cref="SmcSettings.Resampling"/> off,
+    /// importance resampling from p), at one network evaluation per particle and step.
+    /// </summary>
+    public static ExactTiltResult SampleTarget(IDenoiser network, DataRange? range, Sampler sampler, BatchPotential potential, ReadOnlySpan<float> proposalTheta,
+                                               ExactTiltSettings? settings = null, IProgress<ExactTiltProgress>? progress = null,
                                                CancellationToken cancellation = default, ISmcSystemStore? store = null)
     {
         settings = (settings ?? new ExactTiltSettings()).Validated();
@@ -193,7 +204,8 @@ public static class ExactTilt
         string method;
         if (sampler.IsStochastic)
         {
-            var smc = new TwistedSmc(baseLaw, FastTilt(network, proposalTheta, range), sampler, potential, settings.Smc);
+            bool untilted = !proposalTheta.ContainsAnyExcept(0f);
+            var smc = new TwistedSmc(baseLaw, untilted ? baseLaw : FastTilt(network, proposalTheta, range), sampler, potential, settings.Smc);
             (runSystem, method) = (smc.RunSystem, "twisted-smc");
         }
         else
@@ -216,7 +228,7 @@ public static class ExactTilt
         return Run(method, runSystem, network.SampleSize, potential, settings, progress, cancellation);
     }
 
-    private static ExactTiltResult Run(string method, Func<int, CancellationToken, SmcSystem> runSystem, int sampleSize, LogPotential potential,
+    private static ExactTiltResult Run(string method, Func<int, CancellationToken, SmcSystem> runSystem, int sampleSize, BatchPotential potential,
                                        ExactTiltSettings settings, IProgress<ExactTiltProgress>? progress, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
@@ -232,7 +244,7 @@ public static class ExactTilt
             progress?.Report(new ExactTiltProgress(systems.Count, systems.Count * perSystem, particles.EffectiveSampleSize, target, particles.NetworkEvaluations));
             if (systems.Count >= settings.MinSystems && particles.EffectiveSampleSize >= target) break;
         }
-        var values = Potentials(particles!, potential);
+        var values = potential.Evaluate(particles!.Samples, particles.Count);
         var mean = particles!.Mean(values);
         var logZ = particles.LogNormalizer;
         var kl = new Estimate(mean.Value - logZ.Value, Math.Sqrt(mean.StandardError * mean.StandardError + logZ.StandardError * logZ.StandardError));
@@ -249,12 +261,5 @@ public static class ExactTilt
         return new WeightedParticles(samples, sampleSize, systems.Select(s => s.LogWeights.Length).ToArray(),
             systems.SelectMany(s => s.LogWeights).ToArray(), systems.Select(s => s.LogNormalizer).ToArray(),
             systems.Sum(s => s.NetworkEvaluations), systems.Sum(s => s.Resamplings));
-    }
-
-    private static double[] Potentials(WeightedParticles particles, LogPotential potential)
-    {
-        var values = new double[particles.Count];
-        for (int i = 0; i < particles.Count; i++) values[i] = potential(particles.Samples.AsSpan(i * particles.SampleSize, particles.SampleSize));
-        return values;
     }
 }

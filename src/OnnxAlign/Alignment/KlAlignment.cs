@@ -33,9 +33,14 @@ public enum KlAlgorithm
     TiltMixture,
     /// <summary>
     /// A convex low-rank reward f(Ax) in the exact mode: π ∝ p·e^{f(Ax)/λ} by SMC with exact weights, potential f(Ax)/λ and
-    /// a tangent tilt as proposal (DESIGN §8, <see cref="ExactTilt.SampleTarget"/>): consistent on any network.
+    /// a tangent tilt as proposal (DESIGN §8, <c>ExactTilt.SampleTarget</c>): consistent on any network.
     /// </summary>
     ExactReward,
+    /// <summary>
+    /// A reward without structure (a network, <see cref="Reward.IsBlackBox"/>): DESIGN §8's methods, by default twisted SMC
+    /// with a fitted tilt as proposal and exact path weights (<see cref="BlackBoxAlignment"/>): consistent on any network.
+    /// </summary>
+    BlackBox,
 }
 
 /// <summary>The options of a KL alignment (those of <c>onnxalign generate --align kl</c>).</summary>
@@ -56,6 +61,9 @@ public sealed record KlAlignmentSettings
     /// <summary>Hybrid: base samples that estimate the data variance when none is given.</summary>
     public int VarianceSamples { get; init; } = 256;
 
+    /// <summary>A reward without structure: the method, the tilt fit and best-of-N's N (DESIGN §8).</summary>
+    public BlackBoxSettings BlackBox { get; init; } = new();
+
     /// <summary>Mixture: Gauss–Legendre nodes and tilted samples per node of each component's log Z.</summary>
     public LogPartitionSettings Partition { get; init; } = new() { Nodes = 6, SamplesPerNode = 64 };
 
@@ -67,6 +75,7 @@ public sealed record KlAlignmentSettings
     public KlAlignmentSettings Validated()
     {
         Exact.Validated();
+        BlackBox.Validated();
         if (!(TrustRadius > 0) || double.IsInfinity(TrustRadius)) throw new ArgumentOutOfRangeException(nameof(TrustRadius), TrustRadius, "expected a finite value > 0");
         if (DataVariance is { } v && (!(v > 0) || double.IsInfinity(v))) throw new ArgumentOutOfRangeException(nameof(DataVariance), v, "expected a finite value > 0");
         if (VarianceSamples < 2) throw new ArgumentOutOfRangeException(nameof(VarianceSamples), VarianceSamples, "expected ≥ 2");
@@ -102,6 +111,9 @@ public sealed class KlAlignmentResult
     /// <summary>The drift diagnostic of the fast or hybrid run (DESIGN §1d); null otherwise.</summary>
     public DriftReport? Drift { get; internal init; }
 
+    /// <summary>A black-box run's method, fitted tilt and reward evaluations; null otherwise.</summary>
+    public BlackBoxRun? BlackBox { get; internal init; }
+
     /// <summary>The mixture's run (components, envelope, acceptance); null otherwise.</summary>
     public TiltMixtureResult? Mixture { get; internal init; }
 
@@ -125,7 +137,8 @@ public sealed class KlAlignmentResult
 /// <summary>
 /// KL alignment, q ∝ p·e^{r/λ}: the algorithm is chosen from the reward's structure (DESIGN §1, §2), as
 /// <see cref="Prox.ProxOracle"/> chooses the prox's — a linear reward is one tilt θ = a/λ, a convex low-rank reward
-/// f(Ax) with a supported f is a mixture of tilts, and any other reward is refused with what would serve it.
+/// f(Ax) with a supported f is a mixture of tilts (or SMC on f(Ax)/λ), a reward without structure (a network) is
+/// sampled by DESIGN §8's black-box methods, and a low-rank reward no exact method serves is refused with what would serve it.
 /// </summary>
 public static class KlAlignment
 {
@@ -139,6 +152,9 @@ public static class KlAlignment
         CheckLambda(lambda);
         switch (reward)
         {
+            case { IsBlackBox: true }:
+                return mode == KlTiltMode.Exact ? KlAlgorithm.BlackBox
+                    : throw ConfigException.For("mode", $"'{reward.Name}' is a reward without structure (a network): it is sampled by the black-box methods (DESIGN §8), which have no fast or hybrid mode");
             case LinearReward:
                 return mode switch { KlTiltMode.Exact => KlAlgorithm.ExactTilt, KlTiltMode.Fast => KlAlgorithm.FastTilt, _ => KlAlgorithm.HybridTilt };
             case FeatureReward features when TiltMixtureSampler.Supports(features, lambda, out string? why) is null:
@@ -176,6 +192,8 @@ public static class KlAlignment
                                         GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
     {
         var algorithm = Choose(reward, lambda, settings.Mode);
+        if (algorithm == KlAlgorithm.BlackBox)
+            return Reviewed(BlackBoxAlignment.Run(network, range, sampler, reward, lambda, settings.Validated().BlackBox, settings.Exact, request, progress, checkpoint), settings.Logger);
         if (algorithm == KlAlgorithm.ExactReward)
             return Reviewed(RunExactReward(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
         if (algorithm != KlAlgorithm.TiltMixture)
@@ -288,7 +306,7 @@ public static class KlAlignment
     private const int PilotSamples = 64;
 
     /// <summary>
-    /// π ∝ p·e^{f(Ax)/λ} by <see cref="ExactTilt.SampleTarget"/>. The proposal is the tangent tilt θ = Aᵀ∇g(z) at z, the
+    /// π ∝ p·e^{f(Ax)/λ} by <c>ExactTilt.SampleTarget</c>. The proposal is the tangent tilt θ = Aᵀ∇g(z) at z, the
     /// features' mean after two mean-field steps z ← E_{q_{∇g(z)}}[Ax] from the base mean (DESIGN §2's start): it only
     /// sets the ESS, never the law.
     /// </summary>
@@ -377,12 +395,12 @@ public static class KlAlignment
     }
 
     /// <summary>The SMC's progress as samples: effective samples reached of the target.</summary>
-    private static Progress? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
+    internal static Progress? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
         (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
         (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000)));
 
     /// <summary>Reports on the caller's thread (no synchronisation context: the library has none to post to).</summary>
-    private sealed class Progress(Action<ExactTiltProgress> report) : IProgress<ExactTiltProgress>
+    internal sealed class Progress(Action<ExactTiltProgress> report) : IProgress<ExactTiltProgress>
     {
         public void Report(ExactTiltProgress value) => report(value);
     }

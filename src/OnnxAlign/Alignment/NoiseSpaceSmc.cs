@@ -19,10 +19,14 @@ public sealed class NoiseSpaceSmc
 {
     private readonly IDenoiser _base;
     private readonly Sampler _sampler;
-    private readonly LogPotential _target;
+    private readonly BatchPotential _target;
 
     /// <summary>Targets p·e^{G} for the law p of <paramref name="sampler"/> on <paramref name="baseLaw"/>.</summary>
     public NoiseSpaceSmc(IDenoiser baseLaw, Sampler sampler, LogPotential target, SmcSettings? settings = null, int movesPerStage = 3)
+        : this(baseLaw, sampler, Potentials.Batch(target), settings, movesPerStage) { }
+
+    /// <summary>Targets p·e^{G} for the law p of <paramref name="sampler"/> on <paramref name="baseLaw"/>, G evaluated a batch at a time.</summary>
+    public NoiseSpaceSmc(IDenoiser baseLaw, Sampler sampler, BatchPotential target, SmcSettings? settings = null, int movesPerStage = 3)
     {
         if (movesPerStage < 1) throw new ArgumentOutOfRangeException(nameof(movesPerStage), movesPerStage, "expected ≥ 1");
         (_base, _sampler, _target) = (baseLaw, sampler, target);
@@ -121,11 +125,11 @@ public sealed class NoiseSpaceSmc
         var streams = Enumerable.Range(0, n).Select(b => new NoiseStream(Settings.Seed, (long)system * n + b).Split(move)).ToArray();
         _sampler.Sample(_base, x, n, streams);
         evaluations += (long)n * _sampler.Steps;
-        var g = new double[n];
+        var g = _target.Evaluate(x, n);
         for (int b = 0; b < n; b++)
         {
             var row = x.AsSpan(b * d, d);
-            g[b] = SmcParticles.AllFinite(row) ? _target(row) : double.NaN;
+            if (!SmcParticles.AllFinite(row)) g[b] = double.NaN;
             if (double.IsFinite(g[b])) continue;
             if (Settings.OnNonFinite == NonFinitePolicy.Stop)
                 throw new NonFiniteException(_sampler.Steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));

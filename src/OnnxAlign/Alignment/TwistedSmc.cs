@@ -20,6 +20,14 @@ public sealed record SmcSettings
     /// <summary>Stop at a particle that turns NaN/±∞, or give it weight 0 and go on.</summary>
     public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Stop;
 
+    /// <summary>
+    /// True (default): twisted SMC, potentials at every step and resampling below the threshold. False: sequential
+    /// importance sampling — no intermediate potentials, no resampling, each particle weighted once at the end by its
+    /// path ratio and G(x0) (DESIGN §8's tilt-IS; with the base law as proposal, importance resampling from p).
+    /// Twisted SMC only; the noise-space SMC always tempers.
+    /// </summary>
+    public bool Resampling { get; init; } = true;
+
     /// <summary>Checks the settings.</summary>
     public SmcSettings Validated() =>
         ParticlesPerSystem < 2 ? throw new ArgumentOutOfRangeException(nameof(ParticlesPerSystem), ParticlesPerSystem, "a system needs ≥ 2 particles")
@@ -57,20 +65,28 @@ public sealed class TwistedSmc
     private readonly IDenoiser _base;
     private readonly IDenoiser _proposal;
     private readonly Sampler _sampler;
-    private readonly LogPotential _target;
+    private readonly BatchPotential _target;
+    private readonly bool _proposalIsBase;
 
     /// <summary>Targets p·e^{G} with <paramref name="baseLaw"/> as p, moving particles under <paramref name="proposal"/>.</summary>
+    public TwistedSmc(IDenoiser baseLaw, IDenoiser proposal, Sampler sampler, LogPotential target, SmcSettings? settings = null)
+        : this(baseLaw, proposal, sampler, Potentials.Batch(target), settings) { }
+
+    /// <summary>Targets p·e^{G} with <paramref name="baseLaw"/> as p, moving particles under <paramref name="proposal"/>;
+    /// G is evaluated a batch at a time (a network reward). When <paramref name="proposal"/> is <paramref name="baseLaw"/>
+    /// itself (Feynman–Kac steering with the base proposal) every step costs one network evaluation, not two.</summary>
     /// <param name="baseLaw">The base law (the network, projected onto the data range when known).</param>
     /// <param name="proposal">The proposal denoiser (a projected tilt of the same network).</param>
     /// <param name="sampler">A stochastic sampler.</param>
     /// <param name="target">G, the log density ratio dπ/dp up to a constant.</param>
     /// <param name="settings">Layout of the run.</param>
-    public TwistedSmc(IDenoiser baseLaw, IDenoiser proposal, Sampler sampler, LogPotential target, SmcSettings? settings = null)
+    public TwistedSmc(IDenoiser baseLaw, IDenoiser proposal, Sampler sampler, BatchPotential target, SmcSettings? settings = null)
     {
         if (baseLaw.SampleSize != proposal.SampleSize) throw new ArgumentException("the base law and the proposal have different sample sizes", nameof(proposal));
         if (!sampler.IsStochastic)
             throw new ArgumentException($"{sampler.Name} is deterministic: twisted SMC needs a stochastic sampler (ddpm, euler-maruyama, ddim with η > 0); use NoiseSpaceSmc", nameof(sampler));
         (_base, _proposal, _sampler, _target) = (baseLaw, proposal, sampler, target);
+        _proposalIsBase = ReferenceEquals(baseLaw, proposal);
         Settings = (settings ?? new SmcSettings()).Validated();
     }
 
@@ -103,24 +119,27 @@ public sealed class TwistedSmc
             cancellation.ThrowIfCancellationRequested();
             int t = _sampler.Timesteps[i];
             _proposal.PredictNoise(x, n, t, proposalNoise);
-            _base.PredictNoise(x, n, t, baseNoise);
-            evaluations += 2L * n;
+            if (_proposalIsBase) proposalNoise.CopyTo(baseNoise, 0);
+            else _base.PredictNoise(x, n, t, baseNoise);
+            evaluations += (_proposalIsBase ? 1L : 2L) * n;
             var (alpha, sigma) = _proposal.Schedule.AlphaSigma(t);
             Prediction.DenoisedFromNoise(x, proposalNoise, alpha, sigma, denoised);
+            // Twists h_i = G(x̂0 of the proposal); plain importance sampling has none (it weighs x0 once at the end).
+            var h = Settings.Resampling ? _target.Evaluate(denoised, n) : null;
             for (int b = 0; b < n; b++)
             {
                 if (dead[b]) continue;
-                double h = _target(denoised.AsSpan(b * d, d));
-                if (!double.IsFinite(h) || !SmcParticles.AllFinite(proposalNoise.AsSpan(b * d, d)) || !SmcParticles.AllFinite(baseNoise.AsSpan(b * d, d)))
+                if ((h is not null && !double.IsFinite(h[b])) || !SmcParticles.AllFinite(proposalNoise.AsSpan(b * d, d)) || !SmcParticles.AllFinite(baseNoise.AsSpan(b * d, d)))
                 {
                     Drop(b, i + 1, system * n + b);
                     continue;
                 }
-                logWeights[b] += h - twist[b];
-                twist[b] = h;
+                if (h is null) continue;
+                logWeights[b] += h[b] - twist[b];
+                twist[b] = h[b];
             }
             if (dead.All(v => v)) throw new NonFiniteException(i + 1, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
-            if (Ess(logWeights) < Settings.ResampleThreshold * n)
+            if (Settings.Resampling && Ess(logWeights) < Settings.ResampleThreshold * n)
             {
                 var (logMean, ancestors) = SmcParticles.Resample(logWeights, resampler, streams, i, d, x, proposalNoise, baseNoise);
                 logNormalizer += logMean;
@@ -168,11 +187,11 @@ public sealed class TwistedSmc
                     }
             }
         }
+        var final = _target.Evaluate(x, n);
         for (int b = 0; b < n; b++)
         {
             if (dead[b]) continue;
-            var row = x.AsSpan(b * d, d);
-            double g = SmcParticles.AllFinite(row) ? _target(row) : double.NaN;
+            double g = SmcParticles.AllFinite(x.AsSpan(b * d, d)) ? final[b] : double.NaN;
             if (!double.IsFinite(g)) { Drop(b, steps, system * n + b); continue; }
             logWeights[b] += g - twist[b];
         }

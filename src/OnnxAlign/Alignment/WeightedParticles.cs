@@ -7,6 +7,36 @@ namespace OnnxAlign.Alignment;
 /// <summary>log of a density ratio dπ/dp up to a constant, on one sample (e.g. ⟨θ, x⟩ for a linear tilt, r(x)/λ for a reward).</summary>
 public delegate double LogPotential(ReadOnlySpan<float> sample);
 
+/// <summary>A log-potential G on a batch: <paramref name="values"/>[i] = G(sample i) for samples.Length / values.Length values per sample
+/// (a network reward evaluates a batch in one call).</summary>
+public delegate void BatchPotential(ReadOnlySpan<float> samples, Span<double> values);
+
+/// <summary>Log-potentials of the SMC samplers (DESIGN §1d, §8).</summary>
+public static class Potentials
+{
+    /// <summary>A per-sample potential applied to each sample of a batch.</summary>
+    public static BatchPotential Batch(LogPotential potential) => (samples, values) =>
+    {
+        int size = samples.Length / Math.Max(values.Length, 1);
+        for (int i = 0; i < values.Length; i++) values[i] = potential(samples.Slice(i * size, size));
+    };
+
+    /// <summary>G = r/λ of a reward, evaluated a batch at a time.</summary>
+    public static BatchPotential Reward(Reward reward, double lambda) => (samples, values) =>
+    {
+        var r = reward.EvaluateBatch(samples);
+        for (int i = 0; i < values.Length; i++) values[i] = r[i] / lambda;
+    };
+
+    /// <summary>G of every sample of a batch, as an array.</summary>
+    public static double[] Evaluate(this BatchPotential potential, ReadOnlySpan<float> samples, int count)
+    {
+        var values = new double[count];
+        potential(samples, values);
+        return values;
+    }
+}
+
 /// <summary>
 /// The output of a sequential Monte Carlo run (DESIGN §1d, §8): particles from independent systems, each system with
 /// its unbiased estimate Ẑ_b of Z = E_p[e^G] and its particles' normalised weights, so that particle i of system b

@@ -7,6 +7,9 @@ namespace OnnxAlign.Rewards;
 /// </summary>
 public sealed class FeatureReward : Reward
 {
+    /// <inheritdoc/>
+    public override bool IsBlackBox => false;
+
     private readonly double[] _features;
     private readonly double[] _offsets;
 

@@ -9,6 +9,9 @@ namespace OnnxAlign.Rewards;
 /// </summary>
 public sealed class LinearReward : Reward
 {
+    /// <inheritdoc/>
+    public override bool IsBlackBox => false;
+
     private readonly float[] _direction;
     private readonly double[] _directionDouble;
 

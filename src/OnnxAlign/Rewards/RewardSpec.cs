@@ -28,6 +28,8 @@ namespace OnnxAlign.Rewards;
 /// <item><c>FUNCTION(LINEAR|LINEAR..)</c>: a library function of linear specs as features, e.g. <c>max(class:Bag|class:Trouser)</c>,
 /// <c>variance(region-brightness:top.png|region-brightness:bottom.png)</c>, <c>sq-dist:0.5,-0.5(channel-mean:0|channel-mean:1)</c>.</item>
 /// </list>
+/// A network (<see cref="OnnxReward"/>, no structure, DESIGN §8): <c>onnx:PATH[@CLASS]</c>, PATH a folder with
+/// <c>reward.json</c> and the model, or a <c>.onnx</c> file with its card beside it.
 /// </summary>
 public static class RewardSpec
 {
@@ -36,11 +38,16 @@ public static class RewardSpec
 
     /// <summary>All spec forms, for help texts and errors.</summary>
     public const string Forms = LinearForms + ", color-target:V1,..,VC, log-prob:K|NAME[@DIR], ramp:LINEAR,LO,HI, lowrank:A.npy:FUNCTION, " +
-                                "any-class:NAME|NAME[@DIR][,T], FUNCTION(LINEAR|LINEAR..)";
+                                "any-class:NAME|NAME[@DIR][,T], FUNCTION(LINEAR|LINEAR..), onnx:PATH[@CLASS]";
 
-    /// <summary>Builds the reward a spec names: linear or low-rank.</summary>
+    /// <summary>Builds the reward a spec names: linear, low-rank or a network.</summary>
+    /// <param name="spec">The spec (<see cref="Forms"/>).</param>
+    /// <param name="sampleShape">The shape of one sample.</param>
+    /// <param name="modelDirectory">The model folder (its classifier/ serves class rewards), or null.</param>
+    /// <param name="network">How an <c>onnx:</c> reward is fed and run: the samples' data range and the session options (null: [−1, 1] and the defaults).</param>
     /// <exception cref="ConfigException">Malformed spec, unreadable file or a shape that does not fit the samples.</exception>
-    public static Reward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    /// <remarks>The caller owns the reward: dispose it (a network reward holds a session).</remarks>
+    public static Reward Parse(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory, NetworkRewardOptions? network = null)
     {
         var (kind, argument) = Split(spec);
         ConfigException Bad(string why) => ConfigException.For("reward", $"'{spec}': {why}");
@@ -55,6 +62,16 @@ public static class RewardSpec
         }
         switch (kind)
         {
+            case "onnx":
+            {
+                if (argument.Length == 0) throw Bad("expected onnx:PATH[@CLASS], PATH a folder with reward.json or a .onnx file");
+                int at = argument.LastIndexOf('@');
+                bool hasClass = at > 0 && !File.Exists(argument) && !Directory.Exists(argument);
+                string path = hasClass ? argument[..at] : argument, which = hasClass ? argument[(at + 1)..] : "";
+                if (hasClass && which.Length == 0) throw Bad("expected a class after '@' (a number or a name from classes.json)");
+                return new OnnxReward(spec, path, hasClass ? which : null, sampleShape, network?.Range, network?.Options);
+            }
+
             case "any-class":
             {
                 double temperature = 1;
@@ -174,7 +191,7 @@ public static class RewardSpec
                 return new LinearReward(spec, w.Data.AsSpan(k * size, size), b.Data[k]);
             }
 
-            case "color-target" or "log-prob" or "ramp" or "lowrank" or "any-class":
+            case "color-target" or "log-prob" or "ramp" or "lowrank" or "any-class" or "onnx":
                 throw Bad($"is not a linear reward (linear: {LinearForms})");
 
             default:
@@ -224,3 +241,8 @@ public static class RewardSpec
         return [];
     }
 }
+
+/// <summary>How an <c>onnx:</c> reward is fed and run.</summary>
+/// <param name="Range">The samples' data range (null: [−1, 1], the PNGs' convention).</param>
+/// <param name="Options">Device, threads and the session seam for the reward's network.</param>
+public sealed record NetworkRewardOptions(Model.DataRange? Range, Model.DenoiserOptions? Options = null);

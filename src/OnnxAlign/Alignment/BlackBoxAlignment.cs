@@ -1,0 +1,370 @@
+using System.Numerics.Tensors;
+using System.Text.Json.Nodes;
+using MathNet.Numerics.LinearAlgebra;
+using OnnxAlign.Core;
+using OnnxAlign.Model;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Alignment;
+
+/// <summary>How π ∝ p·e^{r/λ} is sampled for a reward without structure (DESIGN §8).</summary>
+public enum BlackBoxMethod
+{
+    /// <summary>The default: twisted SMC whose particles move under a fitted tilt q_θ, potentials r/λ on the proposal's x̂0,
+    /// resampling when the ESS drops below ½, exact path weights (consistent as the systems grow). Deterministic samplers
+    /// run the noise-space SMC instead (no tilt).</summary>
+    TiltSmc,
+    /// <summary>Importance sampling from the fitted tilt: paths under q_θ weighted once by their path ratio and e^{r(x0)/λ}.</summary>
+    TiltImportance,
+    /// <summary>Baseline: Feynman–Kac steering with the base proposal (twisted SMC, θ = 0).</summary>
+    FeynmanKac,
+    /// <summary>Baseline: importance resampling from p (weights e^{r(x0)/λ}).</summary>
+    ImportanceResampling,
+    /// <summary>Baseline: for each sample, the best of N base draws (not a sampler of π; no weights).</summary>
+    BestOfN,
+}
+
+/// <summary>How the proposal tilt θ is fitted to r/λ (DESIGN §8).</summary>
+public sealed record TiltFitSettings
+{
+    /// <summary>Principal directions of base samples used as features z = Ax (when <see cref="Directions"/> is null).</summary>
+    public int Features { get; init; } = 16;
+
+    /// <summary>The user's feature directions A, k rows of one sample's values each; null uses principal directions.</summary>
+    public float[]? Directions { get; init; }
+
+    /// <summary>Regressions of r/λ on z: the first on base samples, each next one on samples of the last fitted tilt.</summary>
+    public int PilotRounds { get; init; } = 3;
+
+    /// <summary>Samples per pilot round.</summary>
+    public int PilotSamples { get; init; } = 128;
+
+    /// <summary>Trust region: a round changes ⟨θ, x⟩ by at most this standard deviation under the samples it was fitted on.</summary>
+    public double TrustRegion { get; init; } = 3.0;
+
+    /// <summary>Ridge on Cov(z), relative to its mean eigenvalue.</summary>
+    public double Ridge { get; init; } = 1e-4;
+
+    /// <summary>Checks the values.</summary>
+    public TiltFitSettings Validated()
+    {
+        if (Directions is null && Features < 1) throw new ArgumentOutOfRangeException(nameof(Features), Features, "expected ≥ 1");
+        if (PilotRounds < 1) throw new ArgumentOutOfRangeException(nameof(PilotRounds), PilotRounds, "expected ≥ 1");
+        if (PilotSamples < 8) throw new ArgumentOutOfRangeException(nameof(PilotSamples), PilotSamples, "expected ≥ 8");
+        if (!(TrustRegion > 0) || double.IsInfinity(TrustRegion)) throw new ArgumentOutOfRangeException(nameof(TrustRegion), TrustRegion, "expected a finite value > 0");
+        if (!(Ridge >= 0) || double.IsInfinity(Ridge)) throw new ArgumentOutOfRangeException(nameof(Ridge), Ridge, "expected a finite value ≥ 0");
+        return this;
+    }
+}
+
+/// <summary>The options of the black-box methods (those of <c>generate --reward onnx:…</c>).</summary>
+public sealed record BlackBoxSettings
+{
+    /// <summary>The method.</summary>
+    public BlackBoxMethod Method { get; init; } = BlackBoxMethod.TiltSmc;
+
+    /// <summary>How θ is fitted (tilt-SMC, tilt-IS).</summary>
+    public TiltFitSettings Fit { get; init; } = new();
+
+    /// <summary>Best-of-N's N.</summary>
+    public int BestOf { get; init; } = 16;
+
+    /// <summary>Checks the values.</summary>
+    public BlackBoxSettings Validated()
+    {
+        Fit.Validated();
+        if (BestOf < 1) throw new ArgumentOutOfRangeException(nameof(BestOf), BestOf, "expected ≥ 1");
+        return this;
+    }
+}
+
+/// <summary>One regression of r/λ on the features.</summary>
+/// <param name="Samples">Finite pilot samples it was fitted on.</param>
+/// <param name="ThetaNorm">‖θ‖ after the round.</param>
+/// <param name="RSquared">Variance of r/λ the features explain on these samples.</param>
+/// <param name="ResidualStd">sd of r/λ − ⟨θ, x⟩ on these samples at the round's least-squares θ (the log-weights' spread if it were the proposal).</param>
+/// <param name="Step">sd of the change of ⟨θ, x⟩ the round made.</param>
+/// <param name="Clipped">The trust region shortened the step.</param>
+public sealed record PilotRound(int Samples, double ThetaNorm, double RSquared, double ResidualStd, double Step, bool Clipped);
+
+/// <summary>A fitted proposal tilt θ = Aᵀu.</summary>
+/// <param name="Theta">θ, one sample's values.</param>
+/// <param name="Coefficients">u, one per feature.</param>
+/// <param name="FeatureCount">k.</param>
+/// <param name="Features"><c>principal</c> (of base samples) or <c>user</c>.</param>
+/// <param name="Rounds">The pilot rounds.</param>
+/// <param name="NetworkEvaluations">Network evaluations of the pilot samples.</param>
+/// <param name="RewardEvaluations">Reward evaluations of the pilot samples.</param>
+public sealed record TiltFit(float[] Theta, double[] Coefficients, int FeatureCount, string Features, IReadOnlyList<PilotRound> Rounds,
+                             long NetworkEvaluations, long RewardEvaluations)
+{
+    /// <summary>The fit as JSON (a checkpoint's note, report.json).</summary>
+    public JsonObject ToJson(bool withTheta) => new()
+    {
+        ["features"] = Features, ["feature_count"] = FeatureCount,
+        ["coefficients"] = new JsonArray(Coefficients.Select(c => (JsonNode)c).ToArray()),
+        ["theta_norm"] = Math.Sqrt(TensorPrimitives.Dot(Theta, Theta)),
+        ["rounds"] = new JsonArray(Rounds.Select(r => (JsonNode)new JsonObject
+        {
+            ["samples"] = r.Samples, ["theta_norm"] = r.ThetaNorm, ["r_squared"] = r.RSquared, ["residual_std"] = r.ResidualStd,
+            ["step_std"] = r.Step, ["trust_region_clipped"] = r.Clipped,
+        }).ToArray()),
+        ["network_evaluations"] = NetworkEvaluations, ["reward_evaluations"] = RewardEvaluations,
+        ["theta"] = withTheta ? new JsonArray(Theta.Select(v => (JsonNode)v).ToArray()) : null,
+    };
+
+    /// <summary>Reads <see cref="ToJson"/>'s output (with θ).</summary>
+    /// <exception cref="FormatException">A damaged note.</exception>
+    public static TiltFit FromJson(JsonObject json)
+    {
+        try
+        {
+            var rounds = json["rounds"]!.AsArray().Select(r => new PilotRound(r!["samples"]!.GetValue<int>(), r["theta_norm"]!.GetValue<double>(),
+                r["r_squared"]!.GetValue<double>(), r["residual_std"]!.GetValue<double>(), r["step_std"]!.GetValue<double>(), r["trust_region_clipped"]!.GetValue<bool>())).ToArray();
+            return new TiltFit(json["theta"]!.AsArray().Select(v => v!.GetValue<float>()).ToArray(), json["coefficients"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray(),
+                json["feature_count"]!.GetValue<int>(), json["features"]!.GetValue<string>(), rounds, json["network_evaluations"]!.GetValue<long>(), json["reward_evaluations"]!.GetValue<long>());
+        }
+        catch (Exception e) when (e is InvalidOperationException or NullReferenceException)
+        {
+            throw new FormatException("not a tilt fit", e);
+        }
+    }
+}
+
+/// <summary>What a black-box run did besides its samples.</summary>
+/// <param name="Method">The method.</param>
+/// <param name="Fit">The fitted proposal tilt (tilt-SMC and tilt-IS on stochastic samplers); null otherwise.</param>
+/// <param name="RewardEvaluations">Reward evaluations of the sampling (pilot ones are the fit's).</param>
+/// <param name="Lambda">λ.</param>
+public sealed record BlackBoxRun(BlackBoxMethod Method, TiltFit? Fit, long RewardEvaluations, double Lambda);
+
+/// <summary>
+/// π ∝ p·e^{r/λ} for a reward without structure — a network (<see cref="OnnxReward"/>) or any <see cref="Reward"/> —
+/// by DESIGN §8: every linear tilt shares p with π, so a tilt fitted to r/λ is a proposal whose weights need no
+/// density; twisted SMC with the exact path ratio of the stochastic sampler's Gaussian steps makes it consistent on any
+/// network (the plain weights e^{r/λ − ⟨θ,x⟩} would assume the trained network samples the tilt exactly, which it does
+/// not: DESIGN §1d). <see cref="KlAlignment.Run"/> picks this for rewards whose <see cref="Reward.IsBlackBox"/> is true.
+/// </summary>
+public static class BlackBoxAlignment
+{
+    /// <summary>The fit's note in a checkpoint: a resumed run repeats no pilot round and uses the same θ.</summary>
+    internal const string FitNote = "tilt-fit.json";
+
+    /// <summary>Seed offset of the pilot rounds (their noise never overlaps the run's).</summary>
+    private const long PilotSeed = 5_000_011;
+
+    /// <summary>
+    /// Fits θ = Aᵀu by regressing r/λ on z = Ax under the current proposal, u = Cov(z)⁻¹·Cov(z, r/λ) (DESIGN §8): the
+    /// first round on base samples (whose principal directions are A unless the settings give A), each next one on samples of
+    /// the last tilt, each step held inside the trust region. For r linear in span(A), the first round returns θ = a/λ exactly.
+    /// </summary>
+    /// <param name="network">The model's denoiser (the range is applied here).</param>
+    /// <param name="range">The data range, or null.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="reward">The reward.</param>
+    /// <param name="lambda">λ &gt; 0.</param>
+    /// <param name="settings">Features, rounds, samples, trust region.</param>
+    /// <param name="request">Batch, seed and cancellation of the pilot runs.</param>
+    public static TiltFit FitTilt(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda, TiltFitSettings settings, GenerationRequest request)
+    {
+        settings.Validated();
+        int d = network.SampleSize;
+        if (settings.Directions is { } given && (given.Length == 0 || given.Length % d != 0))
+            throw ConfigException.For("directions", $": {given.Length} values are not k rows of {d}");
+        var pilot = request.SideRun(settings.PilotSamples) with { Seed = request.Seed + PilotSeed, OnNonFinite = NonFinitePolicy.Skip };
+        long evaluations = 0, rewardEvaluations = 0;
+        var theta = new float[d];
+        float[]? directions = settings.Directions;
+        int k = 0;
+        double[] u = [];
+        var rounds = new List<PilotRound>();
+        for (int round = 0; round < settings.PilotRounds; round++)
+        {
+            var proposal = round == 0 ? ExactTilt.BaseLaw(network, range) : ExactTilt.FastTilt(network, theta, range);
+            var run = Generation.Run(proposal, sampler, pilot with { Seed = pilot.Seed + round * 100_003L });
+            evaluations += run.NetworkEvaluations;
+            var rewards = reward.EvaluateBatch(run.Samples);
+            rewardEvaluations += run.Count;
+            var keep = Enumerable.Range(0, run.Count).Where(i => double.IsFinite(rewards[i])).ToArray();
+            if (keep.Length < 4) break;   // nothing to fit on: keep the last θ (the law never depends on it)
+            var samples = new float[keep.Length * d];
+            for (int j = 0; j < keep.Length; j++) run.Samples.AsSpan(keep[j] * d, d).CopyTo(samples.AsSpan(j * d, d));
+            var y = keep.Select(i => rewards[i] / lambda).ToArray();
+            if (directions is null)
+            {
+                directions = PrincipalDirections(samples, keep.Length, d, Math.Min(settings.Features, keep.Length - 1));
+                u = new double[directions.Length / d];
+            }
+            k = directions.Length / d;
+            if (u.Length != k) u = new double[k];
+            var z = Project(samples, keep.Length, directions, k);
+            var (fitted, rSquared, residual) = Regress(z, y, k, settings.Ridge);
+            // Trust region in the metric of the samples: sd of the change of ⟨θ, x⟩ = √(Δᵀ Cov(z) Δ).
+            var delta = fitted.Zip(u, (a, b) => a - b).ToArray();
+            double step = Math.Sqrt(Quadratic(Covariance(z, k), delta));
+            bool clipped = step > settings.TrustRegion;
+            double scale = clipped ? settings.TrustRegion / step : 1;
+            for (int j = 0; j < k; j++) u[j] += scale * delta[j];
+            theta = Transpose(directions, u, d);
+            rounds.Add(new PilotRound(keep.Length, Math.Sqrt(TensorPrimitives.Dot(theta, theta)), rSquared, residual, step * scale, clipped));
+        }
+        return new TiltFit(theta, u, k, settings.Directions is null ? "principal" : "user", rounds, evaluations, rewardEvaluations);
+    }
+
+    /// <summary>
+    /// Samples π ∝ p·e^{r/λ} by <paramref name="settings"/>' method. Count, batch, seed, NaN policy and cancellation are
+    /// the request's; the exact settings set the SMC's budget. The result's <see cref="KlAlignmentResult.Exact"/> holds the
+    /// weighted particles, log Z_π = log E_p[e^{r/λ}] and KL(π‖p) from the run's own weights (null for best-of-N).
+    /// </summary>
+    /// <exception cref="ConfigException">A method that needs a stochastic sampler with a deterministic one (parameter <c>sampler</c>).</exception>
+    public static KlAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda, BlackBoxSettings settings,
+                                        ExactTiltSettings exact, GenerationRequest request, IProgress<GenerationProgress>? progress = null,
+                                        BatchCheckpoint? checkpoint = null)
+    {
+        settings.Validated();
+        using var cancellation = NetworkCancellation.Enter(request.Cancellation);
+        var method = settings.Method;
+        if (!sampler.IsStochastic && method is BlackBoxMethod.TiltImportance or BlackBoxMethod.FeynmanKac or BlackBoxMethod.ImportanceResampling)
+            throw ConfigException.For("sampler", $"{sampler.Name} is deterministic: {Name(method)} weighs the sampler's stochastic steps; use ddpm, euler-maruyama or ddim with η > 0, or the default tilt-smc (noise-space SMC for deterministic samplers)");
+        long rewardEvaluations = 0;
+        BatchPotential potential = (samples, values) =>
+        {
+            Interlocked.Add(ref rewardEvaluations, values.Length);
+            Potentials.Reward(reward, lambda)(samples, values);
+        };
+        if (method == BlackBoxMethod.BestOfN)
+        {
+            var best = Baselines.BestOfN(ExactTilt.BaseLaw(network, range), sampler, reward, settings.BestOf, request.Count, request.Seed, request.BatchSize);
+            var samples = new GenerationResult(best.Samples, 0, best.Count, best.NetworkEvaluations, TimeSpan.Zero, TimeSpan.Zero);
+            return new KlAlignmentResult(KlAlgorithm.BlackBox, samples, []) { BlackBox = new BlackBoxRun(method, null, (long)settings.BestOf * request.Count, lambda) };
+        }
+
+        TiltFit? fit = null;
+        if (method is BlackBoxMethod.TiltSmc or BlackBoxMethod.TiltImportance && sampler.IsStochastic)
+        {
+            if (checkpoint?.ReadNote(FitNote) is { } saved)
+            {
+                try { fit = TiltFit.FromJson(JsonNode.Parse(saved)!.AsObject()); }
+                catch (Exception e) when (e is FormatException or System.Text.Json.JsonException)
+                {
+                    throw ConfigException.For("resume", $": {Path.Combine(BatchCheckpoint.Folder, FitNote)} in the output folder is damaged ({e.Message}); start over with {OnnxAlignException.Option("overwrite")}", e);
+                }
+            }
+            else
+            {
+                fit = FitTilt(network, range, sampler, reward, lambda, settings.Fit, request);
+                checkpoint?.WriteNote(FitNote, fit.ToJson(withTheta: true).ToJsonString());
+            }
+        }
+        var theta = fit?.Theta ?? new float[network.SampleSize];
+        var exactSettings = exact with
+        {
+            Count = request.Count,
+            Smc = exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite, Resampling = method is BlackBoxMethod.TiltSmc or BlackBoxMethod.FeynmanKac },
+        };
+        var result = ExactTilt.SampleTarget(network, range, sampler, potential, theta, exactSettings, KlAlignment.EssProgress(progress), request.Cancellation,
+                                            checkpoint is null ? null : new SmcCheckpoint(checkpoint));
+        var drawn = new GenerationResult(result.Samples, 0, request.Count, result.Particles.NetworkEvaluations, TimeSpan.Zero, result.Time);
+        return new KlAlignmentResult(KlAlgorithm.BlackBox, drawn, theta)
+        {
+            Exact = result, BlackBox = new BlackBoxRun(method, fit, rewardEvaluations, lambda),
+            SetupEvaluations = fit?.NetworkEvaluations ?? 0,
+        };
+    }
+
+    /// <summary>The method's name on the command line and in reports.</summary>
+    public static string Name(BlackBoxMethod method) => method switch
+    {
+        BlackBoxMethod.TiltSmc => "tilt-smc",
+        BlackBoxMethod.TiltImportance => "tilt-is",
+        BlackBoxMethod.FeynmanKac => "fk-steering",
+        BlackBoxMethod.ImportanceResampling => "sir",
+        _ => "best-of-n",
+    };
+
+    /// <summary>The method a name stands for (<see cref="Name"/>), or null.</summary>
+    public static BlackBoxMethod? Parse(string name) => Enum.GetValues<BlackBoxMethod>().Cast<BlackBoxMethod?>().FirstOrDefault(m => Name(m!.Value) == name);
+
+    /// <summary>The top-k principal directions of n samples (rows of Vᵀ of the centred data), k × d row after row.</summary>
+    public static float[] PrincipalDirections(ReadOnlySpan<float> samples, int n, int d, int k)
+    {
+        if (k < 1 || k > Math.Min(n, d)) throw new ArgumentOutOfRangeException(nameof(k), k, $"expected 1..{Math.Min(n, d)}");
+        var means = new double[d];
+        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) means[j] += samples[i * d + j];
+        for (int j = 0; j < d; j++) means[j] /= n;
+        var data = Matrix<double>.Build.Dense(n, d);
+        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) data[i, j] = samples[i * d + j] - means[j];
+        var vt = data.Svd(computeVectors: true).VT;
+        var rows = new float[k * d];
+        for (int r = 0; r < k; r++) for (int j = 0; j < d; j++) rows[r * d + j] = (float)vt[r, j];
+        return rows;
+    }
+
+    /// <summary>z = A x for each of n samples (n × k, row after row).</summary>
+    internal static double[] Project(ReadOnlySpan<float> samples, int n, ReadOnlySpan<float> directions, int k)
+    {
+        int d = directions.Length / k;
+        var z = new double[n * k];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < k; j++) z[i * k + j] = TensorPrimitives.Dot(samples.Slice(i * d, d), directions.Slice(j * d, d));
+        return z;
+    }
+
+    /// <summary>θ = Aᵀu.</summary>
+    internal static float[] Transpose(ReadOnlySpan<float> directions, IReadOnlyList<double> u, int d)
+    {
+        var theta = new float[d];
+        for (int j = 0; j < u.Count; j++) TensorPrimitives.MultiplyAdd(directions.Slice(j * d, d), (float)u[j], theta, theta);
+        return theta;
+    }
+
+    /// <summary>Least squares y ≈ c + zᵀu with a ridge on Cov(z): u, R² and the residual sd.</summary>
+    internal static (double[] U, double RSquared, double ResidualStd) Regress(double[] z, double[] y, int k, double ridge)
+    {
+        int n = y.Length;
+        var cov = Covariance(z, k);
+        double meanY = y.Average();
+        var zMeans = Means(z, k);
+        var cross = Vector<double>.Build.Dense(k);
+        for (int i = 0; i < n; i++) for (int j = 0; j < k; j++) cross[j] += (z[i * k + j] - zMeans[j]) * (y[i] - meanY) / (n - 1);
+        double shrink = ridge * cov.Trace() / k;
+        var u = (cov + Matrix<double>.Build.DenseIdentity(k) * Math.Max(shrink, 1e-300)).Solve(cross).ToArray();
+        double varY = y.Sum(v => (v - meanY) * (v - meanY)) / (n - 1);
+        var residuals = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            double fit = meanY;
+            for (int j = 0; j < k; j++) fit += (z[i * k + j] - zMeans[j]) * u[j];
+            residuals[i] = y[i] - fit;
+        }
+        double varResidual = residuals.Sum(r => r * r) / Math.Max(n - 1, 1);
+        return (u, varY > 0 ? 1 - varResidual / varY : 1, Math.Sqrt(varResidual));
+    }
+
+    private static double[] Means(double[] z, int k)
+    {
+        int n = z.Length / k;
+        var means = new double[k];
+        for (int i = 0; i < n; i++) for (int j = 0; j < k; j++) means[j] += z[i * k + j] / n;
+        return means;
+    }
+
+    private static Matrix<double> Covariance(double[] z, int k)
+    {
+        int n = z.Length / k;
+        var means = Means(z, k);
+        var cov = Matrix<double>.Build.Dense(k, k);
+        for (int i = 0; i < n; i++)
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++) cov[a, b] += (z[i * k + a] - means[a]) * (z[i * k + b] - means[b]) / (n - 1);
+        return cov;
+    }
+
+    private static double Quadratic(Matrix<double> m, double[] v)
+    {
+        double sum = 0;
+        for (int a = 0; a < v.Length; a++) for (int b = 0; b < v.Length; b++) sum += v[a] * m[a, b] * v[b];
+        return Math.Max(sum, 0);
+    }
+}
