@@ -28,7 +28,14 @@ internal static class BenchCommand
         var torch = new Option<string?>("--torch") { Description = "Also time tools/bench/torch_loop.py on this PyTorch checkpoint (the training script's ddpm_ema.pt) for equal work." };
         var sweepBatches = new Option<bool>("--throughput") { Description = "Also measure throughput for batch 1…256 with all cores and with one thread." };
         var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
-        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.") { model, steps, batch, repeats, output, mixture, torch, sweepBatches };
+        var blackBox = new Option<bool>("--black-box") { Description = "Instead: DESIGN §8's methods on a network reward (--reward onnx:…) at equal network evaluations against a high-budget importance-weighted reference, across --lambdas (DDPM, --steps)." };
+        var reward = new Option<string>("--reward") { Description = "--black-box: the network reward.", DefaultValueFactory = _ => "onnx:models/fashion/evaluator@Trouser" };
+        var lambdas = new Option<string>("--lambdas") { Description = "--black-box: comma-separated λ values.", DefaultValueFactory = _ => "1,0.3,0.1" };
+        var particles = new Option<int>("--particles") { Description = "--black-box: tilt-SMC's and tilt-IS's particles (the others get their network evaluations).", DefaultValueFactory = _ => 256 };
+        var referenceCount = new Option<int>("--reference") { Description = "--black-box: base samples of the reference.", DefaultValueFactory = _ => 8192 };
+        var plot = new Option<string?>("--plot") { Description = "--black-box: also plot ESS per network evaluation against λ to this PNG." };
+        var command = new Command("bench", "Time tilted against untilted sampling and the sampler's overhead over the network.")
+            { model, steps, batch, repeats, output, mixture, torch, sweepBatches, blackBox, reward, lambdas, particles, referenceCount, plot };
         var runtime = new RuntimeOptions();
         foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
@@ -38,6 +45,18 @@ internal static class BenchCommand
                 var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
                 if (parse.GetValue(output) is { } file)
                     JsonFiles.Write(file, new JsonObject { ["kl_mixture"] = rows });
+                return 0;
+            }
+            if (parse.GetValue(blackBox))
+            {
+                var values = parse.GetValue(lambdas)!.Split(',').Select(v => OnnxAlign.Core.Numbers.TryParse(v, out double l) && l > 0 && double.IsFinite(l) ? l
+                    : throw new UsageException($"--lambdas '{parse.GetValue(lambdas)}': expected comma-separated values > 0")).ToArray();
+                int n = parse.GetValue(particles), reference = parse.GetValue(referenceCount);
+                if (n < 64 || n % 64 != 0) throw new UsageException($"--particles {n}: expected a multiple of 64");
+                var blackBoxFigures = BlackBoxBench.Run(new BlackBoxBench.Settings(parse.GetValue(model)!, parse.GetValue(reward)!, values,
+                    GenerateCommand.Positive(parse.GetValue(steps), "--steps"), n, GenerateCommand.Positive(reference, "--reference"), 16, 0),
+                    runtime.For(parse), parse.GetValue(plot));
+                if (parse.GetValue(output) is { } file) JsonFiles.Write(file, new JsonObject { ["black_box"] = blackBoxFigures });
                 return 0;
             }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");

@@ -13,6 +13,7 @@ root.Subcommands.Add(QualityCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(AlignCommand.Create());
 root.Subcommands.Add(VerifyCommand.Create());
+root.Subcommands.Add(FitRewardCommand.Create());
 StrictNumbers.Apply(root);
 return Cli.Run(root, args);
 

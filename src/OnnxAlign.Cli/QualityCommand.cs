@@ -18,14 +18,14 @@ internal static class QualityCommand
 {
     public static Command Create()
     {
-        var model = new Argument<string>("model") { Description = "Model folder with evaluator/ (model.onnx, classes.json, reference_mean.npy, reference_cov.npy, real_u8.npy)." };
+        var model = new Argument<string>("model") { Description = "Model folder with evaluator/ (model.onnx with reward.json, classes.json; reference_mean.npy, reference_cov.npy and real_u8.npy optional: the Fréchet distance and its floor)." };
         var count = new Option<int>("--count") { Description = "Samples to generate and evaluate.", DefaultValueFactory = _ => 2000 };
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
         var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
         var batch = RuntimeOptions.Batch();
         var samples = new Option<string?>("--samples") { Description = "Evaluate these samples (.npy or a run folder) instead of generating." };
-        var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator)." };
+        var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator): any ONNX classifier with a reward card (reward.json: 'output' = the logits, optional 'features')." };
         var output = new Option<string?>("--out") { Description = "Write the figures as JSON to this file." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing --out file." };
         var writeReference = new Option<string?>("--write-reference") { Description = "Developers: compute the reference feature statistics from these real images (.npy, values in [−1, 1] or bytes 0..255) into the evaluator folder, then exit." };
@@ -41,14 +41,15 @@ internal static class QualityCommand
             string dir = parse.GetValue(evaluatorDir) ?? Path.Combine(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(modelPath) ?? ".", "evaluator");
             if (!Directory.Exists(dir)) throw new ConfigException($"{dir}: no evaluator folder (give --evaluator DIR)");
             var options = runtime.For(parse);
-            using var evaluator = new ImageEvaluator(dir, options);
 
             if (parse.GetValue(writeReference) is { } realPath)
             {
                 // Needs only the evaluator, so the reference can be made before the diffusion model exists.
-                var shape = evaluator.SampleShape;
+                using var referenceEvaluator = new ImageEvaluator(dir, options);
+                if (!referenceEvaluator.HasFeatures) throw new ConfigException($"{dir}: the evaluator has no feature output ('features' in its reward.json), so there are no statistics to write");
+                var shape = referenceEvaluator.SampleShape;
                 var real = ReadImages(realPath, shape);
-                var stats = FeatureStatistics.Of(evaluator.Evaluate(real.Data, real.Rows, shape));
+                var stats = FeatureStatistics.Of(referenceEvaluator.Evaluate(real.Data, real.Rows, shape));
                 NpyFile.Write(Path.Combine(dir, "reference_mean.npy"), stats.Mean.Select(v => (float)v).ToArray(), [stats.Mean.Length]);
                 NpyFile.Write(Path.Combine(dir, "reference_cov.npy"), stats.Covariance.Select(v => (float)v).ToArray(), [stats.Mean.Length, stats.Mean.Length]);
                 Console.WriteLine($"wrote reference statistics of {real.Rows} images to {dir}");
@@ -60,7 +61,10 @@ internal static class QualityCommand
             var located = DiffusionModel.Locate(modelPath);
             using var denoiser = located.OpenDenoiser(options);
             var sampleShape = denoiser.SampleShape;
-            var reference = ReadReference(dir);
+            using var evaluator = new ImageEvaluator(dir, options, sampleShape, located.DataRange);
+            // The Fréchet distance needs the evaluator's features and the real images' statistics; without them the
+            // class histogram and confidence are still measured.
+            var reference = evaluator.HasFeatures ? ReadReference(dir) : null;
             float[] data;
             int n;
             JsonObject generation = new();
@@ -86,17 +90,20 @@ internal static class QualityCommand
                 generation["seconds"] = result.TotalTime.TotalSeconds;
             }
             var quality = SampleQuality.Measure(evaluator.Evaluate(data, n, sampleShape), reference);
-            var realImages = ReadImages(Path.Combine(dir, "real_u8.npy"), sampleShape);
-            var floor = SampleQuality.Measure(evaluator.Evaluate(realImages.Data, realImages.Rows, sampleShape), reference);
+            string realPathInDir = Path.Combine(dir, "real_u8.npy");
+            var realImages = File.Exists(realPathInDir) ? ReadImages(realPathInDir, sampleShape) : null;
+            var floor = realImages is null ? null : SampleQuality.Measure(evaluator.Evaluate(realImages.Data, realImages.Rows, sampleShape), reference);
 
             var names = evaluator.ClassNames.Length == quality.ClassShares.Length ? evaluator.ClassNames
                 : Enumerable.Range(0, quality.ClassShares.Length).Select(c => c.ToString(CultureInfo.InvariantCulture)).ToArray();
             Console.WriteLine($"{n} samples of {located.OnnxPath}, evaluator {dir}:");
             for (int c = 0; c < names.Length; c++)
-                Console.WriteLine($"  {names[c],-12} {quality.ClassShares[c] * 100,6:F1} %   (real: {floor.ClassShares[c] * 100:F1} %)");
+                Console.WriteLine($"  {names[c],-12} {quality.ClassShares[c] * 100,6:F1} %" + (floor is null ? "" : $"   (real: {floor.ClassShares[c] * 100:F1} %)"));
             Console.WriteLine($"  largest deviation from {100.0 / names.Length:F0} %: {quality.LargestDeviationPoints:F1} points");
-            Console.WriteLine($"  mean confidence     {quality.MeanConfidence:F3}   (real: {floor.MeanConfidence:F3})");
-            Console.WriteLine($"  Fréchet distance    {quality.FrechetDistance:F2}   (real-image floor, {floor.Count} training images: {floor.FrechetDistance:F2})");
+            Console.WriteLine($"  mean confidence     {quality.MeanConfidence:F3}" + (floor is null ? "" : $"   (real: {floor.MeanConfidence:F3})"));
+            Console.WriteLine(quality.FrechetDistance is { } frechet
+                ? $"  Fréchet distance    {frechet:F2}" + (floor?.FrechetDistance is { } f ? $"   (real-image floor, {floor.Count} training images: {f:F2})" : "")
+                : $"  Fréchet distance    n/a ({(evaluator.HasFeatures ? "no reference statistics: reference_mean.npy / reference_cov.npy" : "the evaluator has no feature output")})");
             var figures = new JsonObject
             {
                 ["model"] = located.OnnxPath,
@@ -106,8 +113,8 @@ internal static class QualityCommand
                 ["largest_deviation_points"] = quality.LargestDeviationPoints,
                 ["mean_confidence"] = quality.MeanConfidence,
                 ["frechet_distance"] = quality.FrechetDistance,
-                ["real_floor"] = new JsonObject { ["count"] = floor.Count, ["frechet_distance"] = floor.FrechetDistance, ["mean_confidence"] = floor.MeanConfidence },
-                ["reference_count"] = reference.Count,
+                ["real_floor"] = floor is null ? null : new JsonObject { ["count"] = floor.Count, ["frechet_distance"] = floor.FrechetDistance, ["mean_confidence"] = floor.MeanConfidence },
+                ["reference_count"] = reference?.Count,
             };
             if (parse.GetValue(output) is { } path) JsonFiles.Write(path, figures);
             return 0;
@@ -126,11 +133,12 @@ internal static class QualityCommand
         return array;
     }
 
-    private static FeatureStatistics ReadReference(string dir)
+    private static FeatureStatistics? ReadReference(string dir)
     {
         string meanPath = Path.Combine(dir, "reference_mean.npy"), covPath = Path.Combine(dir, "reference_cov.npy");
+        if (!File.Exists(meanPath) && !File.Exists(covPath)) return null;
         if (!File.Exists(meanPath) || !File.Exists(covPath))
-            throw new ConfigException($"{dir}: no reference_mean.npy / reference_cov.npy (make them with quality --write-reference TEST_IMAGES.npy)");
+            throw new ConfigException($"{dir}: has only one of reference_mean.npy / reference_cov.npy (make both with quality --write-reference TEST_IMAGES.npy)");
         var mean = NpyFile.Read(meanPath).Data.Select(v => (double)v).ToArray();
         var cov = NpyFile.Read(covPath).Data.Select(v => (double)v).ToArray();
         if (cov.Length != mean.Length * mean.Length) throw new ConfigException($"{covPath}: expected [{mean.Length}, {mean.Length}]");

@@ -39,9 +39,10 @@ internal static class SweepCommand
         var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out/sweep" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous sweep in --out." };
         var exactBudget = new Option<double>("--exact-particles-per-sample") { Description = "The exact tilt's particle budget per returned sample at each λ.", DefaultValueFactory = _ => 4.0 };
+        var evaluatorDir = new Option<string?>("--evaluator") { Description = "Evaluator folder (default MODEL/evaluator): any ONNX classifier with a reward card (reward.json)." };
         var command = new Command("sweep", "KL (exact, fast and hybrid tilt) and Wasserstein (prox) alignment across λ, measured by the evaluator; table and plots.")
         {
-            model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite, exactBudget,
+            model, reward, lambdas, count, steps, sampler, seed, target, output, overwrite, exactBudget, evaluatorDir,
         };
         var runtime = new RuntimeOptions();
         var tiltOptions = new TiltOptions();
@@ -58,7 +59,8 @@ internal static class SweepCommand
             var options = runtime.For(parse);
             using var denoiser = located.OpenDenoiser(options);
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
-            using var evaluator = new ImageEvaluator(Path.Combine(located.Directory, "evaluator"), options);
+            using var evaluator = new ImageEvaluator(parse.GetValue(evaluatorDir) ?? Path.Combine(located.Directory, "evaluator"), options, denoiser.SampleShape,
+                                                     tiltOptions.DataRange(parse, located));
             string? targetName = parse.GetValue(target) ?? (spec.StartsWith("class:", StringComparison.Ordinal) ? spec[6..].Split('@')[0] : null);
             int targetClass = targetName is null ? -1
                 : int.TryParse(targetName, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index

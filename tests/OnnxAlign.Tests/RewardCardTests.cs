@@ -140,6 +140,37 @@ public sealed class RewardCardTests
         Assert.DoesNotContain('\n', error.Message);
     }
 
+    /// <summary>
+    /// fit-reward's regression recovers a network that is linear: the linear classifier's ONNX export, fitted on random
+    /// images, gives back its own W and b (held-out R² ≈ 1), and the log-prob form its class decisions.
+    /// </summary>
+    [Fact]
+    public void FittingALinearNetworkGivesBackItsWeights()
+    {
+        string classifier = Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "classifier");
+        var w = OnnxAlign.IO.NpyFile.Read(Path.Combine(classifier, "W.npy")).Data;
+        var b = OnnxAlign.IO.NpyFile.Read(Path.Combine(classifier, "b.npy")).Data;
+        var x = Images(1600, 3);
+        using (var raw = (OnnxReward)RewardSpec.Parse($"onnx:{classifier}@Trouser", FashionShape, null))
+        {
+            var fit = OnnxAlign.Alignment.RewardFit.Fit(raw, x, OnnxAlign.Alignment.RewardFitForm.Linear, heldOut: 0.2, ridge: 1e-8);
+            Assert.True(fit.HeldOutRSquared > 0.9999, $"held-out R² {fit.HeldOutRSquared}");
+            for (int j = 0; j < 1024; j += 37) Assert.Equal(w[1024 + j], fit.W[j], 2e-3);
+            Assert.Equal(b[1], fit.B[0], 2e-3);
+            Assert.Equal("form", Assert.Throws<ConfigException>(() => OnnxAlign.Alignment.RewardFit.Fit(raw, x, OnnxAlign.Alignment.RewardFitForm.LogProb)).Parameter);
+        }
+        string dir = TestSupport.TempDirectory();
+        File.Copy(Path.Combine(classifier, "model.onnx"), Path.Combine(dir, "model.onnx"));
+        File.Copy(Path.Combine(classifier, "classes.json"), Path.Combine(dir, "classes.json"));
+        File.WriteAllText(Path.Combine(dir, "reward.json"), """{ "output": "logits", "range": [-1, 1], "transform": "log_softmax" }""");
+        using var logProb = (OnnxReward)RewardSpec.Parse($"onnx:{dir}@Trouser", FashionShape, null);
+        var full = OnnxAlign.Alignment.RewardFit.Fit(logProb, x, OnnxAlign.Alignment.RewardFitForm.LogProb, heldOut: 0.2, ridge: 1e-8);
+        Assert.Equal(10, full.Rows);
+        Assert.Equal("Trouser", full.ClassNames[full.Index]);
+        Assert.True(full.HeldOutArgmaxAgreement > 0.99, $"agreement {full.HeldOutArgmaxAgreement}");
+        Assert.True(full.HeldOutRSquared > 0.999, $"held-out R² {full.HeldOutRSquared}");
+    }
+
     [Fact]
     public void SamplesThatAreNotImagesAreRefused()
     {

@@ -33,68 +33,92 @@ public sealed record Evaluation(float[] Logits, float[] Features, int Classes, i
 }
 
 /// <summary>
-/// An image classifier used only to <em>evaluate</em> samples, never as a reward: an ONNX model with input <c>x</c>
-/// [batch, ...sample shape] and outputs <c>logits</c> [batch, classes] and <c>features</c> [batch, F] (penultimate
-/// layer, for the Fréchet distance), with <c>classes.json</c> beside it.
+/// An image classifier used only to <em>evaluate</em> samples, never as a reward: any ONNX classifier with a reward card
+/// (<see cref="RewardCard"/>: its <c>output</c> is the class logits, its optional <c>features</c> the penultimate layer
+/// for the Fréchet distance), fed as the card says — or, without a card, a model with one input and the outputs
+/// <c>logits</c> and <c>features</c> that takes samples in [−1, 1] as they are. <c>classes.json</c> beside it names the classes.
 /// </summary>
+/// <remarks>Owns its sessions (one per sample shape evaluated); dispose it.</remarks>
 public sealed class ImageEvaluator : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly RewardCard _card;
+    private readonly DenoiserOptions _options;
+    private readonly DataRange? _range;
+    private readonly Dictionary<string, OnnxImageModel> _models = [];
 
-    /// <summary>Opens <c>model.onnx</c> and <c>classes.json</c> in <paramref name="directory"/>.</summary>
-    /// <exception cref="ConfigException">Missing files or a model without the expected outputs.</exception>
-    public ImageEvaluator(string directory, DenoiserOptions? options = null)
+    /// <summary>Opens the evaluator in <paramref name="directory"/> for samples of <paramref name="sampleShape"/> (null: the model's fixed input shape).</summary>
+    /// <param name="directory">A folder with <c>model.onnx</c> and optionally <c>reward.json</c> and <c>classes.json</c>.</param>
+    /// <param name="options">How the network is run.</param>
+    /// <param name="sampleShape">[C, H, W] of the samples it will see (others open on first use).</param>
+    /// <param name="range">The samples' data range (null: [−1, 1]).</param>
+    /// <exception cref="ConfigException">Missing files, a bad card, or a model without the outputs it needs (parameter <c>evaluator</c>).</exception>
+    public ImageEvaluator(string directory, DenoiserOptions? options = null, IReadOnlyList<int>? sampleShape = null, DataRange? range = null)
     {
         Directory = directory;
+        _options = options ?? new DenoiserOptions();
+        _range = range;
         string path = Path.Combine(directory, "model.onnx");
-        _session = OnnxDenoiser.OpenSession(path, options ?? new DenoiserOptions());
-        if (!_session.OutputMetadata.ContainsKey("logits") || !_session.OutputMetadata.ContainsKey("features") || _session.InputMetadata.Count != 1)
+        _card = File.Exists(Path.Combine(directory, RewardCard.FileName)) ? RewardCard.Read(directory, "evaluator")
+            : File.Exists(path) ? new RewardCard
+            {
+                Source = path, ModelPath = path, Output = "logits", Features = "features", Normalization = InputNormalization.Range(-1, 1),
+                ClassNames = RewardSpec.ClassNames(directory, null),
+            }
+            : throw ConfigException.For("evaluator", $"{directory}: no model.onnx");
+        if (sampleShape is null)
         {
-            _session.Dispose();
-            throw new ConfigException($"{path}: an evaluator needs one input and the outputs 'logits' and 'features'");
+            using var session = OnnxDenoiser.OpenSession(_card.ModelPath, _options);
+            var input = session.InputMetadata.Count == 1 ? session.InputMetadata.Values.Single()
+                : _card.Input is { } name && session.InputMetadata.TryGetValue(name, out var named) ? named
+                : throw ConfigException.For("evaluator", $"{_card.ModelPath}: has inputs {string.Join(", ", session.InputMetadata.Keys)}; its card must name one ('input')");
+            var dims = input.Dimensions.Skip(1).ToArray();
+            sampleShape = dims.Length == 3 && dims.All(v => v > 0) ? dims
+                : throw ConfigException.For("evaluator", $"{_card.ModelPath}: its input [{string.Join(", ", input.Dimensions)}] has no fixed image size; give the samples' shape");
         }
-        InputName = _session.InputMetadata.Keys.Single();
-        SampleShape = _session.InputMetadata[InputName].Dimensions.Skip(1).ToArray();
-        ClassNames = RewardSpec.ClassNames(directory, null);
+        SampleShape = sampleShape.ToArray();
+        var model = ModelFor(SampleShape);
+        ClassNames = _card.ClassNames;
+        HasFeatures = _card.Features is not null;
+        Classes = model.OutputSizes[0];
     }
 
     /// <summary>The evaluator's folder.</summary>
     public string Directory { get; }
 
-    /// <summary>The input's name.</summary>
-    public string InputName { get; }
-
-    /// <summary>The input's shape without the batch dimension (negative where dynamic).</summary>
+    /// <summary>The sample shape it was opened for.</summary>
     public IReadOnlyList<int> SampleShape { get; }
 
     /// <summary>Class names from classes.json (empty when absent).</summary>
     public string[] ClassNames { get; }
 
+    /// <summary>Number of classes (values of the logits output).</summary>
+    public int Classes { get; }
+
+    /// <summary>True when the evaluator has a feature output (the Fréchet distance needs it).</summary>
+    public bool HasFeatures { get; }
+
+    private OnnxImageModel ModelFor(IReadOnlyList<int> shape)
+    {
+        string key = string.Join("x", shape);
+        if (!_models.TryGetValue(key, out var model))
+            _models[key] = model = new OnnxImageModel(_card, shape, _range, _options, parameter: "evaluator");
+        return model;
+    }
+
     /// <summary>Evaluates <paramref name="count"/> samples of shape <paramref name="sampleShape"/> in batches.</summary>
     public Evaluation Evaluate(ReadOnlySpan<float> samples, int count, IReadOnlyList<int> sampleShape, int batchSize = 256)
     {
-        int size = samples.Length / Math.Max(count, 1);
-        var logits = new List<float>();
-        var features = new List<float>();
-        int classes = 0, featureCount = 0;
-        using var runOptions = new RunOptions();
-        for (int start = 0; start < count; start += batchSize)
-        {
-            int n = Math.Min(batchSize, count - start);
-            var input = samples.Slice(start * size, n * size).ToArray();
-            long[] shape = [n, .. sampleShape.Select(d => (long)d)];
-            using var value = OrtValue.CreateTensorValueFromMemory(input, shape);
-            using var outputs = _session.Run(runOptions, [InputName], [value], ["logits", "features"]);
-            var l = outputs[0].GetTensorDataAsSpan<float>();
-            var f = outputs[1].GetTensorDataAsSpan<float>();
-            classes = l.Length / n;
-            featureCount = f.Length / n;
-            logits.AddRange(l.ToArray());
-            features.AddRange(f.ToArray());
-        }
-        return new Evaluation(logits.ToArray(), features.ToArray(), classes, featureCount);
+        var model = ModelFor(sampleShape);
+        string[] outputs = _card.Features is { } f ? [model.OutputName, f] : [model.OutputName];
+        var results = model.Run(samples, count, outputs, NetworkCancellation.Current);
+        int featureCount = results.Length > 1 && count > 0 ? results[1].Length / count : 0;
+        return new Evaluation(results[0], results.Length > 1 ? results[1] : [], Classes, featureCount);
     }
 
     /// <inheritdoc/>
-    public void Dispose() => _session.Dispose();
+    public void Dispose()
+    {
+        foreach (var model in _models.Values) model.Dispose();
+        _models.Clear();
+    }
 }

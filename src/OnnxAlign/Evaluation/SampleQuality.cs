@@ -43,15 +43,15 @@ public sealed record FeatureStatistics(double[] Mean, double[] Covariance, int C
 /// <summary>The sample-quality figures of the model card (issue #6): class histogram, confidence and Fréchet distance.</summary>
 /// <param name="ClassShares">Fraction of samples predicted as each class.</param>
 /// <param name="MeanConfidence">Mean of the largest softmax probability.</param>
-/// <param name="FrechetDistance">Fréchet distance of the samples' evaluator features to the reference (test set).</param>
+/// <param name="FrechetDistance">Fréchet distance of the samples' evaluator features to the reference (test set); null without features or reference statistics.</param>
 /// <param name="Count">Samples evaluated.</param>
-public sealed record SampleQuality(double[] ClassShares, double MeanConfidence, double FrechetDistance, int Count)
+public sealed record SampleQuality(double[] ClassShares, double MeanConfidence, double? FrechetDistance, int Count)
 {
     /// <summary>The largest |share − 1/C| over classes, in percentage points.</summary>
     public double LargestDeviationPoints => ClassShares.Max(s => Math.Abs(s - 1.0 / ClassShares.Length)) * 100;
 
-    /// <summary>Measures an evaluation against reference feature statistics.</summary>
-    public static SampleQuality Measure(Evaluation evaluation, FeatureStatistics reference)
+    /// <summary>Measures an evaluation against reference feature statistics (null: no Fréchet distance).</summary>
+    public static SampleQuality Measure(Evaluation evaluation, FeatureStatistics? reference)
     {
         var shares = new double[evaluation.Classes];
         double confidence = 0;
@@ -61,6 +61,8 @@ public sealed record SampleQuality(double[] ClassShares, double MeanConfidence, 
             shares[c] += 1.0 / evaluation.Count;
             confidence += evaluation.Probability(i, c) / evaluation.Count;
         }
-        return new SampleQuality(shares, confidence, FeatureStatistics.Of(evaluation).FrechetDistance(reference), evaluation.Count);
+        double? frechet = reference is not null && evaluation.FeatureCount == reference.Mean.Length && evaluation.Count > 1
+            ? FeatureStatistics.Of(evaluation).FrechetDistance(reference) : null;
+        return new SampleQuality(shares, confidence, frechet, evaluation.Count);
     }
 }

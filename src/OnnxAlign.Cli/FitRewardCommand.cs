@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Model;
+using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign fit-reward MODEL --reward onnx:… --out DIR</c>: a linear or low-rank reward fitted to a network reward
+/// (DESIGN §8), written as a linear classifier folder (W.npy, b.npy, classes.json) that every exact method reads
+/// (<c>class:NAME@DIR</c>, <c>log-prob:NAME@DIR</c>, constraints, mixtures, the prox), with its held-out agreement.
+/// </summary>
+internal static class FitRewardCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "The diffusion model whose samples the fit is made on." };
+        var reward = new Option<string>("--reward") { Description = "The network reward, onnx:PATH[@CLASS].", Required = true };
+        var output = new Option<string>("--out") { Description = "Folder for W.npy, b.npy, classes.json and fit.json.", Required = true };
+        var form = new Option<string>("--form") { Description = "linear (r ≈ ⟨w, x⟩ + b; use class:fitted@DIR) or log-prob (every class logit fitted, for a log-softmax card; use log-prob:NAME@DIR or class:NAME@DIR).", DefaultValueFactory = _ => "linear" };
+        var count = new Option<int>("--count") { Description = "Base samples to fit on (and hold out from).", DefaultValueFactory = _ => 2048 };
+        var steps = new Option<int>("--steps") { Description = "Denoising steps of the base samples.", DefaultValueFactory = _ => 50 };
+        var samples = new Option<string?>("--samples") { Description = "Fit on these samples (.npy or a run folder) instead of generating base samples." };
+        var heldOut = new Option<double>("--held-out") { Description = "Fraction of the samples held out to measure the agreement.", DefaultValueFactory = _ => 0.25 };
+        var ridge = new Option<double>("--ridge") { Description = "Ridge weight, relative to the mean pixel variance.", DefaultValueFactory = _ => 1e-2 };
+        var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous fit in --out." };
+        var command = new Command("fit-reward", "Fit a linear or low-rank reward to a network reward, for the exact methods (DESIGN §8).")
+            { model, reward, output, form, count, steps, samples, heldOut, ridge, seed, overwrite };
+        var runtime = new RuntimeOptions();
+        foreach (var option in runtime.All) command.Options.Add(option);
+        command.SetAction(parse =>
+        {
+            var fitForm = parse.GetValue(form) switch
+            {
+                "linear" => RewardFitForm.Linear,
+                "log-prob" => RewardFitForm.LogProb,
+                var v => throw new UsageException($"--form '{v}': expected linear or log-prob"),
+            };
+            double hold = parse.GetValue(heldOut), ridgeWeight = parse.GetValue(ridge);
+            if (!(hold is >= 0.05 and <= 0.9)) throw new UsageException($"--held-out {hold}: expected a value in [0.05, 0.9]");
+            if (!(ridgeWeight >= 0) || ridgeWeight > 1e6) throw new UsageException($"--ridge {ridgeWeight}: expected a value in [0, 1e6]");
+            string outDir = parse.GetValue(output)!;
+            if (string.IsNullOrWhiteSpace(outDir)) throw new UsageException("--out: expected a folder, got an empty path");
+            var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            var options = runtime.For(parse);
+            using var denoiser = located.OpenDenoiser(options);
+            using var network = RewardSpec.Parse(parse.GetValue(reward)!, denoiser.SampleShape, located.Directory, new NetworkRewardOptions(located.DataRange, options)) as OnnxReward
+                ?? throw new UsageException($"--reward '{parse.GetValue(reward)}': fit-reward fits a network reward (onnx:PATH[@CLASS]); this one already has structure");
+            if (fitForm == RewardFitForm.LogProb && network.Card.Transform != "log_softmax")
+                throw new UsageException($"--form log-prob fits a classifier whose card says 'transform': 'log_softmax'; {network.Card.Source} says '{network.Card.Transform}' (use --form linear)");
+            float[] data;
+            JsonObject source;
+            if (parse.GetValue(samples) is { } given)
+            {
+                var set = UsageException.ForFlag("--samples", () => SampleSetReader.Read(given));
+                if (!set.SampleShape.SequenceEqual(denoiser.SampleShape))
+                    throw new UsageException($"--samples {given}: samples of shape [{string.Join(", ", set.SampleShape)}], the model's are [{string.Join(", ", denoiser.SampleShape)}]");
+                if (set.Count < 8) throw new UsageException($"--samples {given}: {set.Count} samples; the fit needs at least 8");
+                data = set.Samples;
+                source = new JsonObject { ["samples"] = given, ["count"] = set.Count };
+            }
+            else
+            {
+                int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
+                if (n < 8) throw new UsageException($"--count {n}: the fit needs at least 8 samples");
+                Resources.CheckSamples(n, denoiser.SampleSize, "--count");
+                var sampler = GenerateCommand.CreateSampler(null, located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
+                var request = new GenerationRequest { Count = n, BatchSize = RuntimeOptions.DefaultBatch, Seed = parse.GetValue(seed) };
+                var run = ProgressReporter.Run("base samples", progress => Generation.Run(ExactTilt.BaseLaw(denoiser, located.DataRange), sampler, request, progress));
+                data = run.Samples;
+                source = new JsonObject { ["base_samples"] = n, ["sampler"] = sampler.Name, ["steps"] = sampler.Steps, ["seed"] = request.Seed, ["network_evaluations"] = run.NetworkEvaluations };
+            }
+            var fit = RewardFit.Fit(network, data, fitForm, hold, ridgeWeight);
+
+            using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
+            NpyFile.Write(Path.Combine(outDir, "W.npy"), fit.W, [fit.Rows, denoiser.SampleSize]);
+            NpyFile.Write(Path.Combine(outDir, "b.npy"), fit.B, [fit.Rows]);
+            AtomicFile.WriteText(Path.Combine(outDir, "classes.json"), new JsonArray(fit.ClassNames.Select(c => (JsonNode)c).ToArray()).ToJsonString());
+            string use = fitForm == RewardFitForm.Linear ? $"class:fitted@{outDir}" : $"log-prob:{fit.ClassNames[fit.Index]}@{outDir}";
+            var report = new JsonObject
+            {
+                ["reward"] = network.Name, ["form"] = parse.GetValue(form), ["use_as"] = use, ["rows"] = fit.Rows,
+                ["source"] = source, ["ridge"] = ridgeWeight,
+                ["train_samples"] = fit.TrainSamples, ["held_out_samples"] = fit.HeldOutSamples,
+                ["held_out_r_squared"] = AlignmentReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = AlignmentReport.Finite(fit.HeldOutCorrelation),
+                ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = AlignmentReport.Finite(fit.TrainRSquared),
+            };
+            JsonFiles.Write(Path.Combine(outDir, "fit.json"), report);
+            Console.WriteLine($"fitted {network.Name} by a {parse.GetValue(form)} reward on {fit.TrainSamples} samples: held-out R² {fit.HeldOutRSquared:F3}, " +
+                              $"correlation {fit.HeldOutCorrelation:F3}{(fit.HeldOutArgmaxAgreement is { } a ? $", predicted class agrees on {a:P1}" : "")} " +
+                              $"({fit.HeldOutSamples} held-out samples; train R² {fit.TrainRSquared:F3})");
+            Console.WriteLine($"wrote {Path.GetFullPath(outDir)}: use it as --reward {use}");
+            return 0;
+        });
+        return command;
+    }
+}
