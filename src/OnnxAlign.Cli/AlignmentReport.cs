@@ -29,6 +29,10 @@ internal static class AlignmentReport
             _ => "generate (fast tilt)",
         };
         var sideRequest = request with { Checkpoint = null };
+        if (plan.Algorithm == KlAlgorithm.BlackBox && sampler.IsStochastic && plan.Settings.BlackBox.Method is BlackBoxMethod.TiltSmc or BlackBoxMethod.TiltImportance
+            && checkpoint.ReadNote(BlackBoxAlignment.FitNote) is null)
+            Console.WriteLine($"fitting the proposal tilt: {plan.Settings.BlackBox.Fit.PilotRounds} pilot rounds of {plan.Settings.BlackBox.Fit.PilotSamples} samples " +
+                              $"({plan.Settings.BlackBox.Fit.PilotRounds * plan.Settings.BlackBox.Fit.PilotSamples * sampler.Steps} network evaluations) …");
         var run = ProgressReporter.Run(label, progress =>
         {
             var report = new SyncProgress<GenerationProgress>(progress);

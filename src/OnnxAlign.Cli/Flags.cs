@@ -28,6 +28,11 @@ internal static partial class Flags
         ["SmcSettings.ParticlesPerSystem"] = "--particles",
         ["ExactTiltSettings.MaxParticlesPerSample"] = "--max-particles-per-sample",
         ["KlAlignmentSettings.Mode"] = "--tilt-mode",
+        ["sampler"] = "--sampler",
+        ["evaluator"] = "--evaluator",
+        ["form"] = "--form",
+        ["samples"] = "--samples",
+        ["directions"] = "--features",
     };
 
     /// <summary>The flag of a library parameter, or null when the CLI has none for it.</summary>

@@ -96,6 +96,9 @@ public sealed class BlackBoxTests
             {
                 Assert.NotNull(run.BlackBox.Fit);
                 Assert.True(run.BlackBox.RewardEvaluations > 0);
+                // The proposal's scale was chosen among the settings' by the exact weights of a trial each.
+                Assert.Equal(5, run.BlackBox.Fit!.ScaleTrials!.Count);
+                Assert.Contains(run.BlackBox.Fit.Scale, new TiltFitSettings().Scales);
             }
         }
         Assert.True(ess[BlackBoxMethod.TiltImportance] > ess[BlackBoxMethod.ImportanceResampling],
@@ -114,10 +117,12 @@ public sealed class BlackBoxTests
         var linear = new LinearReward("test:linear", [0.6f, -0.8f], 0.25);
         using var blackBox = new Opaque(linear);
         const double lambda = 0.5;
-        var fit = BlackBoxAlignment.FitTilt(network, null, sampler, blackBox, lambda, new TiltFitSettings { Features = 2, PilotRounds = 2, PilotSamples = 64, Ridge = 0 },
+        var fit = BlackBoxAlignment.FitTilt(network, null, sampler, blackBox, lambda, new TiltFitSettings { Features = 2, PilotRounds = 2, PilotSamples = 64, Ridge = 0, Scales = [1] },
                                             new GenerationRequest { Count = 1, BatchSize = 64, Seed = 4 });
         var exact = linear.Tilt(lambda);
         for (int j = 0; j < 2; j++) Assert.Equal(exact[j], fit.Theta[j], 1e-4);
+        Assert.Equal(1, fit.Scale);
+        Assert.Single(fit.ScaleTrials!);
         Assert.All(fit.Rounds, r => Assert.True(r.ResidualStd < 1e-4, $"residual sd {r.ResidualStd}"));
         var samples = TestSupport.Generate(ExactTilt.FastTilt(network, fit.Theta, null), sampler, 256, seed: 8);
         var logW = Enumerable.Range(0, 256).Select(i => linear.Evaluate(samples.AsSpan(i * 2, 2)) / lambda

@@ -1,3 +1,4 @@
+using OnnxAlign.Core;
 using OnnxAlign.Rewards;
 
 namespace OnnxAlign.Alignment.Prox;
@@ -59,6 +60,8 @@ public sealed class ProxOracle
         if (settings.Cost.IsWeighted && settings.Cost.Size != reward.Size)
             throw new ArgumentException($"cost weights have {settings.Cost.Size} values, samples have {reward.Size}");
         if (settings.Box is { } box && !(box.Lower < box.Upper)) throw new ArgumentException($"value box [{box.Lower}, {box.Upper}] is empty");
+        if (!reward.HasGradient)
+            throw ConfigException.For("reward", $"'{reward.Name}' is a network reward without a gradient: the prox needs one. Fit a linear or low-rank reward to it (fit-reward) for the W2 prox, or use KL alignment (DESIGN §8)");
         Reward = reward;
         Settings = settings;
         _solver = reward switch
