@@ -163,6 +163,11 @@ internal static class GenerateCommand
         }
         var range = o.Tilt.DataRange(parse, located);
         if (alignMode == "kl") plan = o.Tilt.Read(parse, denoiser, located.Directory, new NetworkRewardOptions(range, o.Runtime.For(parse)));
+        if (plan is { Algorithm: KlAlgorithm.BlackBox })
+        {
+            try { BlackBoxAlignment.CheckSampler(plan.Settings.BlackBox.Method, samplerInstance); }
+            catch (ConfigException e) { throw new UsageException($"--black-box {BlackBoxAlignment.Name(plan.Settings.BlackBox.Method)}: {Flags.Describe(e)}"); }
+        }
         if (plan is { IsExact: true })
             Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
         if (plan is { Algorithm: KlAlgorithm.TiltMixture } && (shardValue != Shard.Whole || init is not null))

@@ -41,7 +41,8 @@ public class ProxTests
         var (y, result) = Prox(reward, new ProxSettings { Lambda = 0.5 }, x);
         for (int i = 0; i < D; i++) Assert.Equal(x[i] + (1.0 / D) / 0.5, y[i], 6);
         Assert.Equal("linear-closed-form", result.Method);
-        Assert.Equal(0, result.CertifiedGap);
+        // The closed form has no gap; the certificate only carries the rounding of y to float (≈ 1e-8 here).
+        Assert.InRange(result.CertifiedGap, 0, 1e-6);
         Assert.False(result.BoxActive);
 
         var (clamped, boxed) = Prox(reward, new ProxSettings { Lambda = 0.05, Box = ValueBox.Pixels }, x);

@@ -278,8 +278,7 @@ public static class BlackBoxAlignment
         settings.Validated();
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
         var method = settings.Method;
-        if (!sampler.IsStochastic && method is BlackBoxMethod.TiltImportance or BlackBoxMethod.FeynmanKac or BlackBoxMethod.ImportanceResampling)
-            throw ConfigException.For("sampler", $"{sampler.Name} is deterministic: {Name(method)} weighs the sampler's stochastic steps; use ddpm, euler-maruyama or ddim with η > 0, or the default tilt-smc (noise-space SMC for deterministic samplers)");
+        CheckSampler(method, sampler);
         long rewardEvaluations = 0;
         BatchPotential potential = (samples, values) =>
         {
@@ -324,6 +323,14 @@ public static class BlackBoxAlignment
             Exact = result, BlackBox = new BlackBoxRun(method, fit, rewardEvaluations, lambda),
             SetupEvaluations = fit?.NetworkEvaluations ?? 0,
         };
+    }
+
+    /// <summary>Checks that <paramref name="method"/> can run with <paramref name="sampler"/> (before any work is done).</summary>
+    /// <exception cref="ConfigException">A method that weighs stochastic steps with a deterministic sampler (parameter <c>sampler</c>).</exception>
+    public static void CheckSampler(BlackBoxMethod method, Sampler sampler)
+    {
+        if (!sampler.IsStochastic && method is BlackBoxMethod.TiltImportance or BlackBoxMethod.FeynmanKac or BlackBoxMethod.ImportanceResampling)
+            throw ConfigException.For("sampler", $"{sampler.Name} is deterministic: {Name(method)} weighs the sampler's stochastic steps; use ddpm, euler-maruyama or ddim with η > 0, or the default tilt-smc (noise-space SMC for deterministic samplers)");
     }
 
     /// <summary>The method's name on the command line and in reports.</summary>
