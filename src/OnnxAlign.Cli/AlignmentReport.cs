@@ -75,6 +75,7 @@ internal static class AlignmentReport
             alignment["proposal_tilt_norm"] = alignment["theta_norm"]?.DeepClone();
             alignment.Remove("theta_norm");
             alignment.Remove("theta_projection_after");
+            alignment["smc"]!["proposal_scale"] = box.Fit?.Scale ?? 0;   // the fitted tilt's scale (0: the base law)
             alignment["log_partition"]!["source"] = "log Z_π = log E_p[e^{r/λ}], the run's own Ẑ (product of the SMC stages' mean weights, across systems)";
             alignment["kl_divergence"]!["source"] = "KL(π‖p) = E_π[r/λ] − log Z_π from the run's weights";
             alignment["exactness"] = exact.Method == "noise-space-smc"
