@@ -66,4 +66,30 @@ public sealed class BlackBoxCliTests
         Assert.Contains("Fréchet distance    n/a (the evaluator has no feature output)", stdout);
         Assert.Contains("Trouser", stdout);
     }
+
+    /// <summary>A killed network-reward run resumes to the uninterrupted files: the fit is read from the checkpoint (same θ), finished systems are kept.</summary>
+    [Fact]
+    public void AKilledNetworkRewardRunResumesToTheUninterruptedFiles()
+    {
+        string root = TestSupport.TempDirectory(), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
+        string model = TestSupport.Toy("tiny-unet");
+        string[] arguments = ["--reward", $"onnx:{Evaluator}@Trouser", "--lambda", "1", "--count", "16", "--steps", "40", "--particles", "8",
+                              "--max-particles-per-sample", "4", "--ess-per-sample", "100", "--pilot-samples", "16", "--pilot-rounds", "1",
+                              "--features", "pca:2", "--threads", "1", "--seed", "3"];
+        var (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. arguments, "--out", whole]);
+        Assert.True(code == 0, stderr);
+        using (var process = CliTests.StartAndWaitFor(Path.Combine(resumed, ".partial"), "smc_system_*.json", 2, ["generate", model, .. arguments, "--out", resumed]))
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+        }
+        Assert.True(File.Exists(Path.Combine(resumed, ".partial", "tilt-fit.json")));
+        Assert.False(File.Exists(Path.Combine(resumed, "samples.npy")));
+        (code, var stdout, stderr) = CliTests.Onnxalign(["generate", model, .. arguments, "--out", resumed, "--resume"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("resuming:", stdout);
+        Assert.DoesNotContain("fitting the proposal tilt", stdout);
+        foreach (var file in Directory.GetFiles(whole).Select(Path.GetFileName).Where(f => f != "report.json"))
+            Assert.True(File.ReadAllBytes(Path.Combine(whole, file!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, file!))), $"{file} differs");
+    }
 }
