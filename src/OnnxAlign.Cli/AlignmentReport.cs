@@ -80,7 +80,6 @@ internal static class AlignmentReport
             alignment["kl_divergence"]!["source"] = "KL(π‖p) = E_π[r/λ] − log Z_π from the run's weights";
             alignment["exactness"] = exact.Method == "noise-space-smc"
                 ? "tempered SMC on the initial noise with pCN moves, potential r/λ: consistent for p·e^{r/λ}, p = this deterministic sampler's law, as the number of systems grows"
-                : box.Method == BlackBoxMethod.BestOfN ? null
                 : $"{(box.Method is BlackBoxMethod.TiltSmc or BlackBoxMethod.FeynmanKac ? "twisted SMC" : "importance sampling")} with exact path weights, potential r/λ, " +
                   $"{(box.Fit is null ? "the base law" : "a fitted tilt")} as proposal (DESIGN §8): consistent for p·e^{{r/λ}}, p = this sampler's law, as the number of systems grows";
         }

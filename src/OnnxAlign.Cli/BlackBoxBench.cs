@@ -53,8 +53,8 @@ internal static class BlackBoxBench
         {
             var logW = referenceRewards.Select(r => r / lambda).ToArray();
             var w = WeightedSamples.Normalize(logW);
-            var (refR, refRSe) = SelfNormalised(w, referenceRewards);
-            var (refRate, refRateSe) = SelfNormalised(w, referenceHits);
+            var (refR, refRSe) = WeightedSamples.Mean(referenceRewards, w);
+            var (refRate, refRateSe) = WeightedSamples.Mean(referenceHits, w);
             double refEss = WeightedSamples.EffectiveSampleSize(w);
             Console.WriteLine($"λ = {lambda:G3}: reference E_π[r] {refR:F4} ± {refRSe:F4}, class rate {refRate:P1} ± {refRateSe:P1} (ESS {refEss:F0} of {s.ReferenceCount})");
             long budget = 0;
@@ -147,29 +147,13 @@ internal static class BlackBoxBench
         };
     }
 
+    /// <summary>1 where the reward network's predicted class is the reward's class, else 0.</summary>
     private static double[] Hits(OnnxReward network, float[] samples)
     {
         var outputs = network.Outputs(samples);
-        int classes = network.Model.OutputSizes[0], n = outputs.Length / classes;
-        var hits = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            var row = outputs.AsSpan(i * classes, classes);
-            int best = 0;
-            for (int c = 1; c < classes; c++) if (row[c] > row[best]) best = c;
-            hits[i] = best == network.Index ? 1 : 0;
-        }
-        return hits;
-    }
-
-    /// <summary>Σwᵢvᵢ with the delta-method standard error of a self-normalised estimate.</summary>
-    private static (double Value, double StandardError) SelfNormalised(double[] w, double[] v)
-    {
-        double mean = 0;
-        for (int i = 0; i < w.Length; i++) mean += w[i] * v[i];
-        double variance = 0;
-        for (int i = 0; i < w.Length; i++) variance += w[i] * w[i] * (v[i] - mean) * (v[i] - mean);
-        return (mean, Math.Sqrt(variance));
+        int classes = network.Model.OutputSizes[0];
+        return Enumerable.Range(0, outputs.Length / classes)
+            .Select(i => Numerics.ArgMax<float>(outputs.AsSpan(i * classes, classes)) == network.Index ? 1.0 : 0.0).ToArray();
     }
 
     private static double Std(double[] v)

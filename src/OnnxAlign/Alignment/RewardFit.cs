@@ -86,9 +86,7 @@ public static class RewardFit
             for (int c = 0; c < rows; c++) row[c] = System.Numerics.Tensors.TensorPrimitives.Dot(w.AsSpan(c * d, d), xi) + b[c];
             if (logits is null) { fitted[i] = row[0]; continue; }
             fitted[i] = row[reward.Index] - Numerics.LogSumExp(row);
-            int mine = Array.IndexOf(row, row.Max()), theirs = 0;
-            for (int c = 1; c < classes; c++) if (logits[i * classes + c] > logits[i * classes + theirs]) theirs = c;
-            agree[i] = mine == theirs;
+            agree[i] = Numerics.ArgMax<double>(row) == Numerics.ArgMax<float>(logits.AsSpan(i * classes, classes));
         }
         var held = Enumerable.Range(train, test).ToArray();
         var seen = Enumerable.Range(0, train).ToArray();

@@ -33,6 +33,14 @@ public static class Numerics
         return result;
     }
 
+    /// <summary>The index of the first largest value (a class decision from logits).</summary>
+    public static int ArgMax<T>(ReadOnlySpan<T> values) where T : System.Numerics.INumber<T>
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
     /// <summary>Column means of a row-major [rows, cols] float matrix, in double.</summary>
     public static double[] ColumnMeans(ReadOnlySpan<float> data, int cols)
     {

@@ -16,13 +16,7 @@ public sealed record Evaluation(float[] Logits, float[] Features, int Classes, i
     public int Count => Logits.Length / Classes;
 
     /// <summary>The predicted class of sample i.</summary>
-    public int Predicted(int i)
-    {
-        var row = Logits.AsSpan(i * Classes, Classes);
-        int best = 0;
-        for (int c = 1; c < Classes; c++) if (row[c] > row[best]) best = c;
-        return best;
-    }
+    public int Predicted(int i) => Numerics.ArgMax<float>(Logits.AsSpan(i * Classes, Classes));
 
     /// <summary>Softmax probability of class c for sample i (overflow-safe).</summary>
     public double Probability(int i, int c)
