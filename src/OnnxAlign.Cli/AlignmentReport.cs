@@ -142,14 +142,17 @@ internal static class AlignmentReport
         alignment["kl_divergence"] = Estimate(result.KlDivergence, "E_π[G(x)] − log Z from the run's weights (G = ⟨θ,x⟩, or f(Ax)/λ for a low-rank reward)");
         if (plan.Reward is { } reward)
         {
-            var rewards = reward.EvaluateBatch(particles.Samples);
+            // A reward's own potential G = r/λ was evaluated at every particle by the run: r = λ·G, no second pass of a network.
+            var rewards = plan.Algorithm is KlAlgorithm.ExactReward or KlAlgorithm.BlackBox && plan.Lambda is { } lambda
+                ? result.Potentials.Select(g => g * lambda).ToArray()
+                : reward.EvaluateBatch(particles.Samples);
             var mean = particles.Mean(rewards);
             alignment["reward_after"] = new JsonObject
             {
                 ["mean"] = mean.Value, ["standard_error"] = mean.StandardError, ["std"] = particles.StandardDeviation(rewards),
                 ["over"] = "the weighted particles",
             };
-            alignment["reward_of_returned_samples"] = Summary(reward.EvaluateBatch(result.Samples));
+            alignment["reward_of_returned_samples"] = Summary(result.Picks.Select(i => rewards[i]).ToArray());
         }
         alignment["theta_projection_after"] = new JsonObject { ["mean"] = result.MeanPotential.Value, ["standard_error"] = result.MeanPotential.StandardError };
         if (Reference(alignment, plan, plan.Reward, ExactTilt.BaseLaw(denoiser, range), sampler, request) is { } reference)

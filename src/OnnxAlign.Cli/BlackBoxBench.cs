@@ -90,7 +90,7 @@ internal static class BlackBoxBench
                 if (run.Exact is { } exact)
                 {
                     var p = exact.Particles;
-                    var r = p.Mean(reward.EvaluateBatch(p.Samples));
+                    var r = p.Mean(exact.Potentials.Select(g => g * lambda).ToArray());   // G = r/λ at every particle, from the run
                     var rate = p.Mean(Hits(network, p.Samples));
                     essPerEvaluation = p.EffectiveSampleSize / evaluations;
                     row["particles"] = p.Count;

@@ -80,9 +80,9 @@ public readonly record struct ExactTiltProgress(int Systems, int Particles, doub
 public sealed class ExactTiltResult
 {
     internal ExactTiltResult(string method, WeightedParticles particles, float[] samples, int[] picks, double target, Estimate logZ, Estimate kl,
-                             Estimate meanPotential, TimeSpan time, IReadOnlyList<SmcSystem> systems)
+                             Estimate meanPotential, TimeSpan time, IReadOnlyList<SmcSystem> systems, double[] potentials)
     {
-        Method = method; Particles = particles; Samples = samples; Picks = picks; TargetEffectiveSampleSize = target;
+        Method = method; Particles = particles; Samples = samples; Picks = picks; TargetEffectiveSampleSize = target; Potentials = potentials;
         LogPartition = logZ; KlDivergence = kl; MeanPotential = meanPotential; Time = time; Systems = systems;
     }
 
@@ -112,6 +112,9 @@ public sealed class ExactTiltResult
 
     /// <summary>KL(π‖p) = E_π[⟨θ, x⟩] − log Z(θ), from the run's own weights.</summary>
     public Estimate KlDivergence { get; }
+
+    /// <summary>G of each particle (⟨θ, x⟩, or r/λ for a reward's potential), as the estimates used them: a report needs no second evaluation of a network reward.</summary>
+    public double[] Potentials { get; }
 
     /// <summary>E_π[⟨θ, x⟩].</summary>
     public Estimate MeanPotential { get; }
@@ -249,7 +252,7 @@ public static class ExactTilt
         var logZ = particles.LogNormalizer;
         var kl = new Estimate(mean.Value - logZ.Value, Math.Sqrt(mean.StandardError * mean.StandardError + logZ.StandardError * logZ.StandardError));
         var (samples, picks) = particles.Resample(settings.Count, settings.Smc.Seed);
-        return new ExactTiltResult(method, particles, samples, picks, target, logZ, kl, mean, clock.Elapsed, systems);
+        return new ExactTiltResult(method, particles, samples, picks, target, logZ, kl, mean, clock.Elapsed, systems, values);
     }
 
     /// <summary>The weighted particle set of finished systems.</summary>
