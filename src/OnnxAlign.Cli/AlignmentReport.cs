@@ -175,7 +175,7 @@ internal static class AlignmentReport
         alignment["max_shift_ratio"] = tilt.MaxShiftRatio;
         if (hybrid && run.DataVariance is { } variance)
         {
-            alignment["surrogate_steps"] = tilt.SurrogateSteps;
+            alignment["surrogate_sample_steps"] = tilt.SurrogateSteps;
             alignment["data_variance"] = variance.Value;
             alignment["data_variance_source"] = variance.Estimated ? $"estimated from {plan.Settings.VarianceSamples} base samples" : "data_moments.json";
             if (variance.Estimated) alignment["data_variance_network_evaluations"] = run.SetupEvaluations;
@@ -234,11 +234,13 @@ internal static class AlignmentReport
     /// the images are there at once; it costs --logz-nodes × --logz-samples tilted samples.
     /// </summary>
     public static void AddLogPartition(JsonObject alignment, TiltOptions.Plan plan, IDenoiser baseDenoiser, DataRange? range, Sampler sampler,
-                                       GenerationRequest request, GenerationResult result)
+                                       GenerationRequest request, GenerationResult? result)
     {
-        // Quadrature nodes use sample indices past the run's own, so they are independent of it.
+        // Quadrature nodes use sample indices past the run's own, so they are independent of it. A plan (no result yet)
+        // lets the quadrature draw its own samples at the end node too, so that every shard reports the same estimate.
         var stats = LogPartition.Estimate(ExactTilt.BaseLaw(baseDenoiser, range), sampler, plan.Theta, plan.LogZNodes, plan.LogZSamples,
-            seed: request.Seed + 1_000_003, batchSize: request.BatchSize, tiltedProjections: LogPartition.Projections(result.Samples, plan.Theta));
+            seed: request.Seed + 1_000_003, batchSize: request.BatchSize,
+            tiltedProjections: result is null ? null : LogPartition.Projections(result.Samples, plan.Theta));
         alignment["log_partition"] = new JsonObject { ["value"] = stats.LogPartition.Value, ["standard_error"] = stats.LogPartition.StandardError, ["nodes"] = plan.LogZNodes, ["samples_per_node"] = plan.LogZSamples };
         alignment["kl_divergence"] = new JsonObject
         {

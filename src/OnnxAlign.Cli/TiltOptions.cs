@@ -25,7 +25,7 @@ internal sealed class TiltOptions
     private readonly Option<double> _maxParticles = new("--max-particles-per-sample") { Description = "exact: … or until this many particles per returned sample were drawn.", DefaultValueFactory = _ => 16.0 };
     private readonly Option<int> _moves = new("--moves") { Description = "exact, deterministic samplers: Metropolis moves per tempering stage of the noise-space SMC.", DefaultValueFactory = _ => 3 };
     private readonly Option<string?> _dataRange = new("--data-range") { Description = "LO,HI: the range of the data, onto which guidance projects x̂0 (DESIGN §1d); none: no projection. Default: data_moments.json's range, else ±clip_sample_range when the config clips." };
-    private readonly Option<double> _trust = new("--trust-radius") { Description = "hybrid: use the surrogate where c_t‖θ‖ > this × typical ‖x_t‖.", DefaultValueFactory = _ => 1.0 };
+    private readonly Option<double> _trust = new("--trust-radius") { Description = "hybrid: use the surrogate where c_t‖θ‖ > this × the sample's ‖x_t‖ (per sample).", DefaultValueFactory = _ => 1.0 };
     private readonly Option<int> _reference = new("--reference-count") { Description = "Also generate this many untilted samples (same seeds) and report the reward before alignment.", DefaultValueFactory = _ => 0 };
     private readonly Option<int> _logzNodes = new("--logz-nodes") { Description = "Gauss–Legendre nodes of the log Z / KL path quadrature.", DefaultValueFactory = _ => 6 };
     private readonly Option<int> _logzSamples = new("--logz-samples") { Description = "Tilted samples per quadrature node (0 = do not estimate log Z and KL).", DefaultValueFactory = _ => 64 };

@@ -167,7 +167,7 @@ public class HybridCliTests
         double exact = Enumerable.Range(0, 64).Average(i => covariance[i * 64 + i]);
         double tolerance = Moments.Z * Math.Sqrt(2.0 / 255) * exact;
         Assert.True(Math.Abs((double)alignment["data_variance"]! - exact) <= tolerance, $"variance {alignment["data_variance"]} vs {exact:F4} ± {tolerance:F4}");
-        Assert.True((long)alignment["surrogate_steps"]! > 0);
+        Assert.True((long)alignment["surrogate_sample_steps"]! > 0);
         Assert.Null(alignment["log_partition"]);
     }
 }

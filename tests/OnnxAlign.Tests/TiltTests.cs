@@ -139,7 +139,7 @@ public class TiltTests
         double[] theta = [2.0, 1.0];
         var tilt = new LinearTilt(denoiser, theta.Select(v => (float)v).ToArray(), TiltMode.Hybrid, new HybridSurrogate(0.36, TrustRadius: 1e-9));
         var samples = TestSupport.Generate(tilt, Sampler.Create("ddim", model.Config, 100), 4000, seed: 2);
-        Assert.Equal(100 * 4, tilt.SurrogateSteps);
+        Assert.Equal(100 * 4000, tilt.SurrogateSteps);   // sample-steps: every sample, every step
         var q = gaussian.Tilted(theta);
         Moments.AssertMeanAndCovariance(samples, 2, q.Mean(), q.Covariance(), "hybrid on a Gaussian");
         Assert.Equal(1.0, new HybridSurrogate(0.36).Coefficient(1.0, 0.0), 12);  // Δ_t → θ as t → 0

@@ -12,7 +12,7 @@ public enum TiltMode
 {
     /// <summary>Always the exact shifted evaluation ε̂(x + c_t θ) − (σ_t/α_t)θ.</summary>
     Exact,
-    /// <summary>The Gaussian surrogate ε̂(x) − σ_t Δ_t where c_t‖θ‖ exceeds the trust radius × the typical ‖x_t‖.</summary>
+    /// <summary>The Gaussian surrogate ε̂(x) − σ_t Δ_t where c_t‖θ‖ exceeds the trust radius × the sample's ‖x_t‖.</summary>
     Hybrid,
 }
 
@@ -28,6 +28,7 @@ public sealed class LinearTilt : IDenoiser
     private readonly Func<double, double, double> _shiftCoefficient;
     private readonly object _gate = new();
     private float[] _shifted = [];
+    private bool[] _surrogateRows = [];
     private double _maxShiftRatio;
 
     /// <summary>Tilts <paramref name="inner"/> by θ (one sample's worth of values).</summary>
@@ -61,10 +62,10 @@ public sealed class LinearTilt : IDenoiser
     /// <summary>The surrogate used by <see cref="TiltMode.Hybrid"/>.</summary>
     public HybridSurrogate? Surrogate { get; }
 
-    /// <summary>The largest ‖c_t θ‖ / ‖x_t‖ (batch mean of ‖x_t‖) met so far: how far outside its inputs the network was asked.</summary>
+    /// <summary>The largest ‖c_t θ‖ / ‖x_t‖ of any sample met so far: how far outside its inputs the network was asked.</summary>
     public double MaxShiftRatio { get { lock (_gate) return _maxShiftRatio; } }
 
-    /// <summary>Steps that used the surrogate instead of the exact shifted evaluation (hybrid mode).</summary>
+    /// <summary>Sample-steps (one sample at one step) that used the surrogate instead of the shifted evaluation (hybrid mode): each sample decides by its own ‖x_t‖.</summary>
     public long SurrogateSteps { get; private set; }
 
     /// <inheritdoc/>
@@ -80,24 +81,35 @@ public sealed class LinearTilt : IDenoiser
     public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
     {
         var (alpha, sigma) = Schedule.AlphaSigma(timestep);
-        double shiftNorm = _shiftCoefficient(alpha, sigma) * ThetaNorm;
-        double ratio = shiftNorm / MeanNorm(x, batchSize);
+        double shift = _shiftCoefficient(alpha, sigma);
+        double shiftNorm = shift * ThetaNorm;
+        int size = SampleSize;
+        if (x.Length != batchSize * size || noise.Length != x.Length)
+            throw new ArgumentException($"expected {batchSize} × {size} values");
         lock (_gate)
         {
-            _maxShiftRatio = Math.Max(_maxShiftRatio, ratio);
-            if (Mode == TiltMode.Hybrid && ratio > Surrogate!.TrustRadius)
-            {
-                SurrogateSteps++;
-                // DESIGN §1b: s^q ≈ s + Δ_t, i.e. ε^q ≈ ε̂(x) − σ_t Δ_t.
-                _inner.PredictNoise(x, batchSize, timestep, noise);
-                float coefficient = (float)(-sigma * Surrogate.Coefficient(alpha, sigma));
-                for (int b = 0; b < batchSize; b++)
-                    TensorPrimitives.MultiplyAdd(_theta, coefficient, noise.Slice(b * SampleSize, SampleSize), noise.Slice(b * SampleSize, SampleSize));
-                return;
-            }
             if (_shifted.Length < x.Length) _shifted = new float[x.Length];
-            var shifted = _shifted.AsSpan(0, x.Length);
-            Apply(x, batchSize, alpha, sigma, shifted, noise, (input, output) => _inner.PredictNoise(input, batchSize, timestep, output));
+            var input = _shifted.AsSpan(0, x.Length);
+            if (_surrogateRows.Length < batchSize) _surrogateRows = new bool[batchSize];
+            // Each sample by itself (never the batch's mean): sample i then depends on nothing but its own path, so
+            // batching and sharding leave it unchanged. A hybrid row beyond the trust radius takes the surrogate
+            // (the plain ε̂(x)), every other row the shifted input x + c_t θ — all in one network call.
+            for (int b = 0; b < batchSize; b++)
+            {
+                var row = x.Slice(b * size, size);
+                double ratio = shiftNorm / Math.Max(TensorPrimitives.Norm(row), 1e-12);
+                _maxShiftRatio = Math.Max(_maxShiftRatio, ratio);
+                bool surrogate = _surrogateRows[b] = Mode == TiltMode.Hybrid && ratio > Surrogate!.TrustRadius;
+                if (surrogate) { row.CopyTo(input.Slice(b * size, size)); SurrogateSteps++; }
+                else TensorPrimitives.MultiplyAdd(_theta, (float)shift, row, input.Slice(b * size, size));
+            }
+            _inner.PredictNoise(input, batchSize, timestep, noise);
+            // DESIGN §1b: the surrogate's ε^q ≈ ε̂(x) − σ_t Δ_t; the shifted evaluation's ε^q = ε̂(x + c_t θ) − (σ_t/α_t) θ.
+            float surrogateCorrection = Mode == TiltMode.Hybrid ? (float)(-sigma * Surrogate!.Coefficient(alpha, sigma)) : 0f;
+            float shiftedCorrection = (float)(-sigma / alpha);
+            for (int b = 0; b < batchSize; b++)
+                TensorPrimitives.MultiplyAdd(_theta, _surrogateRows[b] ? surrogateCorrection : shiftedCorrection,
+                                             noise.Slice(b * size, size), noise.Slice(b * size, size));
         }
     }
 
@@ -127,9 +139,6 @@ public sealed class LinearTilt : IDenoiser
         if (!denoised.IsEmpty) Prediction.DenoisedFromNoise(x, guidedNoise, alpha, sigma, denoised);
     }
 
-    private void Apply(ReadOnlySpan<float> x, int batchSize, double alpha, double sigma, Span<float> shifted, Span<float> noise, NoiseNetwork network) =>
-        Apply(x, batchSize, _theta, alpha, sigma, _shiftCoefficient(alpha, sigma), shifted, noise, network);
-
     private static void Apply(ReadOnlySpan<float> x, int batchSize, ReadOnlySpan<float> theta, double alpha, double sigma, double shift,
                               Span<float> shifted, Span<float> noise, NoiseNetwork network)
     {
@@ -145,13 +154,6 @@ public sealed class LinearTilt : IDenoiser
         for (int b = 0; b < batchSize; b++)
             TensorPrimitives.MultiplyAdd(theta, correction, noise.Slice(b * size, size), noise.Slice(b * size, size));
     }
-
-    private double MeanNorm(ReadOnlySpan<float> x, int batchSize)
-    {
-        double total = 0;
-        for (int b = 0; b < batchSize; b++) total += TensorPrimitives.Norm(x.Slice(b * SampleSize, SampleSize));
-        return Math.Max(total / batchSize, 1e-12);
-    }
 }
 
 /// <summary>
@@ -159,7 +161,7 @@ public sealed class LinearTilt : IDenoiser
 /// x-independent score correction Δ_t = α v/(α² v + σ²)·θ (→ θ as t → 0).
 /// </summary>
 /// <param name="DataVariance">v: the per-coordinate variance of the data (mean over coordinates).</param>
-/// <param name="TrustRadius">Use the surrogate where c_t‖θ‖ exceeds this multiple of the typical ‖x_t‖.</param>
+/// <param name="TrustRadius">Use the surrogate where c_t‖θ‖ exceeds this multiple of the sample's own ‖x_t‖.</param>
 public sealed record HybridSurrogate(double DataVariance, double TrustRadius = 1.0)
 {
     /// <summary>Δ_t/θ = α v/(α² v + σ²).</summary>
