@@ -17,6 +17,8 @@ internal static partial class Flags
         ["theta"] = "--tilt",
         ["mode"] = "--tilt-mode",
         ["shard"] = "--shard",
+        ["plan"] = "--plan",
+        ["shards"] = "merge",
         ["resume"] = "--resume",
         ["overwrite"] = "--overwrite",
         ["outputDirectory"] = "--out",

@@ -8,6 +8,7 @@ using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Guidance;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -19,7 +20,16 @@ internal static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout)." };
+        var (command, options) = Build("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).",
+            "Output folder.", "out");
+        command.SetAction(parse => Run(parse, options));
+        return command;
+    }
+
+    /// <summary>The generate options on a command (<c>generate</c>, or <c>plan</c>, which takes the same command line).</summary>
+    internal static (Command Command, GenerateOptions Options) Build(string name, string description, string outDescription, string outDefault)
+    {
+        var model = new Argument<string>("model") { Description = "A .onnx file with scheduler_config.json beside it, or a model folder (diffusers layout).", Arity = ArgumentArity.ZeroOrOne };
         var count = new Option<int>("--count") { Description = "Number of samples of the whole run.", DefaultValueFactory = _ => 16 };
         var batch = RuntimeOptions.Batch();
         var steps = new Option<int>("--steps") { Description = "Denoising steps (network evaluations per sample).", DefaultValueFactory = _ => 50 };
@@ -27,8 +37,10 @@ internal static class GenerateCommand
         var eta = new Option<double>("--eta") { Description = "DDIM stochasticity η (0 = deterministic, 1 = DDPM-like).", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i.", DefaultValueFactory = _ => 0 };
         var initNoise = new Option<string?>("--init-noise") { Description = "x_T for all samples as .npy [count, ...] (exact reproduction)." };
-        var outDir = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out" };
-        var shard = new Option<string>("--shard") { Description = "Generate only shard i of n (0-based), e.g. 0/4; shards concatenate to the full run.", DefaultValueFactory = _ => "0/1" };
+        var outDir = new Option<string>("--out") { Description = outDescription, DefaultValueFactory = _ => outDefault };
+        var shard = new Option<string>("--shard") { Description = "Generate only shard i of n (0-based), e.g. 0/4, or auto (the Slurm array task or Kubernetes Indexed Job index); shards concatenate to the full run (merge).", DefaultValueFactory = _ => "0/1" };
+        var shards = new Option<int?>("--shards") { Description = $"With --shard auto: the number of shards where the scheduler does not say it (a Kubernetes Indexed Job's completions; or set {ArrayJob.ShardCountVariable})." };
+        var planFile = new Option<string?>("--plan") { Description = "Run the plan written by 'onnxalign plan' (its settings and set-up; MODEL and the sample options come from it): e.g. with --shard auto in an array job." };
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out (same options); finished batches are kept in OUT/.partial/." };
@@ -37,37 +49,91 @@ internal static class GenerateCommand
 
         var tilt = new TiltOptions();
         var prox = new ProxOptions();
-        var command = new Command("generate", "Generate samples from a diffusion model, optionally aligned to a reward (KL tilt or Wasserstein prox).")
+        var command = new Command(name, description)
         {
-            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shape, overwrite, align, onNan, resume,
+            model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shards, planFile, shape, overwrite, align, onNan, resume,
         };
         var runtime = new RuntimeOptions();
         foreach (var option in runtime.All.Concat(tilt.All).Concat(prox.All)) command.Options.Add(option);
-        var options = new GenerateOptions(model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shape, overwrite, resume, onNan, align,
+        var options = new GenerateOptions(model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shards, planFile, shape, overwrite, resume, onNan, align,
                                           tilt, prox, runtime);
-        command.SetAction(parse => Run(parse, options));
-        return command;
+        return (command, options);
     }
 
     /// <summary>The command's options, for the steps of <see cref="Run"/>.</summary>
-    private sealed record GenerateOptions(Argument<string> Model, Option<int> Count, Option<int> Batch, Option<int> Steps, Option<string?> Sampler,
+    internal sealed record GenerateOptions(Argument<string> Model, Option<int> Count, Option<int> Batch, Option<int> Steps, Option<string?> Sampler,
                                           Option<double> Eta, Option<long> Seed, Option<string?> InitNoise, Option<string> Out, Option<string> Shard,
-                                          Option<string?> Shape, Option<bool> Overwrite, Option<bool> Resume, Option<string> OnNan, Option<string> Align,
+                                          Option<int?> Shards, Option<string?> Plan, Option<string?> Shape, Option<bool> Overwrite, Option<bool> Resume, Option<string> OnNan, Option<string> Align,
                                           TiltOptions Tilt, ProxOptions Prox, RuntimeOptions Runtime);
 
     /// <summary>Everything the run needs, read and checked before anything is written.</summary>
-    private sealed record Checked(DiffusionModel Model, Sampler Sampler, GenerationRequest Request, string Output, TiltOptions.Plan? Plan,
-                                  ProxOracle? Oracle, DataRange? Range);
+    internal sealed record Checked(DiffusionModel Model, Sampler Sampler, GenerationRequest Request, string Output, TiltOptions.Plan? Plan,
+                                  ProxOracle? Oracle, DataRange? Range)
+    {
+        /// <summary>The run's identity in report.json (the plan's id, or the hash of the settings): merge joins shards that share it.</summary>
+        public string RunId { get; init; } = "";
+
+        /// <summary>The plan file this run follows, or null.</summary>
+        public PlanFile? PlanFile { get; init; }
+
+        /// <summary>Where the plan file is (as given).</summary>
+        public string? PlanPath { get; init; }
+    }
+
+    /// <summary>Options that never change the samples; they stay out of the run plan and its fingerprint.</summary>
+    private static readonly HashSet<string> OutsidePlan = ["--out", "--resume", "--overwrite", "--threads", "--plan", "--shards"];
+
+    /// <summary>Options a shard of a plan takes from its own command line (where it writes, which shard, on what).</summary>
+    private static readonly string[] ShardOwn = ["--out", "--shard", "--shards", "--device", "--threads", "--resume", "--overwrite"];
+
+    /// <summary>A planned run: the plan's settings become the command line, with this process's output, shard and runtime options.</summary>
+    private static int RunPlanned(ParseResult parse, GenerateOptions o, string planPath)
+    {
+        var plan = PlanFile.Read(planPath);
+        if (plan.Command != "generate") throw ConfigException.For("plan", $"{planPath}: a plan of '{plan.Command}', which generate does not run");
+        var command = parse.CommandResult.Command;
+        var given = parse.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>()
+            .Where(r => !r.Implicit && !ShardOwn.Contains(r.Option.Name) && r.Option.Name != "--plan").Select(r => r.Option.Name).ToList();
+        if (given.Count > 0 || parse.GetValue(o.Model) is not null)
+            throw new UsageException($"{(given.Count > 0 ? string.Join(", ", given) : "MODEL")}: comes from --plan {planPath}; a planned run takes only {string.Join(", ", ShardOwn)}");
+        var args = new List<string> { plan.Model };
+        foreach (var (name, value) in plan.Settings.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            var option = command.Options.FirstOrDefault(x => x.Name == "--" + name)
+                ?? throw ConfigException.For("plan", $"{planPath}: setting '{name}' is not an option of this version's generate");
+            if (value is null) continue;
+            if (option.ValueType == typeof(bool)) { if (value == "True") args.Add(option.Name); }
+            else { args.Add(option.Name); args.Add(value); }
+        }
+        foreach (string name in ShardOwn)
+        {
+            var option = command.Options.First(x => x.Name == name);
+            if (parse.GetResult(option) is not { Implicit: false } result) continue;
+            object? value = result.GetValueOrDefault<object?>();
+            if (value is bool flag) { if (flag) args.Add(name); }
+            else if (value is not null) { args.Add(name); args.Add(Convert.ToString(value, CultureInfo.InvariantCulture)!); }
+        }
+        var planned = command.Parse(args);
+        if (planned.Errors.Count > 0) throw ConfigException.For("plan", $"{planPath}: its settings do not parse here ({planned.Errors[0].Message})");
+        return Execute(planned, o, plan, planPath);
+    }
 
     /// <summary>Reads and checks, then samples (plain, KL-aligned or with the W2 prox stage), writes and reports.</summary>
-    private static int Run(ParseResult parse, GenerateOptions o)
+    private static int Run(ParseResult parse, GenerateOptions o) =>
+        parse.GetValue(o.Plan) is { } planPath ? RunPlanned(parse, o, planPath) : Execute(parse, o, null, null);
+
+    private static int Execute(ParseResult parse, GenerateOptions o, PlanFile? planFile, string? planPath)
     {
         var clock = Stopwatch.StartNew();
-        var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);
+        var located = Locate(parse, o);
+        planFile?.CheckFor(located, planPath!);
         // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
         RunReport.CheckReference(located);
         using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));
-        var run = Check(parse, o, located, denoiser);
+        var run = Check(parse, o, located, denoiser) with { PlanFile = planFile, PlanPath = planPath };
+        run = run with { RunId = planFile?.Id ?? PlanFile.ShortHash(RunPlan.For("generate", located, PlanSettings(parse)).ToCanonicalJson()) };
+        if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt } hybrid && planFile?.Setup["data_variance"] is JsonValue planned)
+            run = run with { Plan = hybrid with { Settings = hybrid.Settings with { DataVariance = planned.GetValue<double>() } } };
         using var rewardNetwork = run.Plan?.Reward;   // a network reward holds a session
 
         // Only now, with every input checked, is the output folder created: bad input writes nothing.
@@ -78,7 +144,7 @@ internal static class GenerateCommand
         if (!resuming && !parse.GetValue(o.Overwrite) && BatchCheckpoint.Exists(output))
             throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
         // Everything that determines the samples (the run plan, DESIGN §6): its canonical JSON is the fingerprint.
-        string fingerprint = Fingerprint(parse, located);
+        string fingerprint = Fingerprint(parse, located, run.Request.Shard);
         var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
         if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
         var request = run.Request with { Checkpoint = checkpoint };
@@ -102,6 +168,7 @@ internal static class GenerateCommand
             return 3;
         }
         if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, denoiser, run.Range, run.Sampler, request, result);
+        if (planFile?.Setup["data_variance_source"] is { } varianceSource) alignment["data_variance_source"] = $"the plan: {varianceSource}";
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt })
             alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
 
@@ -109,7 +176,13 @@ internal static class GenerateCommand
         var report = WriteRun(run, denoiser, request, result, moved, alignment, clock);
         checkpoint.Complete();
 
-        if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fastPlan)
+        if (run.Plan is { Algorithm: KlAlgorithm.FastTilt } && planFile?.Setup["log_partition"] is JsonObject)
+        {
+            // The plan estimated log Z and KL once for all shards (with quadrature samples of its own).
+            foreach (string key in PlannedLogPartitionKeys) alignment[key] = planFile.Setup[key]?.DeepClone();
+            RunReport.Write(output, report);
+        }
+        else if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fastPlan)
         {
             // After the images are written: the estimate costs more network evaluations than a small run itself.
             Console.WriteLine($"estimating log Z and KL(q‖p) ({fastPlan.LogZNodes} × {fastPlan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
@@ -123,7 +196,7 @@ internal static class GenerateCommand
     }
 
     /// <summary>Reads every option and checks every input, shape and memory need; writes nothing.</summary>
-    private static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, OnnxDenoiser denoiser)
+    internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, OnnxDenoiser denoiser)
     {
         int n = Positive(parse.GetValue(o.Count), "--count");
         int b = Positive(parse.GetValue(o.Batch), "--batch");
@@ -131,7 +204,7 @@ internal static class GenerateCommand
         double etaValue = parse.GetValue(o.Eta);
         // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
         if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
-        var shardValue = Shard.Parse(parse.GetValue(o.Shard)!);
+        var shardValue = ReadShard(parse, o);
         if (shardValue.Range(n).Length == 0)
             throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds no samples of --count {n} (use at most {n} shards)");
         string output = parse.GetValue(o.Out)!;
@@ -189,6 +262,7 @@ internal static class GenerateCommand
         var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(run.Output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
         SampleSetWriter.RemoveStale(run.Output, keptFiles);
         var partial = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, kept);
+        AddRun(partial, run);
         partial["status"] = "stopped";
         partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
         partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
@@ -210,6 +284,7 @@ internal static class GenerateCommand
         files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
         SampleSetWriter.RemoveStale(output, files);
         var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, result);
+        AddRun(report, run);
         if (moved is not null)
         {
             report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.FirstIndex);
@@ -236,15 +311,26 @@ internal static class GenerateCommand
     }
 
     /// <summary>
-    /// The run plan's canonical JSON: every option's value by name, given or default, except those that do not change
-    /// the samples (--out, --resume, --overwrite, --threads), so the order of the options does not matter.
+    /// The resume fingerprint: the run plan's canonical JSON with this process's shard (an <c>auto</c> shard resolved), so
+    /// that the order of the options does not matter and a folder resumes only the shard it holds.
     /// </summary>
-    private static string Fingerprint(ParseResult parse, DiffusionModel model)
+    private static string Fingerprint(ParseResult parse, DiffusionModel model, Shard shard)
+    {
+        var settings = PlanSettings(parse);
+        settings["shard"] = shard.ToString();
+        return RunPlan.For("generate", model, settings).ToCanonicalJson();
+    }
+
+    /// <summary>
+    /// Every option's value by name, given or default, except those that do not change the samples (--out, --resume,
+    /// --overwrite, --threads, --plan, --shards), the shard and the device: the settings a plan holds and its shards share.
+    /// </summary>
+    internal static Dictionary<string, string?> PlanSettings(ParseResult parse)
     {
         var settings = new Dictionary<string, string?>();
         foreach (var option in parse.CommandResult.Command.Options)
         {
-            if (option.Name is "--out" or "--resume" or "--overwrite" or "--threads" || option is System.CommandLine.Help.HelpOption) continue;
+            if (OutsidePlan.Contains(option.Name) || option.Name is "--shard" or "--device" || option is System.CommandLine.Help.HelpOption) continue;
             object? value;
             try { value = parse.GetResult(option)?.GetValueOrDefault<object?>(); }
             catch (InvalidOperationException) { value = null; }
@@ -256,8 +342,38 @@ internal static class GenerateCommand
                 _ => value.ToString(),
             };
         }
-        return Jobs.RunPlan.For("generate", model, settings).ToCanonicalJson();
+        return settings;
     }
+
+    /// <summary>The keys of a fast tilt's log Z estimate that a plan computes once for all shards.</summary>
+    internal static readonly string[] PlannedLogPartitionKeys = ["log_partition", "kl_divergence", "logz_network_evaluations"];
+
+    /// <summary>The model argument (a planned run has it from the plan).</summary>
+    internal static DiffusionModel Locate(ParseResult parse, GenerateOptions o) =>
+        DiffusionModel.Locate(parse.GetValue(o.Model) ?? throw new UsageException("MODEL: missing; give a model file or folder (or --plan PLAN.json)"));
+
+    /// <summary>--shard i/n, or auto from the array job's environment (with --shards N where the scheduler does not give the count).</summary>
+    internal static Shard ReadShard(ParseResult parse, GenerateOptions o)
+    {
+        string text = parse.GetValue(o.Shard)!;
+        int? count = parse.GetValue(o.Shards);
+        if (count is < 1) throw new UsageException($"--shards {count}: expected a positive integer");
+        if (text != "auto")
+        {
+            if (count is not null) throw new UsageException("--shards applies with --shard auto (--shard i/n gives the count itself)");
+            return Shard.Parse(text);
+        }
+        var (shard, source) = ArrayJob.FromEnvironment(Environment.GetEnvironmentVariable, count);
+        Console.WriteLine($"shard {shard} (from {source})");
+        return shard;
+    }
+
+    /// <summary>The run's identity and plan in report.json: merge joins the shards of one run by it.</summary>
+    private static void AddRun(JsonObject report, Checked run) => report["run"] = new JsonObject
+    {
+        ["id"] = run.RunId,
+        ["plan"] = run.PlanPath is null ? null : Path.GetFullPath(run.PlanPath),
+    };
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)
     {

@@ -14,6 +14,8 @@ root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(AlignCommand.Create());
 root.Subcommands.Add(VerifyCommand.Create());
 root.Subcommands.Add(FitRewardCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
+root.Subcommands.Add(MergeCommand.Create());
 StrictNumbers.Apply(root);
 return Cli.Run(root, args);
 

@@ -282,12 +282,7 @@ public static class KlAlignment
             // DESIGN §1b: the surrogate needs the data's variance: the model's, else a batch of base samples.
             double value;
             if (settings.DataVariance is { } known) value = known;
-            else
-            {
-                var batch = Generation.Run(network, sampler, request.SideRun(settings.VarianceSamples));
-                value = Numerics.ColumnVariances(batch.Samples, network.SampleSize).Average();
-                setup = batch.NetworkEvaluations;
-            }
+            else (value, setup) = EstimateDataVariance(network, sampler, request, settings.VarianceSamples);
             variance = (value, settings.DataVariance is null);
             tilt = new LinearTilt(network, theta, TiltMode.Hybrid, new HybridSurrogate(value, settings.TrustRadius));
         }
@@ -300,6 +295,17 @@ public static class KlAlignment
         {
             Tilt = tilt, Drift = drift.Report(), DataVariance = variance, SetupEvaluations = setup,
         }, settings.Logger);
+    }
+
+    /// <summary>
+    /// The hybrid surrogate's data variance (DESIGN §1b) where the model declares none: the mean per-coordinate variance
+    /// of <paramref name="samples"/> base samples of the request's seed (a side run: no shard, no initial noise), so every
+    /// shard of a run, and a plan made for them, finds the same value.
+    /// </summary>
+    public static (double Variance, long NetworkEvaluations) EstimateDataVariance(IDenoiser network, Sampler sampler, GenerationRequest request, int samples)
+    {
+        var batch = Generation.Run(network, sampler, request.SideRun(samples));
+        return (Numerics.ColumnVariances(batch.Samples, network.SampleSize).Average(), batch.NetworkEvaluations);
     }
 
     /// <summary>Base samples and fast-tilt samples that place the proposal tilt (not the law: any proposal is exact under SMC).</summary>

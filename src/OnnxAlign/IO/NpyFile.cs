@@ -35,6 +35,70 @@ public static partial class NpyFile
 
     private static void WriteTo(Stream s, byte[] payload, IReadOnlyList<int> shape)
     {
+        WriteHeader(s, shape);
+        s.Write(payload);
+    }
+
+    /// <summary>
+    /// Writes the float32 arrays of <paramref name="sources"/> (each [rows, ...] with the same row shape) as one array of
+    /// all their rows in order, atomically, streaming the data: the bytes equal <see cref="Write"/> of the concatenation.
+    /// </summary>
+    /// <returns>The shape written.</returns>
+    /// <exception cref="ConfigException">A source is not a readable float32 .npy array, or its rows have another shape.</exception>
+    public static int[] Concatenate(string path, IReadOnlyList<string> sources)
+    {
+        if (sources.Count == 0) throw new ArgumentException("expected at least one source", nameof(sources));
+        var parts = new List<(string Path, long Offset, long Length)>();
+        int[]? rowShape = null;
+        long rows = 0;
+        foreach (string source in sources)
+        {
+            int[] shape;
+            long offset;
+            try
+            {
+                using var stream = File.OpenRead(source);
+                var prefix = ReadUpTo(stream, 12);
+                var (start, headerLength) = HeaderBounds(prefix, source);
+                var head = new byte[start + headerLength];
+                prefix.AsSpan(0, Math.Min(prefix.Length, head.Length)).CopyTo(head);
+                var rest = ReadUpTo(stream, head.Length - Math.Min(prefix.Length, head.Length));
+                if (prefix.Length > head.Length || rest.Length != head.Length - prefix.Length) throw Bad(source, "truncated header");
+                rest.CopyTo(head, prefix.Length);
+                var (parsed, type, _, count) = Header(head, start, headerLength, source);
+                if (type != "<f4") throw Bad(source, $"dtype '{type}': expected float32 (<f4) samples");
+                if (parsed.Length == 0) throw Bad(source, "a scalar, expected rows of samples");
+                if (stream.Length - head.Length != count * 4) throw Bad(source, $"expected {count * 4} data bytes, found {stream.Length - head.Length}");
+                (shape, offset) = (parsed, head.Length);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException($"{source}: cannot read ({e.Message})");
+            }
+            if (rowShape is null) rowShape = shape[1..];
+            else if (!rowShape.AsSpan().SequenceEqual(shape.AsSpan(1)))
+                throw new ConfigException($"{source}: rows of shape [{string.Join(", ", shape[1..])}], the others' are [{string.Join(", ", rowShape)}]");
+            rows += shape[0];
+            parts.Add((source, offset, (long)shape[0] * shape[1..].Aggregate(1L, (a, b) => a * b) * 4));
+        }
+        if (rows > int.MaxValue) throw new ConfigException($"{path}: {rows} rows are more than one .npy array here holds");
+        int[] total = [(int)rows, .. rowShape!];
+        AtomicFile.Write(path, s =>
+        {
+            WriteHeader(s, total);
+            foreach (var (source, offset, length) in parts)
+            {
+                using var input = File.OpenRead(source);
+                input.Seek(offset, SeekOrigin.Begin);
+                input.CopyTo(s);
+                if (input.Position != offset + length) throw new IOException($"{source}: changed while it was being merged");
+            }
+        });
+        return total;
+    }
+
+    private static void WriteHeader(Stream s, IReadOnlyList<int> shape)
+    {
         string dims = shape.Count == 1 ? $"{shape[0]}," : string.Join(", ", shape);
         string header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}";
         // Pad so that magic(6) + version(2) + length(2) + header + '\n' is a multiple of 64.
@@ -46,7 +110,6 @@ public static partial class NpyFile
         BinaryPrimitives.WriteUInt16LittleEndian(len, (ushort)header.Length);
         s.Write(len);
         s.Write(Encoding.ASCII.GetBytes(header));
-        s.Write(payload);
     }
 
     /// <summary>Reads a little-endian float32, float64, int32 or int64 array (C order) as float32.</summary>

@@ -1,0 +1,169 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Jobs;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign merge --out DIR SHARD_DIR…</c>: the shards of one run reassembled into the single-machine output
+/// (DESIGN §10; <see cref="ShardMerge"/>), with one report: the run's statistics from the merged samples, per-sample
+/// summaries pooled with their standard errors, network evaluations summed, and each shard's timings kept.
+/// </summary>
+internal static class MergeCommand
+{
+    public static Command Create()
+    {
+        var shards = new Argument<string[]>("shards") { Description = "The shards' output folders (any order).", Arity = ArgumentArity.OneOrMore };
+        var output = new Option<string>("--out") { Description = "The merged output folder.", Required = true };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+        var command = new Command("merge", "Merge the shards of one run (generate --plan … --shard i/n) into the single-machine output, checked to cover every sample once.")
+        {
+            shards, output, overwrite,
+        };
+        command.SetAction(parse => Run(parse.GetValue(shards)!, parse.GetValue(output)!, parse.GetValue(overwrite)));
+        return command;
+    }
+
+    private static int Run(string[] folders, string output, bool overwrite)
+    {
+        var clock = Stopwatch.StartNew();
+        var reports = new List<JsonObject>();
+        var parts = new List<ShardPart>();
+        foreach (string folder in folders)
+        {
+            var (part, report) = Read(folder);
+            parts.Add(part);
+            reports.Add(report);
+        }
+        foreach (var folder in folders)
+            if (Path.GetFullPath(folder).TrimEnd('/') == Path.GetFullPath(output).TrimEnd('/'))
+                throw new UsageException($"--out {output}: is one of the shards; merge into another folder");
+        var ordered = ShardMerge.Check(parts);
+        var byIndex = parts.Zip(reports).ToDictionary(p => p.First.Shard.Index, p => p.Second);
+        var first = byIndex[0];
+        var sampleShape = first["model"]!["sample_shape"]!.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
+
+        Directory.CreateDirectory(output);
+        using var folderLock = SampleSetWriter.PrepareDirectory(output, overwrite);
+        SampleSetWriter.BeginReplacing(output);
+        var files = new List<string>();
+        bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
+        if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base"));
+        files.AddRange(ShardMerge.Write(output, ordered, sampleShape));
+        SampleSetWriter.RemoveStale(output, files);
+
+        var merged = MergedReport(ordered.Select(p => (p, byIndex[p.Shard.Index])).ToList(), output, sampleShape, files);
+        merged["merge"] = new JsonObject
+        {
+            ["shards"] = ordered.Count,
+            ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
+            ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
+        };
+        RunReport.Write(output, merged);
+        int count = ordered.Sum(p => p.Indices.Count);
+        Console.WriteLine($"merged {ordered.Count} shards of run {first["run"]!["id"]} into {Path.GetFullPath(output)}: {count} samples ({string.Join(", ", RunReport.Summary(files))}) in {clock.Elapsed.TotalSeconds:F2} s");
+        return 0;
+    }
+
+    /// <summary>A shard folder as its report describes it; a folder without a finished report is a part that says why.</summary>
+    private static (ShardPart Part, JsonObject Report) Read(string folder)
+    {
+        string path = Path.Combine(folder, "report.json");
+        if (!Directory.Exists(folder)) throw ConfigException.For("shards", $": {folder} is not a folder");
+        if (!File.Exists(path))
+            throw ConfigException.For("shards", $": {folder} has no report.json ({(BatchCheckpoint.Exists(folder) ? "an interrupted or running shard: finish it with --resume" : "not a finished shard")})");
+        JsonObject report;
+        try { report = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("not an object"); }
+        catch (JsonException e) { throw ConfigException.For("shards", $": {path} is not a report ({e.Message})"); }
+        try
+        {
+            if ((string?)report["command"] != "generate") throw new FormatException($"a report of '{report["command"]}', not of generate");
+            string id = (string?)report["run"]?["id"] ?? throw new FormatException("no run id (written by an older version?)");
+            var shard = new Shard((int)report["shard"]!["index"]!, (int)report["shard"]!["count"]!);
+            int total = (int)report["count"]!;
+            int firstSample = (int)report["shard"]!["first_sample"]!;
+            var (start, length) = shard.Range(total);
+            var skipped = report["skipped_non_finite"]?.AsArray().Select(v => (int)v!).ToHashSet() ?? [];
+            var indices = Enumerable.Range(start, length).Where(i => !skipped.Contains(i)).ToList();
+            string? status = (string?)report["status"] is "stopped" ? $"stopped at a NaN/±∞ sample ({report["error"]?.ToJsonString()}); rerun it" : null;
+            if (status is null && BatchCheckpoint.Exists(folder)) status = "its .partial/ holds unfinished work";
+            if (status is null && (int)report["shard"]!["samples"]! != indices.Count)
+                status = $"its report lists {report["shard"]!["samples"]} samples, its block and skipped samples say {indices.Count}";
+            return (new ShardPart(folder, id, shard, total, firstSample, indices, status), report);
+        }
+        catch (Exception e) when (e is FormatException or InvalidOperationException or NullReferenceException)
+        {
+            throw ConfigException.For("shards", $": {path} is not a shard report ({e.Message})");
+        }
+    }
+
+    /// <summary>
+    /// One report for the run: the first shard's (everything the plan fixes is the same in every shard), with the
+    /// statistics of the merged samples, the shard block of the whole run, evaluations summed, per-sample summaries of
+    /// the alignment pooled, and each shard's own figures under <c>shards</c>.
+    /// </summary>
+    private static JsonObject MergedReport(IReadOnlyList<(ShardPart Part, JsonObject Report)> shards, string output, int[] sampleShape, IReadOnlyList<string> files)
+    {
+        var merged = (JsonObject)shards[0].Report.DeepClone();
+        int count = shards.Sum(s => s.Part.Indices.Count);
+        var samples = NpyFile.Read(Path.Combine(output, "samples.npy"));
+        merged["statistics"] = RunReport.Statistics(samples.Data, samples.RowSize);
+        if (shards.All(s => s.Report["base_statistics"] is not null))
+            merged["base_statistics"] = RunReport.Statistics(NpyFile.Read(Path.Combine(output, "base.npy")).Data, samples.RowSize);
+        merged["shard"] = new JsonObject { ["index"] = 0, ["count"] = 1, ["first_sample"] = 0, ["samples"] = count };
+        merged["network_evaluations"] = shards.Sum(s => (long)s.Report["network_evaluations"]!);
+        var skipped = shards.SelectMany(s => s.Report["skipped_non_finite"]?.AsArray().Select(v => (int)v!) ?? []).ToList();
+        if (skipped.Count > 0) merged["skipped_non_finite"] = new JsonArray(skipped.Select(i => (JsonNode)i).ToArray());
+        merged["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
+        merged.Remove("non_finite");
+        var perShard = new JsonArray();
+        foreach (var (part, report) in shards)
+            perShard.Add(new JsonObject
+            {
+                ["index"] = part.Shard.Index,
+                ["folder"] = Path.GetFullPath(part.Directory),
+                ["first_sample"] = part.FirstSample,
+                ["samples"] = part.Indices.Count,
+                ["network_evaluations"] = report["network_evaluations"]?.DeepClone(),
+                ["time_seconds"] = report["time_seconds"]?.DeepClone(),
+                ["device"] = report["model"]?["device"]?.DeepClone(),
+            });
+        if (merged["alignment"] is JsonObject alignment)
+        {
+            var blocks = shards.Select(s => s.Report["alignment"] as JsonObject).ToList();
+            foreach (var key in alignment.Select(p => p.Key).ToList())
+            {
+                var values = blocks.Select(b => b?[key]).ToList();
+                if (values.All(v => JsonNode.DeepEquals(v, values[0]))) continue;   // fixed by the plan: the same in every shard
+                if (Pooled(values) is { } pooled) { alignment[key] = pooled; continue; }
+                // A per-shard diagnostic (e.g. the drift of the fast tilt's own samples): kept per shard, not averaged wrongly.
+                alignment[key] = new JsonObject { ["per_shard"] = true, ["reason"] = "computed from each shard's own samples; see shards[i].alignment" };
+                for (int i = 0; i < shards.Count; i++) ((JsonObject)perShard[i]!)["alignment"] ??= new JsonObject();
+                for (int i = 0; i < shards.Count; i++) ((JsonObject)perShard[i]!["alignment"]!)[key] = values[i]?.DeepClone();
+            }
+        }
+        merged["shards"] = perShard;
+        return merged;
+    }
+
+    /// <summary>
+    /// Summaries {mean, std, standard_error, count} of disjoint sample blocks pooled into the run's: the mean weighted by
+    /// count, the variance from the within- and between-block sums of squares (the n−1 convention of each block's std).
+    /// </summary>
+    private static JsonObject? Pooled(IReadOnlyList<JsonNode?> values)
+    {
+        if (values.Any(v => v is not JsonObject o || o["mean"] is null || o["std"] is null || o["count"] is null || o.Count != 4 || o["standard_error"] is null)) return null;
+        var blocks = values.Select(v => (N: (double)v!["count"]!, Mean: (double)v["mean"]!, Std: (double)v["std"]!)).ToList();
+        double n = blocks.Sum(b => b.N);
+        if (n < 2) return null;
+        double mean = blocks.Sum(b => b.N * b.Mean) / n;
+        double squares = blocks.Sum(b => (b.N - 1) * b.Std * b.Std + b.N * (b.Mean - mean) * (b.Mean - mean));
+        double std = Math.Sqrt(squares / (n - 1));
+        return new JsonObject { ["mean"] = mean, ["std"] = std, ["standard_error"] = std / Math.Sqrt(n), ["count"] = (int)n };
+    }
+}

@@ -1,0 +1,69 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
+using OnnxAlign.IO;
+using OnnxAlign.Jobs;
+
+namespace OnnxAlign.Cli;
+
+/// <summary>
+/// <c>onnxalign plan MODEL … --out PLAN.json</c>: the command line of <c>generate</c>, checked as generate checks it,
+/// with every global set-up run once (DESIGN §10) and written into the plan that <c>generate --plan</c> shards read.
+/// </summary>
+internal static class PlanCommand
+{
+    public static Command Create()
+    {
+        var (command, options) = GenerateCommand.Build("plan",
+            "Check a generate command line, run its global set-up once and write the plan its shards run (generate --plan PLAN.json --shard i/n or auto, then merge).",
+            "The plan file to write.", "plan.json");
+        command.SetAction(parse => Run(parse, options));
+        return command;
+    }
+
+    private static int Run(ParseResult parse, GenerateCommand.GenerateOptions o)
+    {
+        if (parse.GetValue(o.Plan) is not null) throw new UsageException("--plan: plan writes a plan; generate --plan runs one");
+        foreach (var option in new Option[] { o.Shard, o.Shards, o.Resume })
+            if (parse.GetResult(option) is { Implicit: false })
+                throw new UsageException($"{option.Name}: belongs to each shard's command (generate --plan PLAN.json {option.Name} …); a plan is for all of them");
+        string path = parse.GetValue(o.Out)!;
+        if (Directory.Exists(path)) throw new UsageException($"--out {path}: is a folder; plan writes one file (e.g. --out {Path.Combine(path, "plan.json")})");
+        if (File.Exists(path) && !parse.GetValue(o.Overwrite)) throw new UsageException($"--out {path}: exists; pass --overwrite to replace it");
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is null || !Directory.Exists(folder)) throw new UsageException($"--out {path}: its folder does not exist");
+
+        var located = GenerateCommand.Locate(parse, o);
+        RunReport.CheckReference(located);
+        using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, GenerateCommand.ParseShape(parse.GetValue(o.Shape))));
+        var run = GenerateCommand.Check(parse, o, located, denoiser);
+        using var rewardNetwork = run.Plan?.Reward;
+        // What cannot be split by sample index is refused here, with why, rather than planned wrongly.
+        if (run.Plan is { IsExact: true })
+            throw new UsageException("--tilt-mode exact: the exact tilt cannot be split into shards yet: its SMC adds systems until the run-wide ESS target and resamples " +
+                                     "across all of them (a global step); run it on one machine, or plan --tilt-mode fast (one network call per step, sharded by sample)");
+        if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture })
+            throw new UsageException("--reward: the KL mixture of tilts cannot be split into shards yet: sample k is the k-th accepted proposal of one run-wide sequence; run it on one machine");
+
+        var setup = new JsonObject();
+        if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt, Settings.DataVariance: null } hybrid)
+        {
+            Console.WriteLine($"set-up: the hybrid surrogate's data variance from {hybrid.Settings.VarianceSamples} base samples …");
+            var (variance, evaluations) = KlAlignment.EstimateDataVariance(denoiser, run.Sampler, run.Request, hybrid.Settings.VarianceSamples);
+            setup["data_variance"] = variance;
+            setup["data_variance_source"] = $"estimated from {hybrid.Settings.VarianceSamples} base samples";
+            setup["data_variance_network_evaluations"] = evaluations;
+        }
+        if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fast)
+        {
+            Console.WriteLine($"set-up: log Z and KL(q‖p) ({fast.LogZNodes} × {fast.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
+            var estimate = new JsonObject();
+            AlignmentReport.AddLogPartition(estimate, fast, denoiser, run.Range, run.Sampler, run.Request, result: null);
+            foreach (string key in GenerateCommand.PlannedLogPartitionKeys) setup[key] = estimate[key]?.DeepClone();
+        }
+        var plan = PlanFile.Create("generate", located, GenerateCommand.PlanSettings(parse), setup);
+        plan.Write(path);
+        Console.WriteLine($"wrote plan {plan.Id} to {Path.GetFullPath(path)}: run its shards with generate --plan {path} --shard i/n (or --shard auto in an array job) --out DIR_i, then onnxalign merge --out DIR DIR_0 … DIR_n-1");
+        return 0;
+    }
+}

@@ -1,0 +1,102 @@
+using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Jobs;
+
+/// <summary>What a shard's folder holds, as its report says it.</summary>
+/// <param name="Directory">The shard's output folder.</param>
+/// <param name="RunId">The run's identity (a plan's id, or the hash of the settings of an unplanned sharded run): shards of one run share it.</param>
+/// <param name="Shard">Which shard it is.</param>
+/// <param name="Total">Samples of the whole run.</param>
+/// <param name="FirstSample">The run-wide index of its first sample.</param>
+/// <param name="Indices">The run-wide index of each sample it holds, in order (a sample dropped under --on-nan skip is absent).</param>
+/// <param name="Status">Null when it finished; otherwise why it is not complete (stopped, interrupted).</param>
+public sealed record ShardPart(string Directory, string RunId, Shard Shard, int Total, int FirstSample, IReadOnlyList<int> Indices, string? Status);
+
+/// <summary>
+/// Reassembles the shards of one run into the single-machine output (DESIGN §10): checks that they come from one run,
+/// cover every shard once and are complete, then writes <c>samples.npy</c> (streamed: the shards' data in shard order
+/// under one header, so its bytes equal the unsharded run's), the PNGs under their run-wide indices (copied) and
+/// <c>grid.png</c> (from the first samples, as the unsharded run draws it).
+/// </summary>
+public static class ShardMerge
+{
+    /// <summary>The shards in shard order, once checked.</summary>
+    /// <exception cref="ConfigException">Shards of different runs, a shard missing or given twice, or one not complete (parameter <c>shards</c>); every problem is named.</exception>
+    public static IReadOnlyList<ShardPart> Check(IReadOnlyList<ShardPart> parts)
+    {
+        if (parts.Count == 0) throw ConfigException.For("shards", ": expected at least one shard folder");
+        var first = parts[0];
+        foreach (var part in parts)
+        {
+            if (part.RunId != first.RunId)
+                throw ConfigException.For("shards", $": {part.Directory} is of another run (run id {part.RunId}) than {first.Directory} ({first.RunId}); merge the shards of one plan");
+            if (part.Shard.Count != first.Shard.Count || part.Total != first.Total)
+                throw ConfigException.For("shards", $": {part.Directory} is shard {part.Shard} of {part.Total} samples, {first.Directory} is {first.Shard} of {first.Total}");
+        }
+        var problems = new List<string>();
+        var duplicates = parts.GroupBy(p => p.Shard.Index).Where(g => g.Count() > 1).ToList();
+        foreach (var twice in duplicates) problems.Add($"shard {twice.Key} is given twice ({string.Join(", ", twice.Select(p => p.Directory))})");
+        var missing = Enumerable.Range(0, first.Shard.Count).Except(parts.Select(p => p.Shard.Index)).ToList();
+        if (missing.Count > 0)
+            problems.Add($"{missing.Count} of {first.Shard.Count} shards are missing: {string.Join(", ", missing.Take(20))}{(missing.Count > 20 ? ", …" : "")}");
+        foreach (var part in parts.Where(p => p.Status is not null)) problems.Add($"shard {part.Shard.Index} ({part.Directory}) is not complete: {part.Status}");
+        foreach (var part in parts.Where(p => p.Status is null))
+        {
+            var (start, length) = part.Shard.Range(part.Total);
+            if (part.FirstSample != start || part.Indices.Count > length || part.Indices.Any(i => i < start || i >= start + length))
+                problems.Add($"shard {part.Shard.Index} ({part.Directory}) holds samples outside its block [{start}, {start + length})");
+        }
+        if (problems.Count > 0) throw ConfigException.For("shards", ": " + string.Join("; ", problems));
+        return parts.OrderBy(p => p.Shard.Index).ToList();
+    }
+
+    /// <summary>
+    /// Writes the merged files of <paramref name="stem"/> (<c>samples</c>, or <c>base</c> beside a prox stage's) into
+    /// <paramref name="output"/>; returns their names. <paramref name="parts"/> come from <see cref="Check"/>.
+    /// </summary>
+    /// <exception cref="ConfigException">A shard's file is missing or does not match its report.</exception>
+    public static IReadOnlyList<string> Write(string output, IReadOnlyList<ShardPart> parts, IReadOnlyList<int> sampleShape, string stem = "samples",
+                                              CancellationToken cancellation = default)
+    {
+        var sources = parts.Select(p => Path.Combine(p.Directory, $"{stem}.npy")).ToList();
+        foreach (var source in sources)
+            if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
+        var written = new List<string>();
+        var shape = NpyFile.Concatenate(Path.Combine(output, $"{stem}.npy"), sources);
+        int expected = parts.Sum(p => p.Indices.Count);
+        if (shape[0] != expected || !shape.AsSpan(1).SequenceEqual(sampleShape.ToArray()))
+            throw ConfigException.For("shards", $": the shards' {stem}.npy hold [{string.Join(", ", shape)}], their reports say {expected} samples of [{string.Join(", ", sampleShape)}]");
+        written.Add($"{stem}.npy");
+        if (!ImageFiles.IsImage(sampleShape)) return written;
+        string prefix = stem == "samples" ? "sample" : stem;
+        foreach (var part in parts)
+            foreach (int index in part.Indices)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                string name = $"{prefix}_{index:D6}.png";
+                string source = Path.Combine(part.Directory, name);
+                if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
+                AtomicFile.Write(Path.Combine(output, name), s => { using var input = File.OpenRead(source); input.CopyTo(s); });
+                written.Add(name);
+            }
+        if (expected == 0) return written;
+        // The grid shows the first samples of the whole run, as the unsharded run draws it.
+        int size = sampleShape.Aggregate(1, (a, b) => a * b), shown = Math.Min(expected, SampleSetWriter.GridLimit);
+        var head = new float[(long)shown * size];
+        int filled = 0;
+        foreach (var source in sources)
+        {
+            if (filled == shown) break;
+            var part = NpyFile.Read(source);
+            int take = Math.Min(part.Rows, shown - filled);
+            part.Data.AsSpan(0, take * size).CopyTo(head.AsSpan(filled * size));
+            filled += take;
+        }
+        string grid = stem == "samples" ? "grid.png" : $"{stem}_grid.png";
+        ImageFiles.WriteGrid(Path.Combine(output, grid), head, shown, sampleShape);
+        written.Add(grid);
+        return written;
+    }
+}

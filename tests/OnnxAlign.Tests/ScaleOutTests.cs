@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Jobs;
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
+
+namespace OnnxAlign.Tests;
+
+/// <summary>Issue #20: array-job shards from the environment, plans, and a merge that equals the single-machine run.</summary>
+public sealed class ScaleOutTests
+{
+    private static Func<string, string?> Environment(params (string Name, string Value)[] variables) =>
+        name => variables.FirstOrDefault(v => v.Name == name).Value;
+
+    [Fact]
+    public void SlurmAndKubernetesIndicesBecomeShards()
+    {
+        Assert.Equal((new Shard(2, 4), "slurm"), ArrayJob.FromEnvironment(Environment(("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"))));
+        // --array=1-4 numbers its tasks from 1: the shard counts from the array's first task.
+        Assert.Equal(new Shard(0, 4), ArrayJob.FromEnvironment(Environment(("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "4"),
+                                                                          ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "4"))).Shard);
+        Assert.Equal((new Shard(5, 8), "kubernetes"), ArrayJob.FromEnvironment(Environment(("JOB_COMPLETION_INDEX", "5")), count: 8));
+        Assert.Equal(new Shard(5, 8), ArrayJob.FromEnvironment(Environment(("JOB_COMPLETION_INDEX", "5"), (ArrayJob.ShardCountVariable, "8"))).Shard);
+    }
+
+    [Theory]
+    [InlineData("neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX")]
+    [InlineData("the shard count is not", "JOB_COMPLETION_INDEX", "3")]
+    [InlineData("is not a shard of 4", "SLURM_ARRAY_TASK_ID", "4", "SLURM_ARRAY_TASK_COUNT", "4")]
+    [InlineData("not a non-negative integer", "SLURM_ARRAY_TASK_ID", "x", "SLURM_ARRAY_TASK_COUNT", "4")]
+    [InlineData("not contiguous", "SLURM_ARRAY_TASK_ID", "0", "SLURM_ARRAY_TASK_COUNT", "3", "SLURM_ARRAY_TASK_MIN", "0", "SLURM_ARRAY_TASK_MAX", "8")]
+    public void AnEnvironmentThatIsNoArrayJobIsRefused(string message, params string[] pairs)
+    {
+        var variables = Enumerable.Range(0, pairs.Length / 2).Select(i => (pairs[2 * i], pairs[2 * i + 1])).ToArray();
+        var e = Assert.Throws<ConfigException>(() => ArrayJob.FromEnvironment(Environment(variables)));
+        Assert.Equal("shard", e.Parameter);
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void ConcatenatedNpyFilesAreTheBytesOfOneWrite()
+    {
+        string dir = TestSupport.TempDirectory();
+        var random = new Random(3);
+        var all = Enumerable.Range(0, 7 * 6).Select(_ => (float)random.NextDouble()).ToArray();
+        NpyFile.Write(Path.Combine(dir, "a.npy"), all.AsSpan(0, 3 * 6), [3, 2, 3]);
+        NpyFile.Write(Path.Combine(dir, "b.npy"), all.AsSpan(3 * 6, 0), [0, 2, 3]);
+        NpyFile.Write(Path.Combine(dir, "c.npy"), all.AsSpan(3 * 6), [4, 2, 3]);
+        NpyFile.Write(Path.Combine(dir, "whole.npy"), all, [7, 2, 3]);
+        var shape = NpyFile.Concatenate(Path.Combine(dir, "merged.npy"), [Path.Combine(dir, "a.npy"), Path.Combine(dir, "b.npy"), Path.Combine(dir, "c.npy")]);
+        Assert.Equal([7, 2, 3], shape);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "whole.npy")), File.ReadAllBytes(Path.Combine(dir, "merged.npy")));
+
+        NpyFile.Write(Path.Combine(dir, "other.npy"), all.AsSpan(0, 6), [1, 6]);
+        var e = Assert.Throws<ConfigException>(() => NpyFile.Concatenate(Path.Combine(dir, "bad.npy"), [Path.Combine(dir, "a.npy"), Path.Combine(dir, "other.npy")]));
+        Assert.Contains("rows of shape [6]", e.Message);
+        Assert.False(File.Exists(Path.Combine(dir, "bad.npy")));
+    }
+
+    [Fact]
+    public void MergeNamesEveryMissingDuplicateForeignAndUnfinishedShard()
+    {
+        ShardPart Part(int index, int count = 4, string run = "r1", string? status = null)
+        {
+            var (start, length) = new Shard(index, count).Range(10);
+            return new ShardPart($"dir{index}", run, new Shard(index, count), 10, start, Enumerable.Range(start, length).ToList(), status);
+        }
+        Assert.Equal([0, 1, 2, 3], ShardMerge.Check([Part(3), Part(1), Part(0), Part(2)]).Select(p => p.Shard.Index));
+        var missing = Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), Part(2)]));
+        Assert.Contains("2 of 4 shards are missing: 1, 3", missing.Message);
+        Assert.Contains("shard 2 is given twice", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), Part(1), Part(2), Part(2), Part(3)])).Message);
+        Assert.Contains("is of another run", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), Part(1, run: "r2")])).Message);
+        Assert.Contains("shard 1 is given twice", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0, 2), Part(1, 2), Part(1, 2)])).Message);
+        Assert.Contains("dir1 is shard 1/2", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), Part(1, 2)])).Message);
+        Assert.Contains("shard 3 (dir3) is not complete: stopped", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), Part(1), Part(2), Part(3, status: "stopped")])).Message);
+        var stray = Part(1) with { Indices = [9] };
+        Assert.Contains("outside its block", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), stray, Part(2), Part(3)])).Message);
+    }
+
+    [Fact]
+    public void APlanIsRefusedByAnotherModelOrVersionAndWhenEdited()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        var other = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var plan = PlanFile.Create("generate", model, new Dictionary<string, string?> { ["count"] = "8", ["seed"] = "1", ["sampler"] = null },
+                                   new JsonObject { ["data_variance"] = 0.25 });
+        string path = Path.Combine(TestSupport.TempDirectory(), "plan.json");
+        plan.Write(path);
+        var read = PlanFile.Read(path);
+        Assert.Equal(plan.Id, read.Id);
+        Assert.Equal(plan.ToCanonicalJson(), read.ToCanonicalJson());
+        read.CheckFor(model, path);
+        Assert.Contains("made for another model", Assert.Throws<ConfigException>(() => read.CheckFor(other, path)).Message);
+        Assert.Contains("made by OnnxAlign 0.0.1", Assert.Throws<ConfigException>(() => (read with { Version = "0.0.1" }).CheckFor(model, path)).Message);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"8\"", "\"9\""));
+        Assert.Contains("edited after it was written", Assert.Throws<ConfigException>(() => PlanFile.Read(path)).Message);
+        File.WriteAllText(path, "{\"format\": \"something else\"}");
+        Assert.Contains("format 'something else'", Assert.Throws<ConfigException>(() => PlanFile.Read(path)).Message);
+    }
+
+    /// <summary>Every file of a run folder but report.json, as bytes.</summary>
+    internal static Dictionary<string, byte[]> Files(string folder) =>
+        Directory.GetFiles(folder).Where(f => Path.GetFileName(f) != "report.json").ToDictionary(Path.GetFileName, File.ReadAllBytes)!;
+
+    internal static void AssertSameFiles(string expected, string actual)
+    {
+        var a = Files(expected);
+        var b = Files(actual);
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        foreach (var (name, bytes) in a) Assert.True(bytes.AsSpan().SequenceEqual(b[name]), $"{name} differs between {expected} and {actual}");
+    }
+
+    [Theory]
+    [InlineData("plain")]
+    [InlineData("fast-tilt")]
+    [InlineData("hybrid-tilt")]
+    public void ThreeShardsOfAPlanMergeToTheSingleRunByteForByte(string kind)
+    {
+        string dir = TestSupport.TempDirectory();
+        string[] options = kind switch
+        {
+            "plain" => [],
+            "fast-tilt" => ["--reward", "channel-mean:0", "--lambda", "0.5", "--tilt-mode", "fast", "--logz-nodes", "2", "--logz-samples", "8"],
+            _ => ["--reward", "channel-mean:0", "--lambda", "0.5", "--tilt-mode", "hybrid", "--logz-samples", "0"],
+        };
+        string plan = Path.Combine(dir, "plan.json");
+        var planned = CliTests.Onnxalign(["plan", TestSupport.Toy("gmm-image"), "--count", "23", "--steps", "12", "--sampler", "ddpm", "--batch", "5", .. options, "--out", plan]);
+        Assert.True(planned.Code == 0, planned.Err);
+        var setup = JsonNode.Parse(File.ReadAllText(plan))!["setup"]!.AsObject();
+        if (kind == "fast-tilt") Assert.NotNull(setup["log_partition"]);
+        if (kind == "hybrid-tilt") Assert.NotNull(setup["data_variance"]);
+
+        var single = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "single"));
+        Assert.True(single.Code == 0, single.Err);
+        // The shards run in another order, with other thread counts, and are given to merge in a third order.
+        foreach (int i in new[] { 2, 0, 1 })
+        {
+            var shard = CliTests.Onnxalign("generate", "--plan", plan, "--shard", $"{i}/3", "--out", Path.Combine(dir, $"shard{i}"), "--threads", "1");
+            Assert.True(shard.Code == 0, shard.Err);
+        }
+        var merged = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "merged"), Path.Combine(dir, "shard1"), Path.Combine(dir, "shard2"), Path.Combine(dir, "shard0"));
+        Assert.True(merged.Code == 0, merged.Err);
+        AssertSameFiles(Path.Combine(dir, "single"), Path.Combine(dir, "merged"));
+        Assert.Equal(23, Directory.GetFiles(Path.Combine(dir, "merged"), "sample_*.png").Length);
+
+        // The same command line without a plan draws the same samples: a plan fixes the set-up, never the law.
+        var direct = CliTests.Onnxalign(["generate", TestSupport.Toy("gmm-image"), "--count", "23", "--steps", "12", "--sampler", "ddpm", .. options, "--out", Path.Combine(dir, "direct")]);
+        Assert.True(direct.Code == 0, direct.Err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "direct", "samples.npy")), File.ReadAllBytes(Path.Combine(dir, "merged", "samples.npy")));
+
+        var a = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "single", "report.json")))!;
+        var b = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "merged", "report.json")))!;
+        Assert.Equal(a["run"]!["id"]!.ToJsonString(), b["run"]!["id"]!.ToJsonString());
+        Assert.Equal(a["statistics"]!.ToJsonString(), b["statistics"]!.ToJsonString());
+        Assert.Equal((long)a["network_evaluations"]!, (long)b["network_evaluations"]!);
+        Assert.Equal(3, b["shards"]!.AsArray().Count);
+        if (kind != "plain")
+        {
+            // Per-sample summaries pooled from the shards are the single run's (to rounding); the plan's log Z is every shard's.
+            var (ra, rb) = (a["alignment"]!["reward_after"]!, b["alignment"]!["reward_after"]!);
+            Assert.Equal((double)ra["mean"]!, (double)rb["mean"]!, 9);
+            Assert.Equal((double)ra["standard_error"]!, (double)rb["standard_error"]!, 9);
+            Assert.Equal(a["alignment"]!["log_partition"]?.ToJsonString(), b["alignment"]!["log_partition"]?.ToJsonString());
+            Assert.Equal(true, (bool?)b["alignment"]!["drift"]!["per_shard"]);
+        }
+    }
+
+    [Fact]
+    public void PlanAndPlannedRunsRefuseWhatTheyCannotDo()
+    {
+        string dir = TestSupport.TempDirectory();
+        string plan = Path.Combine(dir, "plan.json");
+        var exact = CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--reward", "channel-mean:0", "--lambda", "1", "--out", plan);
+        Assert.Equal(2, exact.Code);
+        Assert.Contains("--tilt-mode exact: the exact tilt cannot be split into shards yet", exact.Err);
+        Assert.False(File.Exists(plan));
+        Assert.Equal(2, CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--shard", "0/2", "--out", plan).Code);
+
+        Assert.Equal(0, CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--count", "4", "--steps", "5", "--out", plan).Code);
+        var again = CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--count", "4", "--steps", "5", "--out", plan);
+        Assert.Equal(2, again.Code);
+        Assert.Contains("exists; pass --overwrite", again.Err);
+        var count = CliTests.Onnxalign("generate", "--plan", plan, "--count", "5", "--out", Path.Combine(dir, "x"));
+        Assert.Equal(2, count.Code);
+        Assert.Contains("--count: comes from --plan", count.Err);
+        var auto = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "auto", "--out", Path.Combine(dir, "x"));
+        Assert.Equal(2, auto.Code);
+        Assert.Contains("not in an array job", auto.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "x")));
+
+        Assert.Equal(0, CliTests.Onnxalign("generate", "--plan", plan, "--shard", "0/2", "--out", Path.Combine(dir, "s0")).Code);
+        var missing = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "m"), Path.Combine(dir, "s0"));
+        Assert.Equal(2, missing.Code);
+        Assert.Contains("1 of 2 shards are missing: 1", missing.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "m")));
+        var running = Path.Combine(dir, "s1");
+        Directory.CreateDirectory(Path.Combine(running, ".partial"));
+        File.WriteAllText(Path.Combine(running, ".partial", "run.json"), "{}");
+        var unfinished = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "m"), Path.Combine(dir, "s0"), running);
+        Assert.Equal(2, unfinished.Code);
+        Assert.Contains("an interrupted or running shard", unfinished.Err);
+    }
+
+    /// <summary>
+    /// The target of issue #20: a one-node Slurm cluster started on this machine by the project's script, a 4-task
+    /// array (plan job → array → merge job with dependencies), and its merge equal to the single run, byte for byte.
+    /// </summary>
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void FourSlurmArrayTasksAndTheMergeJobEqualTheSingleRun()
+    {
+        string scripts = Path.Combine(TestSupport.RepositoryRoot, "tools", "cluster", "slurm");
+        var setup = Run("bash", Path.Combine(scripts, "setup.sh"));
+        Assert.True(setup.Code == 0, $"tools/cluster/slurm/setup.sh failed (it needs root and Debian's slurm-wlm/munge packages):\n{setup.Output}");
+
+        string dir = TestSupport.TempDirectory();
+        string[] options = ["--count", "30", "--steps", "15", "--sampler", "ddpm", "--reward", "channel-mean:0", "--lambda", "0.5", "--tilt-mode", "fast", "--logz-samples", "0"];
+        var single = CliTests.Onnxalign(["generate", TestSupport.Toy("gmm-image"), .. options, "--out", Path.Combine(dir, "single")]);
+        Assert.True(single.Code == 0, single.Err);
+
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "OnnxAlign.Cli.dll")}";
+        var submit = Run("bash", [Path.Combine(scripts, "submit.sh"), "--wait", Path.Combine(dir, "slurm"), "4", TestSupport.Toy("gmm-image"), .. options],
+                         ("ONNXALIGN", cli));
+        string logs = string.Join("\n", Directory.Exists(Path.Combine(dir, "slurm", "logs"))
+            ? Directory.GetFiles(Path.Combine(dir, "slurm", "logs")).Select(f => $"--- {Path.GetFileName(f)}\n{Tail(File.ReadAllText(f))}") : []);
+        Assert.True(submit.Code == 0, $"submit.sh failed:\n{submit.Output}\n{logs}");
+        string merged = Path.Combine(dir, "slurm", "merged");
+        Assert.True(File.Exists(Path.Combine(merged, "report.json")), $"no merged report:\n{submit.Output}\n{logs}");
+        AssertSameFiles(Path.Combine(dir, "single"), merged);
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "report.json")))!;
+        Assert.Equal(4, (int)report["merge"]!["shards"]!);
+        Assert.Equal(30, (int)report["shard"]!["samples"]!);
+        // Each task ran as its own Slurm array task (shard k from SLURM_ARRAY_TASK_ID = k).
+        for (int k = 0; k < 4; k++) Assert.Contains($"shard {k}/4 (from slurm)", File.ReadAllText(Path.Combine(dir, "slurm", "logs", $"shard_{k}.out")));
+    }
+
+    private static string Tail(string text) => text.Length <= 2000 ? text : text[^2000..];
+
+    private static (int Code, string Output) Run(string file, string[] args, params (string Name, string Value)[] environment)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = TestSupport.RepositoryRoot };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in environment) start.Environment[name] = value;
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(600_000)) { process.Kill(true); return (-1, "timed out after 10 minutes\n" + stdout.Result + stderr.Result); }
+        return (process.ExitCode, stdout.Result + stderr.Result);
+    }
+
+    private static (int Code, string Output) Run(string file, string arg) => Run(file, [arg]);
+}
