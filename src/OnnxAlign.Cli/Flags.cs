@@ -18,6 +18,7 @@ internal static partial class Flags
         ["mode"] = "--tilt-mode",
         ["shard"] = "--shard",
         ["plan"] = "--plan",
+        ["shardCount"] = "--shards",
         ["shards"] = "merge",
         ["resume"] = "--resume",
         ["overwrite"] = "--overwrite",

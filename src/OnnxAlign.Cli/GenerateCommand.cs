@@ -127,6 +127,7 @@ internal static class GenerateCommand
         var clock = Stopwatch.StartNew();
         var located = Locate(parse, o);
         planFile?.CheckFor(located, planPath!);
+        planFile?.CheckInputs(planPath!);
         // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
         RunReport.CheckReference(located);
         using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));

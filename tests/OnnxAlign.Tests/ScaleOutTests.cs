@@ -102,7 +102,7 @@ public sealed class ScaleOutTests
 
     /// <summary>Every file of a run folder but report.json, as bytes.</summary>
     internal static Dictionary<string, byte[]> Files(string folder) =>
-        Directory.GetFiles(folder).Where(f => Path.GetFileName(f) != "report.json").ToDictionary(Path.GetFileName, File.ReadAllBytes)!;
+        Directory.GetFiles(folder).Where(f => Path.GetFileName(f) != "report.json").ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
 
     internal static void AssertSameFiles(string expected, string actual)
     {
@@ -201,6 +201,25 @@ public sealed class ScaleOutTests
         var unfinished = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "m"), Path.Combine(dir, "s0"), running);
         Assert.Equal(2, unfinished.Code);
         Assert.Contains("an interrupted or running shard", unfinished.Err);
+    }
+
+    [Fact]
+    public void APlanOfAnAlignedTiltRecordsItsThetaAndRefusesAChangedOne()
+    {
+        // align writes θ (the constrained dual's solution, computed once); a plan of its tilt is shared by every shard.
+        string dir = TestSupport.TempDirectory();
+        string theta = Path.Combine(dir, "theta.npy");
+        NpyFile.Write(theta, Enumerable.Repeat(0.3f, 64).ToArray(), [1, 8, 8]);
+        string plan = Path.Combine(dir, "plan.json");
+        var made = CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--tilt", theta, "--tilt-mode", "fast", "--logz-samples", "0", "--count", "6", "--steps", "5", "--out", plan);
+        Assert.True(made.Code == 0, made.Err);
+        Assert.Equal(PlanFile.FileHash(theta), (string?)JsonNode.Parse(File.ReadAllText(plan))!["setup"]!["inputs"]!["tilt"]);
+        var shard = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "1/2", "--out", Path.Combine(dir, "s1"));
+        Assert.True(shard.Code == 0, shard.Err);
+        NpyFile.Write(theta, Enumerable.Repeat(0.4f, 64).ToArray(), [1, 8, 8]);
+        var changed = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "0/2", "--out", Path.Combine(dir, "s0"));
+        Assert.Equal(2, changed.Code);
+        Assert.Contains("changed since the plan was made", changed.Err);
     }
 
     /// <summary>

@@ -78,14 +78,44 @@ public sealed record PlanFile
         return Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant();
     }
 
+    /// <summary>SHA-256 (hex) of a file: the identity of an input a plan's settings name (θ from <c>align</c>, initial noise).</summary>
+    public static string FileHash(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexString(SHA256.HashData(stream)).ToLowerInvariant();
+    }
+
+    /// <summary>The settings that name input files whose contents decide the samples; a plan records their SHA-256 in <c>setup.inputs</c>.</summary>
+    public static readonly IReadOnlyList<string> InputSettings = ["tilt", "init-noise"];
+
+    /// <summary>Records the SHA-256 of each input file the settings name (<see cref="InputSettings"/>) in <paramref name="setup"/>.</summary>
+    public static void RecordInputs(IReadOnlyDictionary<string, string?> settings, JsonObject setup)
+    {
+        var inputs = new JsonObject();
+        foreach (string name in InputSettings)
+            if (settings.GetValueOrDefault(name) is { } path) inputs[name] = FileHash(path);
+        if (inputs.Count > 0) setup["inputs"] = inputs;
+    }
+
+    /// <summary>Checks that the input files the plan names still hold what they held when it was made.</summary>
+    /// <exception cref="ConfigException">An input changed or is gone (parameter <c>plan</c>).</exception>
+    public void CheckInputs(string source)
+    {
+        if (Setup["inputs"] is not JsonObject inputs) return;
+        foreach (var (name, hash) in inputs)
+        {
+            string path = Settings.GetValueOrDefault(name) ?? throw ConfigException.For("plan", $"{source}: records input '{name}' but no such setting");
+            if (!File.Exists(path)) throw ConfigException.For("plan", $"{source}: its {name} file {path} is not here (run the shards where the plan's inputs are, e.g. a shared folder)");
+            if (FileHash(path) != (string?)hash) throw ConfigException.For("plan", $"{source}: its {name} file {path} changed since the plan was made; make the plan again");
+        }
+    }
+
     /// <summary>The first 16 hex digits of the SHA-256 of <paramref name="text"/> (UTF-8): a run's identity in reports.</summary>
     public static string ShortHash(string text) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16].ToLowerInvariant();
 
     /// <summary>The canonical JSON (sorted settings and set-up keys, one line, a final newline): equal plans give equal text.</summary>
     public string ToCanonicalJson()
     {
-        var settings = new JsonObject();
-        foreach (var (name, value) in Settings.OrderBy(p => p.Key, StringComparer.Ordinal)) settings[name] = value;
         return new JsonObject
         {
             ["format"] = FormatName,
@@ -93,7 +123,7 @@ public sealed record PlanFile
             ["command"] = Command,
             ["model"] = Model,
             ["network_sha256"] = NetworkSha256,
-            ["settings"] = settings,
+            ["settings"] = RunPlan.SortedSettings(Settings),
             ["setup"] = Sorted(Setup),
         }.ToJsonString() + "\n";
     }

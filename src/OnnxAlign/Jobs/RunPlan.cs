@@ -39,14 +39,20 @@ public sealed record RunPlan
     /// <summary>The canonical JSON (sorted keys, one line, a final newline): equal plans give equal text.</summary>
     public string ToCanonicalJson()
     {
-        var settings = new JsonObject();
-        foreach (var (name, value) in Settings.OrderBy(p => p.Key, StringComparer.Ordinal)) settings[name] = value;
         return new JsonObject
         {
             ["command"] = Command,
             ["model"] = Model,
             ["network"] = NetworkIdentity,
-            ["settings"] = settings,
+            ["settings"] = SortedSettings(Settings),
         }.ToJsonString() + "\n";
+    }
+
+    /// <summary>Settings as a JSON object in ordinal key order: the one canonical form of the run plan and the plan file.</summary>
+    internal static JsonObject SortedSettings(IReadOnlyDictionary<string, string?> settings)
+    {
+        var sorted = new JsonObject();
+        foreach (var (name, value) in settings.OrderBy(p => p.Key, StringComparer.Ordinal)) sorted[name] = value;
+        return sorted;
     }
 }
