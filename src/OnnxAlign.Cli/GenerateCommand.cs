@@ -80,10 +80,10 @@ internal static class GenerateCommand
         public string? PlanPath { get; init; }
     }
 
-    /// <summary>Options that never change the samples; they stay out of the run plan and its fingerprint.</summary>
-    private static readonly HashSet<string> OutsidePlan = ["--out", "--resume", "--overwrite", "--threads", "--plan", "--shards"];
-
-    /// <summary>Options a shard of a plan takes from its own command line (where it writes, which shard, on what).</summary>
+    /// <summary>
+    /// Options a shard of a plan takes from its own command line (where it writes, which shard, on what): with --plan
+    /// itself, the options that stay out of the plan's settings.
+    /// </summary>
     private static readonly string[] ShardOwn = ["--out", "--shard", "--shards", "--device", "--threads", "--resume", "--overwrite"];
 
     /// <summary>A planned run: the plan's settings become the command line, with this process's output, shard and runtime options.</summary>
@@ -331,7 +331,7 @@ internal static class GenerateCommand
         var settings = new Dictionary<string, string?>();
         foreach (var option in parse.CommandResult.Command.Options)
         {
-            if (OutsidePlan.Contains(option.Name) || option.Name is "--shard" or "--device" || option is System.CommandLine.Help.HelpOption) continue;
+            if (ShardOwn.Contains(option.Name) || option.Name == "--plan" || option is System.CommandLine.Help.HelpOption) continue;
             object? value;
             try { value = parse.GetResult(option)?.GetValueOrDefault<object?>(); }
             catch (InvalidOperationException) { value = null; }

@@ -48,7 +48,6 @@ internal static class MergeCommand
         var first = byIndex[0];
         var sampleShape = first["model"]!["sample_shape"]!.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
 
-        Directory.CreateDirectory(output);
         using var folderLock = SampleSetWriter.PrepareDirectory(output, overwrite);
         SampleSetWriter.BeginReplacing(output);
         var files = new List<string>();
@@ -70,7 +69,10 @@ internal static class MergeCommand
         return 0;
     }
 
-    /// <summary>A shard folder as its report describes it; a folder without a finished report is a part that says why.</summary>
+    /// <summary>
+    /// A shard folder as its report describes it: a stopped or unfinished shard is a part whose status says why (Check
+    /// names them all at once); a folder without a readable generate report is refused at once.
+    /// </summary>
     private static (ShardPart Part, JsonObject Report) Read(string folder)
     {
         string path = Path.Combine(folder, "report.json");

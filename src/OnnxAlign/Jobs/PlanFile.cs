@@ -146,7 +146,8 @@ public sealed record PlanFile
         catch (JsonException e) { throw ConfigException.For("plan", $"{path}: not a plan file ({e.Message})"); }
         string Field(string name) => node[name] is JsonValue v && v.TryGetValue(out string? s) ? s
             : throw ConfigException.For("plan", $"{path}: not a plan file (no '{name}')");
-        if (Field("format") != FormatName) throw ConfigException.For("plan", $"{path}: format '{Field("format")}', expected {FormatName}");
+        string format = Field("format");
+        if (format != FormatName) throw ConfigException.For("plan", $"{path}: format '{format}', expected {FormatName}");
         if (node["settings"] is not JsonObject settings) throw ConfigException.For("plan", $"{path}: not a plan file (no 'settings')");
         var values = new Dictionary<string, string?>();
         foreach (var (name, value) in settings)
