@@ -102,9 +102,10 @@ internal static class AlignmentReport
             ["network"] = (double)(run.Samples.NetworkEvaluations + run.SetupEvaluations) / request.Count,
             ["reward"] = (double)rewardEvaluations / request.Count,
         };
-        if (plan.Reward is OnnxReward network)
+        if ((plan.Reward as OnnxReward ?? (plan.Reward as DecodedReward)?.Inner as OnnxReward) is { } network)
             alignment["reward_model"] = new JsonObject
             {
+                ["on"] = plan.Reward is DecodedReward ? "decoded images (vae_decoder)" : "samples",
                 ["card"] = network.Card.Source, ["model"] = network.Card.ModelPath, ["output"] = network.Model.OutputName, ["index"] = network.Index,
                 ["class"] = network.IndexName, ["transform"] = network.Card.Transform,
                 ["input_shape"] = new JsonArray(network.Model.InputShape.Select(v => (JsonNode)v).ToArray()),

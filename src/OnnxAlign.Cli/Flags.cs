@@ -36,6 +36,11 @@ internal static partial class Flags
         ["form"] = "--form",
         ["samples"] = "--samples",
         ["directions"] = "--features",
+        ["prompt"] = "--prompt",
+        ["negativePrompt"] = "--negative-prompt",
+        ["guidanceScale"] = "--guidance-scale",
+        ["encoderHiddenStates"] = "--encoder-hidden-states",
+        ["conditioning"] = "--prompt",
     };
 
     /// <summary>The flag of a library parameter, or null when the CLI has none for it.</summary>

@@ -49,14 +49,15 @@ internal static class GenerateCommand
 
         var tilt = new TiltOptions();
         var prox = new ProxOptions();
+        var prompt = new PromptOptions();
         var command = new Command(name, description)
         {
             model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shards, planFile, shape, overwrite, align, onNan, resume,
         };
         var runtime = new RuntimeOptions();
-        foreach (var option in runtime.All.Concat(tilt.All).Concat(prox.All)) command.Options.Add(option);
+        foreach (var option in prompt.All.Concat(runtime.All).Concat(tilt.All).Concat(prox.All)) command.Options.Add(option);
         var options = new GenerateOptions(model, count, batch, steps, sampler, eta, seed, initNoise, outDir, shard, shards, planFile, shape, overwrite, resume, onNan, align,
-                                          tilt, prox, runtime);
+                                          tilt, prox, runtime, prompt);
         return (command, options);
     }
 
@@ -64,12 +65,19 @@ internal static class GenerateCommand
     internal sealed record GenerateOptions(Argument<string> Model, Option<int> Count, Option<int> Batch, Option<int> Steps, Option<string?> Sampler,
                                           Option<double> Eta, Option<long> Seed, Option<string?> InitNoise, Option<string> Out, Option<string> Shard,
                                           Option<int?> Shards, Option<string?> Plan, Option<string?> Shape, Option<bool> Overwrite, Option<bool> Resume, Option<string> OnNan, Option<string> Align,
-                                          TiltOptions Tilt, ProxOptions Prox, RuntimeOptions Runtime);
+                                          TiltOptions Tilt, ProxOptions Prox, RuntimeOptions Runtime, PromptOptions Prompt);
+
+    /// <summary>Opens the model's networks with the conditioning the options ask for (DESIGN §9).</summary>
+    internal static ConditionedModel Open(ParseResult parse, GenerateOptions o, DiffusionModel located) =>
+        ConditionedModel.Open(located, o.Prompt.Read(parse), o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));
 
     /// <summary>Everything the run needs, read and checked before anything is written.</summary>
-    internal sealed record Checked(DiffusionModel Model, Sampler Sampler, GenerationRequest Request, string Output, TiltOptions.Plan? Plan,
+    internal sealed record Checked(DiffusionModel Model, ConditionedModel Opened, Sampler Sampler, GenerationRequest Request, string Output, TiltOptions.Plan? Plan,
                                   ProxOracle? Oracle, DataRange? Range)
     {
+        /// <summary>The law the run samples (the network, conditioned and guided).</summary>
+        public IDenoiser Law => Opened.Denoiser;
+
         /// <summary>The run's identity in report.json (the plan's id, or the hash of the settings): merge joins shards that share it.</summary>
         public string RunId { get; init; } = "";
 
@@ -130,8 +138,9 @@ internal static class GenerateCommand
         planFile?.CheckInputs(planPath!);
         // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
         RunReport.CheckReference(located);
-        using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, ParseShape(parse.GetValue(o.Shape))));
-        var run = Check(parse, o, located, denoiser) with { PlanFile = planFile, PlanPath = planPath };
+        using var opened = Open(parse, o, located);
+        var denoiser = opened.Network;
+        var run = Check(parse, o, located, opened) with { PlanFile = planFile, PlanPath = planPath };
         run = run with { RunId = planFile?.Id ?? PlanFile.ShortHash(RunPlan.For("generate", located, PlanSettings(parse)).ToCanonicalJson()) };
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt } hybrid && planFile?.Setup["data_variance"] is JsonValue planned)
             run = run with { Plan = hybrid with { Settings = hybrid.Settings with { DataVariance = planned.GetValue<double>() } } };
@@ -157,18 +166,18 @@ internal static class GenerateCommand
         {
             if (run.Plan is { } plan)
             {
-                aligned = AlignmentReport.Run(alignment, plan, denoiser, run.Range, run.Sampler, request, checkpoint);
+                aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint);
                 result = aligned.Samples;
             }
             else
-                result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, run.Sampler, request, progress));
+                result = ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
         }
         catch (NonFiniteException fault)
         {
             WriteStopped(run, denoiser, request, fault);
             return 3;
         }
-        if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, denoiser, run.Range, run.Sampler, request, result);
+        if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, run.Law, run.Range, run.Sampler, request, result);
         if (planFile?.Setup["data_variance_source"] is { } varianceSource) alignment["data_variance_source"] = $"the plan: {varianceSource}";
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt })
             alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
@@ -187,7 +196,7 @@ internal static class GenerateCommand
         {
             // After the images are written: the estimate costs more network evaluations than a small run itself.
             Console.WriteLine($"estimating log Z and KL(q‖p) ({fastPlan.LogZNodes} × {fastPlan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-            AlignmentReport.AddLogPartition(alignment, fastPlan, denoiser, run.Range, run.Sampler, request, result);
+            AlignmentReport.AddLogPartition(alignment, fastPlan, run.Law, run.Range, run.Sampler, request, result);
             report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
             RunReport.Write(output, report);
             var kl = alignment["kl_divergence"]!;
@@ -197,8 +206,9 @@ internal static class GenerateCommand
     }
 
     /// <summary>Reads every option and checks every input, shape and memory need; writes nothing.</summary>
-    internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, OnnxDenoiser denoiser)
+    internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, ConditionedModel opened)
     {
+        var denoiser = opened.Network;
         int n = Positive(parse.GetValue(o.Count), "--count");
         int b = Positive(parse.GetValue(o.Batch), "--batch");
         int s = Positive(parse.GetValue(o.Steps), "--steps");
@@ -233,10 +243,12 @@ internal static class GenerateCommand
         if (alignMode == "w2")
         {
             var (spec, lambda) = o.Tilt.RewardAndLambda(parse);
-            oracle = o.Prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory);
+            // A latent model's prox moves the latents; a reward network would see the decoded images (and has no gradient: refused).
+            oracle = o.Prox.CreateOracle(parse, spec ?? throw new UsageException("--align w2 needs --reward and --lambda"), lambda, denoiser.SampleShape, located.Directory,
+                                         new NetworkRewardOptions(null, o.Runtime.For(parse), opened.Decoder));
         }
         var range = o.Tilt.DataRange(parse, located);
-        if (alignMode == "kl") plan = o.Tilt.Read(parse, denoiser, located.Directory, new NetworkRewardOptions(range, o.Runtime.For(parse)));
+        if (alignMode == "kl") plan = o.Tilt.Read(parse, opened.Denoiser, located.Directory, new NetworkRewardOptions(range, o.Runtime.For(parse), opened.Decoder));
         if (plan is { Algorithm: KlAlgorithm.BlackBox })
         {
             try { BlackBoxAlignment.CheckSampler(plan.Settings.BlackBox.Method, samplerInstance); }
@@ -250,9 +262,9 @@ internal static class GenerateCommand
             throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
         if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))
             throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
-        denoiser.Probe();   // a network that loads but cannot run is bad input too, found before the folder exists
+        opened.Probe();   // a network that loads but cannot run (with this conditioning) is bad input too, found before the folder exists
         var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(o.Seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
-        return new Checked(located, samplerInstance, request, output, plan, oracle, range);
+        return new Checked(located, opened, samplerInstance, request, output, plan, oracle, range);
     }
 
     /// <summary>A run stopped on a NaN/±∞ sample: every finished sample is kept, with a report that says where it stopped.</summary>
@@ -260,10 +272,11 @@ internal static class GenerateCommand
     {
         var kept = fault.Finished;
         SampleSetWriter.BeginReplacing(run.Output);
-        var keptFiles = kept.Count == 0 ? [] : SampleSetWriter.Write(run.Output, kept.Samples, kept.Count, kept.FirstIndex, denoiser.SampleShape, indices: kept.Indices);
+        var keptFiles = kept.Count == 0 ? [] : WriteSamples(run, kept.Samples, kept.Count, kept.FirstIndex, "samples", kept.Indices);
         SampleSetWriter.RemoveStale(run.Output, keptFiles);
         var partial = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, kept);
         AddRun(partial, run);
+        RunReport.AddConditioning(partial, run.Opened);
         partial["status"] = "stopped";
         partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
         partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
@@ -281,11 +294,12 @@ internal static class GenerateCommand
         var ioClock = Stopwatch.StartNew();
         var files = new List<string>();
         SampleSetWriter.BeginReplacing(output);
-        if (moved is not null) files.AddRange(SampleSetWriter.Write(output, result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, stem: "base"));
-        files.AddRange(SampleSetWriter.Write(output, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, denoiser.SampleShape, indices: result.Indices));
+        if (moved is not null) files.AddRange(WriteSamples(run, result.Samples, result.Count, result.FirstIndex, "base", null));
+        files.AddRange(WriteSamples(run, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, "samples", result.Indices));
         SampleSetWriter.RemoveStale(output, files);
         var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, result);
         AddRun(report, run);
+        RunReport.AddConditioning(report, run.Opened);
         if (moved is not null)
         {
             report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.FirstIndex);
@@ -295,6 +309,8 @@ internal static class GenerateCommand
         }
         if (run.Plan is not null)
         {
+            // What "p" is in the alignment's statements: the conditioned (or guided) law the run tilted (DESIGN §9).
+            if (run.Opened.Law.Source != "none") alignment["base_law"] = run.Opened.Law.Law;
             report["alignment"] = alignment;
             report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
         }
@@ -309,6 +325,21 @@ internal static class GenerateCommand
         RunReport.Write(output, report);
         Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
         return report;
+    }
+
+    /// <summary>
+    /// Writes a set of samples: as they are for a pixel model; for a latent model (DESIGN §9) the latents as
+    /// <c>latents.npy</c> (<c>base_latents.npy</c>) and the decoded images as <c>samples.npy</c> and PNGs.
+    /// </summary>
+    private static IReadOnlyList<string> WriteSamples(Checked run, float[] samples, int count, int firstIndex, string stem, IReadOnlyList<int>? indices)
+    {
+        var opened = run.Opened;
+        if (opened.Decoder is null) return SampleSetWriter.Write(run.Output, samples, count, firstIndex, opened.Network.SampleShape, stem, indices);
+        string latentStem = stem == "samples" ? "latents" : $"{stem}_latents";
+        var written = SampleSetWriter.Write(run.Output, samples.AsSpan(0, count * opened.Network.SampleSize), count, firstIndex, opened.Network.SampleShape, latentStem).ToList();
+        var images = opened.Decode(samples.AsSpan(0, count * opened.Network.SampleSize).ToArray(), count);
+        written.AddRange(SampleSetWriter.Write(run.Output, images, count, firstIndex, opened.OutputShape, stem, indices));
+        return written;
     }
 
     /// <summary>

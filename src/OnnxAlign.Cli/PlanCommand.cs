@@ -35,8 +35,9 @@ internal static class PlanCommand
 
         var located = GenerateCommand.Locate(parse, o);
         RunReport.CheckReference(located);
-        using var denoiser = located.OpenDenoiser(o.Runtime.For(parse, GenerateCommand.ParseShape(parse.GetValue(o.Shape))));
-        var run = GenerateCommand.Check(parse, o, located, denoiser);
+        using var opened = GenerateCommand.Open(parse, o, located);
+        var run = GenerateCommand.Check(parse, o, located, opened);
+        var denoiser = run.Law;
         using var rewardNetwork = run.Plan?.Reward;
         // What cannot be split by sample index is refused here, with why, rather than planned wrongly.
         if (run.Plan is { IsExact: true })

@@ -16,13 +16,14 @@ internal sealed class ProxOptions
     public IEnumerable<Option> All => [_weights, _noClamp, _tolerance];
 
     /// <summary>The oracle the options and a reward spec ask for; checked before any work.</summary>
-    public ProxOracle CreateOracle(ParseResult parse, string spec, double? lambda, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    public ProxOracle CreateOracle(ParseResult parse, string spec, double? lambda, IReadOnlyList<int> sampleShape, string? modelDirectory,
+                                   NetworkRewardOptions? network = null)
     {
         if (lambda is not { } l || !(l > 0) || double.IsInfinity(l))
             throw new UsageException($"--lambda {(lambda?.ToString() ?? "missing")}: expected a finite value > 0 with --reward");
         double tolerance = parse.GetValue(_tolerance);
         if (!(tolerance > 0) || double.IsInfinity(tolerance)) throw new UsageException($"--gap-tolerance {tolerance}: expected a finite value > 0");
-        var reward = RewardSpec.Parse(spec, sampleShape, modelDirectory);
+        var reward = RewardSpec.Parse(spec, sampleShape, modelDirectory, network);
         int size = sampleShape.Aggregate(1, (a, b) => a * b);
         var cost = parse.GetValue(_weights) is { } path ? new TransportCost(ReadWeights(path, sampleShape, size)) : TransportCost.Euclidean;
         var settings = new ProxSettings

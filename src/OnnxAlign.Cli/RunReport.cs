@@ -77,6 +77,44 @@ internal static class RunReport
         return report;
     }
 
+    /// <summary>
+    /// The conditioning block (DESIGN §9): where the hidden states came from, the prompts and their tokens, the guidance
+    /// scale and what law that makes (never "exact" under guidance); and for a latent model the VAE and the decoded shape.
+    /// </summary>
+    public static void AddConditioning(JsonObject report, Guidance.ConditionedModel opened)
+    {
+        var law = opened.Law;
+        if (law.Source != "none")
+        {
+            static JsonObject? Prompt(PromptEncoding? p) => p is null ? null : new JsonObject
+            {
+                ["text"] = p.Prompt,
+                ["tokens"] = p.ContentTokens,
+                ["truncated_tokens"] = p.TruncatedTokens,
+            };
+            report["conditioning"] = new JsonObject
+            {
+                ["source"] = law.Source,
+                ["prompt"] = Prompt(law.Prompt),
+                ["negative_prompt"] = Prompt(law.NegativePrompt),
+                ["guidance_scale"] = law.GuidanceScale,
+                ["network_rows_per_evaluation"] = law.NetworkCallsPerSample,
+                ["model_law"] = law.IsModelLaw,
+                ["law"] = law.Law,
+                ["text_encoder"] = opened.TextEncoder?.Path,
+            };
+        }
+        if (opened.Decoder is { } decoder)
+            report["latent"] = new JsonObject
+            {
+                ["vae_decoder"] = decoder.Path,
+                ["scaling_factor"] = decoder.Config.ScalingFactor,
+                ["latent_shape"] = Array(opened.Network.SampleShape.Select(d => (double)d)),
+                ["image_shape"] = Array(decoder.ImageShape.Select(d => (double)d)),
+                ["note"] = "samples.npy and the PNGs are the decoded images, latents.npy the latents; statistics, rewards and alignment are of the latents (x)",
+            };
+    }
+
     /// <summary>Reads the model folder's <c>mixture.json</c> when it has one, so that a damaged file is an input error before anything is written.</summary>
     public static void CheckReference(DiffusionModel model)
     {

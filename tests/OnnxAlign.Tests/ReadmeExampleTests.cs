@@ -49,9 +49,10 @@ public class ReadmeExampleTests
     [Fact]
     public void ReadmeHasTheBlocksTheseTestsRun()
     {
-        Assert.Equal(2, Blocks.Length);   // a new block needs its test here
+        Assert.Equal(3, Blocks.Length);   // a new block needs its test here
         Assert.Contains("KlAlignment.Run", Blocks[0]);
         Assert.Contains("sampler.Step(", Blocks[1]);
+        Assert.Contains("ClassifierFreeGuidance", Blocks[2]);
     }
 
     [Fact]
@@ -87,5 +88,20 @@ public class ReadmeExampleTests
         var expected = Generation.Run(ExactTilt.FastTilt(network, theta, model.DataRange), sampler,
                                       new GenerationRequest { Count = batch, BatchSize = batch, Seed = 3 }).Samples;
         TestSupport.AssertClose(expected, x, 1e-4);
+    }
+
+    /// <summary>The Stable-Diffusion-shaped loop, as written (on the toy of that shape), equals generate's own loop and decoding.</summary>
+    [Fact]
+    public void StableDiffusionLoopExampleEqualsTheLibrarysGeneration()
+    {
+        string block = Blocks[2].Replace("\"models/toy/tiny-sd\"", $"@\"{TestSupport.Toy("tiny-sd")}\"")
+            .Replace("Console.WriteLine(", "_ = (");
+        var run = Compile(block, returns: "float[]", epilogue: "return images;");
+        var images = (float[])run.Invoke(null, null)!;
+
+        var model = DiffusionModel.Locate(TestSupport.Toy("tiny-sd"));
+        using var opened = OnnxAlign.Guidance.ConditionedModel.Open(model, new OnnxAlign.Guidance.ConditioningOptions { Prompt = "a red square", NegativePrompt = "blurry", GuidanceScale = 5 });
+        var latents = Generation.Run(opened.Denoiser, Sampler.Create("ddim", model.Config, steps: 20), new GenerationRequest { Count = 2, BatchSize = 2, Seed = 7 }).Samples;
+        TestSupport.AssertClose(opened.Decode(latents, 2), images, 1e-4);
     }
 }

@@ -76,7 +76,7 @@ public sealed class OnnxGraph(string name)
     private readonly List<ProtoMessage> _nodes = [], _initializers = [], _inputs = [], _outputs = [];
     private int _counter;
 
-    /// <summary>Declares a graph input; a dimension of -1 becomes the symbolic dimension "batch".</summary>
+    /// <summary>Declares a graph input; a dimension of -1 becomes the symbolic dimension "batch", -2 "sequence", -3 "steps".</summary>
     public string Input(string inputName, OnnxType type, params long[] dims)
     {
         _inputs.Add(ValueInfo(inputName, type, dims));
@@ -164,7 +164,7 @@ public sealed class OnnxGraph(string name)
     {
         var shape = new ProtoMessage();
         foreach (var d in dims)
-            shape.Message(1, d >= 0 ? new ProtoMessage().Int(1, d) : new ProtoMessage().String(2, "batch"));
+            shape.Message(1, d >= 0 ? new ProtoMessage().Int(1, d) : new ProtoMessage().String(2, d switch { -2 => "sequence", -3 => "steps", _ => "batch" }));
         var tensorType = new ProtoMessage().Int(1, (int)type).Message(2, shape);
         return new ProtoMessage().String(1, valueName).Message(2, new ProtoMessage().Message(1, tensorType));
     }

@@ -94,7 +94,7 @@ public static class ToyModels
         }
         """;
 
-    /// <summary>Writes gmm2d, gmm-image and tiny-unet under <paramref name="root"/>; returns the files written.</summary>
+    /// <summary>Writes gmm2d, gmm-image, tiny-unet and tiny-sd under <paramref name="root"/>; returns the files written.</summary>
     public static IReadOnlyList<string> WriteAll(string root)
     {
         var files = new List<string>();
@@ -121,6 +121,8 @@ public static class ToyModels
 
         Put("tiny-unet/model.onnx", TinyUnet());
         Put("tiny-unet/scheduler_config.json", Text(TinyUnetConfig));
+
+        foreach (var (relative, bytes) in TinySd.Files()) Put(Path.Combine("tiny-sd", relative), bytes);
         return files;
     }
 

@@ -63,7 +63,7 @@ public static class SampleSetWriter
     public static void RemoveStale(string directory, IEnumerable<string> keep)
     {
         var kept = new HashSet<string>(keep, StringComparer.Ordinal);
-        string[] patterns = ["samples.npy", "base.npy", "theta.npy", "latents.npy", "sample_*.png", "base_*.png", "grid.png", "base_grid.png", "error.log"];
+        string[] patterns = ["samples.npy", "base.npy", "theta.npy", "latents.npy", "base_latents.npy", "sample_*.png", "base_*.png", "grid.png", "base_grid.png", "error.log"];
         foreach (string pattern in patterns)
             foreach (string path in Directory.GetFiles(directory, pattern))
                 if (!kept.Contains(Path.GetFileName(path))) File.Delete(path);

@@ -59,14 +59,22 @@ public sealed record PlanFile
     };
 
     /// <summary>
-    /// SHA-256 of the model's network: its ONNX file and any external-data file beside it (<c>*.onnx_data</c>,
-    /// <c>*.onnx.data</c>), in name order. Unlike a size and a time, it is the same for a copy on another node.
+    /// SHA-256 of the model's networks: each ONNX file (the UNet, and of a Stable-Diffusion-shaped model its text encoder
+    /// and VAE decoder) with any external-data file beside it (<c>*.onnx_data</c>, <c>*.onnx.data</c>) in name order,
+    /// then the tokenizer's and VAE's config files. Unlike a size and a time, it is the same for a copy on another node.
     /// </summary>
     public static string NetworkHash(DiffusionModel model)
     {
-        string folder = Path.GetDirectoryName(Path.GetFullPath(model.OnnxPath))!;
-        var files = new List<string> { model.OnnxPath };
-        files.AddRange(Directory.GetFiles(folder, "*.onnx_data").Concat(Directory.GetFiles(folder, "*.onnx.data")).Order(StringComparer.Ordinal));
+        var files = new List<string>();
+        foreach (string network in model.Networks)
+        {
+            string folder = Path.GetDirectoryName(Path.GetFullPath(network))!;
+            files.Add(network);
+            files.AddRange(Directory.GetFiles(folder, "*.onnx_data").Concat(Directory.GetFiles(folder, "*.onnx.data")).Order(StringComparer.Ordinal));
+        }
+        if (model.TokenizerDirectory is { } tokenizer)
+            files.AddRange(new[] { "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json" }.Select(f => Path.Combine(tokenizer, f)).Where(File.Exists));
+        if (model.Vae?.Source is { } vae && File.Exists(vae)) files.Add(vae);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buffer = new byte[1 << 20];
         foreach (string file in files)
@@ -86,7 +94,7 @@ public sealed record PlanFile
     }
 
     /// <summary>The settings that name input files whose contents decide the samples; a plan records their SHA-256 in <c>setup.inputs</c>.</summary>
-    public static readonly IReadOnlyList<string> InputSettings = ["tilt", "init-noise"];
+    public static readonly IReadOnlyList<string> InputSettings = ["tilt", "init-noise", "encoder-hidden-states"];
 
     /// <summary>Records the SHA-256 of each input file the settings name (<see cref="InputSettings"/>) in <paramref name="setup"/>.</summary>
     public static void RecordInputs(IReadOnlyDictionary<string, string?> settings, JsonObject setup)

@@ -4,7 +4,9 @@ namespace OnnxAlign.Model;
 /// <summary>
 /// Where a user's model lives (DESIGN §7): a <c>.onnx</c> file with <c>scheduler_config.json</c> beside it, or a folder
 /// in diffusers/Optimum layout (<c>unet/model.onnx</c> + <c>scheduler/scheduler_config.json</c>, optional
-/// <c>model_index.json</c>) or legacy root layout (<c>model.onnx</c> + <c>scheduler_config.json</c>).
+/// <c>model_index.json</c>) or legacy root layout (<c>model.onnx</c> + <c>scheduler_config.json</c>). A
+/// Stable-Diffusion-shaped folder (DESIGN §9) also has <c>text_encoder/model.onnx</c> with <c>tokenizer/</c> and
+/// <c>vae_decoder/model.onnx</c> with its <c>config.json</c>; they are found here and opened on demand.
 /// </summary>
 public sealed class DiffusionModel
 {
@@ -17,7 +19,51 @@ public sealed class DiffusionModel
         ConfigPath = configPath;
         ModelIndexPath = modelIndexPath;
         Config = config;
+        TextEncoderPath = FirstExisting(Path.Combine(directory, "text_encoder", "model.onnx"));
+        TokenizerDirectory = System.IO.Directory.Exists(Path.Combine(directory, "tokenizer")) ? Path.GetFullPath(Path.Combine(directory, "tokenizer")) : null;
+        VaeDecoderPath = FirstExisting(Path.Combine(directory, "vae_decoder", "model.onnx"));
+        if (TextEncoderPath is not null && TokenizerDirectory is null)
+            throw new ConfigException($"{source}: has text_encoder/ but no tokenizer/ (vocab.json, merges.txt): prompts cannot be tokenized");
+        if (VaeDecoderPath is not null)
+        {
+            string? vaeConfig = FirstExisting(Path.Combine(directory, "vae_decoder", "config.json"), Path.Combine(directory, "vae", "config.json"));
+            Vae = vaeConfig is null ? new VaeConfig(0.18215, 4, "diffusers' default (no vae_decoder/config.json)") : VaeConfig.Read(vaeConfig);
+        }
     }
+
+    /// <summary><c>text_encoder/model.onnx</c> when the folder has one (prompts can be encoded).</summary>
+    public string? TextEncoderPath { get; }
+
+    /// <summary><c>tokenizer/</c> (CLIP's <c>vocab.json</c>, <c>merges.txt</c>) when the folder has one.</summary>
+    public string? TokenizerDirectory { get; }
+
+    /// <summary><c>vae_decoder/model.onnx</c> when the model is a latent model (its samples are decoded to images).</summary>
+    public string? VaeDecoderPath { get; }
+
+    /// <summary>The VAE's config (scaling factor, latent channels) of a latent model; null otherwise.</summary>
+    public VaeConfig? Vae { get; }
+
+    /// <summary>True when the samples are latents that a VAE decodes to images (DESIGN §9).</summary>
+    public bool IsLatent => VaeDecoderPath is not null;
+
+    /// <summary>Opens the text encoder with its tokenizer.</summary>
+    /// <exception cref="ConfigException">The model has no text encoder, or it or its tokenizer is unusable.</exception>
+    public TextEncoder OpenTextEncoder(DenoiserOptions? options = null)
+    {
+        if (TextEncoderPath is null || TokenizerDirectory is null)
+            throw ConfigException.For("prompt", $": {Source} has no text encoder (text_encoder/model.onnx with tokenizer/); give the hidden states instead ({OnnxAlignException.Option("encoderHiddenStates")})");
+        return new TextEncoder(TextEncoderPath, ClipTokenizer.Load(TokenizerDirectory), options);
+    }
+
+    /// <summary>Opens the VAE decoder for latents of <paramref name="latentShape"/>.</summary>
+    /// <exception cref="ConfigException">The model has no VAE decoder, or it does not decode such latents.</exception>
+    public VaeDecoder OpenVaeDecoder(IReadOnlyList<int> latentShape, DenoiserOptions? options = null) =>
+        VaeDecoderPath is null || Vae is null
+            ? throw new ConfigException($"{Source}: has no vae_decoder/model.onnx")
+            : new VaeDecoder(VaeDecoderPath, Vae, latentShape, options);
+
+    /// <summary>Every ONNX network of the model (UNet, then text encoder and VAE decoder when present): what determines its samples.</summary>
+    public IReadOnlyList<string> Networks => new[] { OnnxPath, TextEncoderPath, VaeDecoderPath }.OfType<string>().ToArray();
 
     /// <summary>The path the user gave.</summary>
     public string Source { get; }

@@ -9,7 +9,8 @@ namespace OnnxAlign.Model;
 /// <summary>
 /// The base law: an ONNX Runtime session wrapped as an <see cref="IDenoiser"/> (DESIGN §6–§7). Inputs are bound by
 /// name from the session's metadata (<c>sample</c>, <c>timestep</c>, optional <c>encoder_hidden_states</c>, or the
-/// only inputs of matching rank), the timestep is converted to the dtype and shape the exporter chose (scalar, [1]
+/// only inputs of matching rank); a conditional network is fed its hidden states per row through
+/// <see cref="IConditionalDenoiser"/> (DESIGN §9), the timestep is converted to the dtype and shape the exporter chose (scalar, [1]
 /// or [B]; int64, int32, float, double or float16), and a model with a fixed batch size is fed in chunks. The sample
 /// and output may be float32 or float16 (a half-precision export for the GPU); the sampler always works in float32.
 /// Inputs and outputs go through an I/O binding allocated once per chunk size and reused across steps, placed where
@@ -17,14 +18,14 @@ namespace OnnxAlign.Model;
 /// </summary>
 /// <remarks>Thread-safe: calls on one instance are serialised (they share buffers). For parallel generation open
 /// one denoiser per thread; each owns its session.</remarks>
-public sealed class OnnxDenoiser : IDenoiser, IDisposable
+public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly string _path;
     private readonly PredictionType _predictionType;
     private readonly string _sampleName, _timestepName, _outputName;
     private readonly string? _conditioningName;
-    private readonly long[]? _conditioningShape;
+    private readonly int? _conditioningLength, _conditioningWidth;   // null where the export left it dynamic
     private readonly TensorElementType _sampleType;        // Float or Float16; the output has the same type
     private readonly TensorElementType _timestepType;
     private readonly TensorElementType _conditioningType;
@@ -78,15 +79,15 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                 throw new ConfigException($"{onnxPath}: unexpected inputs {string.Join(", ", extra)} (supported: sample, timestep, optional encoder_hidden_states)");
             if (extra.Count == 1)
             {
-                // Unconditional use of a conditional network: zeros of the declared shape.
                 var meta = inputs[extra[0]];
-                if (meta.Dimensions.Skip(1).Any(d => d <= 0))
-                    throw new ConfigException($"{onnxPath}: encoder_hidden_states has dynamic dimensions; conditioning input is not supported");
+                if (meta.Dimensions.Length != 3)
+                    throw new ConfigException($"{onnxPath}: encoder_hidden_states has rank {meta.Dimensions.Length}, expected [batch, sequence, width]");
                 if (meta.ElementDataType is not (TensorElementType.Float or TensorElementType.Float16))
                     throw new ConfigException($"{onnxPath}: encoder_hidden_states is {meta.ElementDataType}, expected float32 or float16");
                 _conditioningType = meta.ElementDataType;
                 _conditioningName = extra[0];
-                _conditioningShape = meta.Dimensions.Select(d => (long)d).ToArray();
+                _conditioningLength = meta.Dimensions[1] > 0 ? meta.Dimensions[1] : null;
+                _conditioningWidth = meta.Dimensions[2] > 0 ? meta.Dimensions[2] : null;
             }
 
             var outputs = _session.OutputMetadata;
@@ -132,23 +133,64 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     /// <summary>The batch size the model requires, or null when its batch dimension is dynamic.</summary>
     public int? FixedBatchSize => _fixedBatch > 0 ? _fixedBatch : null;
 
+    /// <inheritdoc/>
+    public (int? Length, int? Width)? ConditioningShape => _conditioningName is null ? null : (_conditioningLength, _conditioningWidth);
+
     /// <summary>A one-paragraph description of the bound inputs and output (for <c>onnxalign inspect</c>).</summary>
-    public string Describe()
+    public string Describe() => DescribeSession(_session) + Environment.NewLine + $"  device {Device}, host buffers {HostMemory}";
+
+    /// <summary>The inputs and outputs of a session, one line each (names, element types, dimensions or their symbols).</summary>
+    internal static string DescribeSession(InferenceSession session)
     {
         static string Dims(NodeMetadata m) => "[" + string.Join(", ", m.Dimensions.Select((d, i) => d > 0 ? d.ToString() : m.SymbolicDimensions[i] is { Length: > 0 } s ? s : "?")) + "]";
-        var lines = _session.InputMetadata.Select(kv => $"  input  {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}")
-            .Concat(_session.OutputMetadata.Select(kv => $"  output {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}"))
-            .Append($"  device {Device}, host buffers {HostMemory}");
+        var lines = session.InputMetadata.Select(kv => $"  input  {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}")
+            .Concat(session.OutputMetadata.Select(kv => $"  output {kv.Key}: {kv.Value.ElementDataType} {Dims(kv.Value)}"));
         return string.Join(Environment.NewLine, lines);
     }
 
+    /// <summary>
+    /// ε̂(x, t). A conditional network is fed zeros as <c>encoder_hidden_states</c> here, which is the network's
+    /// output at zero conditioning, <em>not</em> its unconditional law (that is the empty prompt's encoding, DESIGN §9):
+    /// condition it with <see cref="PredictNoise(ReadOnlySpan{float}, int, double, EmbeddingRows, Span{float})"/>.
+    /// </summary>
+    /// <exception cref="ConfigException">The network's hidden-state shape is dynamic, so no zeros can be made for it.</exception>
+    public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise) => Predict(x, batchSize, timestep, null, noise);
+
     /// <inheritdoc/>
-    public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
+    public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, EmbeddingRows conditioning, Span<float> noise)
+    {
+        if (_conditioningName is null)
+            throw ConfigException.For("conditioning", $": {_path} takes no encoder_hidden_states (inputs: {string.Join(", ", _session.InputMetadata.Keys)})");
+        if (conditioning.Embeddings is not { Count: > 0 } embeddings || conditioning.RowsPerEmbedding < 1)
+            throw new ArgumentException("no embeddings", nameof(conditioning));
+        if (conditioning.Rows != batchSize)
+            throw new ArgumentException($"the conditioning covers {conditioning.Rows} rows, the batch has {batchSize}", nameof(conditioning));
+        var first = embeddings[0];
+        if (embeddings.Any(e => e.Length != first.Length || e.Width != first.Width))
+            throw new ArgumentException("the embeddings of one batch have one shape", nameof(conditioning));
+        CheckConditioning(first.Length, first.Width);
+        Predict(x, batchSize, timestep, conditioning, noise);
+    }
+
+    /// <summary>Checks that hidden states of [<paramref name="length"/>, <paramref name="width"/>] fit the network's input.</summary>
+    /// <exception cref="ConfigException">They do not (the message names both shapes).</exception>
+    public void CheckConditioning(int length, int width)
+    {
+        if (_conditioningName is null)
+            throw ConfigException.For("conditioning", $": {_path} takes no encoder_hidden_states (inputs: {string.Join(", ", _session.InputMetadata.Keys)})");
+        if ((_conditioningLength is { } l && l != length) || (_conditioningWidth is { } w && w != width))
+            throw ConfigException.For("conditioning", $": hidden states of [{length}, {width}] do not fit {_path}'s encoder_hidden_states [batch, {_conditioningLength?.ToString() ?? "?"}, {_conditioningWidth?.ToString() ?? "?"}]");
+    }
+
+    private void Predict(ReadOnlySpan<float> x, int batchSize, double timestep, EmbeddingRows? conditioning, Span<float> noise)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int size = SampleSize;
         if (x.Length != batchSize * size || noise.Length != x.Length)
             throw new ArgumentException($"expected {batchSize} × {size} values");
+        if (conditioning is null && _conditioningName is not null && (_conditioningLength is null || _conditioningWidth is null))
+            throw ConfigException.For("conditioning", $": {_path}'s encoder_hidden_states has dynamic dimensions, so the network needs its conditioning " +
+                                      "(a prompt through the model's text encoder, or encoder hidden states); zeros of an unknown shape cannot be made");
         var (alpha, sigma) = Schedule.AlphaSigma(timestep);
         var cancellation = NetworkCancellation.Current;
         cancellation.ThrowIfCancellationRequested();
@@ -160,6 +202,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
             for (int start = 0; start < batchSize; start += chunk)
             {
                 int n = Math.Min(chunk, batchSize - start);
+                binding.WriteConditioning(conditioning, start, n);
                 binding.WriteSample(x.Slice(start * size, n * size));
                 binding.Run(cancellation);
                 binding.ReadOutput(noise.Slice(start * size, n * size));
@@ -172,11 +215,13 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
     /// Runs one sample (zeros) through the network at the last training timestep: a network that loads but cannot run
     /// (an output batch that is not its input's) is found here, before a caller writes anything.
     /// </summary>
+    /// <param name="conditioning">The hidden states a conditional network will be fed (null: zeros, or none).</param>
     /// <exception cref="ConfigException">The network fails on real input.</exception>
-    public void Probe()
+    public void Probe(TextEmbedding? conditioning = null)
     {
         var x = new float[SampleSize];
-        PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new float[SampleSize]);
+        if (conditioning is null) PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new float[SampleSize]);
+        else PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new EmbeddingRows([conditioning], 1), new float[SampleSize]);
     }
 
     /// <summary>
@@ -190,6 +235,7 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         {
             var binding = BindingFor(_fixedBatch > 0 ? _fixedBatch : batchSize);
             binding.SetTimestep(timestep);
+            binding.WriteConditioning(null, 0, 0);
             binding.FillSyntheticSample();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             for (int r = 0; r < runs; r++) binding.Run();
@@ -324,12 +370,15 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
         private readonly OnnxDenoiser _owner;
         private readonly OrtIoBinding _io;
         private readonly OrtValue _sample, _output, _timestep;
-        private readonly OrtValue? _conditioning;
-        private readonly int _length;
+        private readonly int _chunk, _length;
+        private OrtValue? _conditioning;
+        private (int Length, int Width) _conditioningShape;
+        private (IReadOnlyList<TextEmbedding>? Embeddings, int RowsPerEmbedding, int Start, int Count) _written = (null, -1, -1, -1);
 
         public Binding(OnnxDenoiser owner, int chunk)
         {
             _owner = owner;
+            _chunk = chunk;
             _length = chunk * owner.SampleSize;
             long[] shape = [chunk, .. owner._sampleShape.Select(d => (long)d)];
             int timestepLength = owner._timestepRank == 0 ? 1 : owner._fixedTimestepLength > 0 ? owner._fixedTimestepLength : chunk;
@@ -342,14 +391,6 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                 _output = OrtValue.CreateAllocatedTensorValue(host, owner._sampleType, shape);
                 _timestep = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, owner._timestepType, timestepShape);
                 _io.BindOutput(owner._outputName, _output);
-                if (owner._conditioningName is { } name)
-                {
-                    // Unconditional use of a conditional network: zeros, copied to the device once (bound here only).
-                    long[] conditioningShape = [chunk, .. owner._conditioningShape!.Skip(1)];
-                    _conditioning = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, owner._conditioningType, conditioningShape);
-                    _conditioning.GetTensorMutableRawData().Clear();
-                    _io.BindInput(name, _conditioning);
-                }
             }
             catch
             {
@@ -372,6 +413,52 @@ public sealed class OnnxDenoiser : IDenoiser, IDisposable
                 default: _timestep.GetTensorMutableDataAsSpan<float>().Fill((float)t); break;
             }
             _io.BindInput(_owner._timestepName, _timestep);
+        }
+
+        /// <summary>
+        /// Binds the hidden states of batch rows <paramref name="start"/> … <paramref name="start"/> + <paramref name="count"/> − 1
+        /// (zeros when <paramref name="rows"/> is null). What is bound stays bound (on CUDA: on the device) until something
+        /// else is needed, so a run that conditions every step alike copies its embeddings once, not at every step.
+        /// </summary>
+        public void WriteConditioning(EmbeddingRows? rows, int start, int count)
+        {
+            if (_owner._conditioningName is not { } name) return;
+            var key = (rows?.Embeddings, rows?.RowsPerEmbedding ?? 0, rows is null ? 0 : start, rows is null ? 0 : count);
+            if (_conditioning is not null && key == _written) return;
+            var first = rows?.Embeddings[0];
+            var shape = first is not null ? (first.Length, first.Width)
+                : _owner._conditioningLength is { } l && _owner._conditioningWidth is { } w ? (l, w)
+                : throw ConfigException.For("conditioning", $": {_owner._path}'s encoder_hidden_states has dynamic dimensions; give the conditioning");
+            if (_conditioning is null || shape != _conditioningShape)
+            {
+                _conditioning?.Dispose();
+                _conditioning = null;
+                _conditioning = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _owner._conditioningType, [_chunk, shape.Item1, shape.Item2]);
+                _conditioningShape = shape;
+            }
+            int rowSize = shape.Item1 * shape.Item2;
+            var raw = _conditioning.GetTensorMutableRawData();
+            raw.Clear();   // zeros: the unconditional-use case and a fixed-batch model's padding rows
+            if (rows is { } given)
+            {
+                for (int r = 0; r < count; r++)
+                {
+                    var values = given.For(start + r).Values;
+                    if (_owner._conditioningType == TensorElementType.Float16)
+                    {
+                        var destination = MemoryMarshal.Cast<byte, Half>(raw).Slice(r * rowSize, rowSize);
+#if NET9_0_OR_GREATER
+                        TensorPrimitives.ConvertToHalf(values, destination);
+#else
+                        for (int i = 0; i < rowSize; i++) destination[i] = (Half)values[i];
+#endif
+                    }
+                    else
+                        values.CopyTo(MemoryMarshal.Cast<byte, float>(raw).Slice(r * rowSize, rowSize));
+                }
+            }
+            _io.BindInput(name, _conditioning);
+            _written = key;
         }
 
         /// <summary>Writes <paramref name="rows"/> (a multiple of the sample size) into the input, zeros after them.</summary>

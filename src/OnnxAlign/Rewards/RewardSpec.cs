@@ -69,6 +69,9 @@ public static class RewardSpec
                 bool hasClass = at > 0 && !File.Exists(argument) && !Directory.Exists(argument);
                 string path = hasClass ? argument[..at] : argument, which = hasClass ? argument[(at + 1)..] : "";
                 if (hasClass && which.Length == 0) throw Bad("expected a class after '@' (a number or a name from classes.json)");
+                // A latent model's reward networks see the decoded images (DESIGN §8–§9), in the decoder's [−1, 1].
+                if (network?.Decoder is { } decoder)
+                    return new DecodedReward(new OnnxReward(spec, path, hasClass ? which : null, decoder.ImageShape, null, network.Options), decoder);
                 return new OnnxReward(spec, path, hasClass ? which : null, sampleShape, network?.Range, network?.Options);
             }
 
@@ -245,4 +248,5 @@ public static class RewardSpec
 /// <summary>How an <c>onnx:</c> reward is fed and run.</summary>
 /// <param name="Range">The samples' data range (null: [−1, 1], the PNGs' convention).</param>
 /// <param name="Options">Device, threads and the session seam for the reward's network.</param>
-public sealed record NetworkRewardOptions(Model.DataRange? Range, Model.DenoiserOptions? Options = null);
+/// <param name="Decoder">A latent model's VAE decoder: the reward network is then fed the decoded images (<see cref="DecodedReward"/>).</param>
+public sealed record NetworkRewardOptions(Model.DataRange? Range, Model.DenoiserOptions? Options = null, Model.VaeDecoder? Decoder = null);
