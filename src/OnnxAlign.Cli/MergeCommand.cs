@@ -47,13 +47,20 @@ internal static class MergeCommand
         var byIndex = parts.Zip(reports).ToDictionary(p => p.First.Shard.Index, p => p.Second);
         var first = byIndex[0];
         var sampleShape = first["model"]!["sample_shape"]!.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
+        // A latent model's shards hold the latents (the samples' statistics are theirs) and the decoded images (DESIGN §9).
+        var imageShape = first["latent"]?["image_shape"]?.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
 
         using var folderLock = SampleSetWriter.PrepareDirectory(output, overwrite);
         SampleSetWriter.BeginReplacing(output);
         var files = new List<string>();
         bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
-        if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base"));
-        files.AddRange(ShardMerge.Write(output, ordered, sampleShape));
+        if (imageShape is not null)
+        {
+            if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents"));
+            files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "latents"));
+        }
+        if (withBase) files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, stem: "base"));
+        files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape));
         SampleSetWriter.RemoveStale(output, files);
 
         var merged = MergedReport(ordered.Select(p => (p, byIndex[p.Shard.Index])).ToList(), output, sampleShape, files);
@@ -113,10 +120,11 @@ internal static class MergeCommand
     {
         var merged = (JsonObject)shards[0].Report.DeepClone();
         int count = shards.Sum(s => s.Part.Indices.Count);
-        var samples = NpyFile.Read(Path.Combine(output, "samples.npy"));
+        bool latent = shards[0].Report["latent"] is not null;
+        var samples = NpyFile.Read(Path.Combine(output, latent ? "latents.npy" : "samples.npy"));
         merged["statistics"] = RunReport.Statistics(samples.Data, samples.RowSize);
         if (shards.All(s => s.Report["base_statistics"] is not null))
-            merged["base_statistics"] = RunReport.Statistics(NpyFile.Read(Path.Combine(output, "base.npy")).Data, samples.RowSize);
+            merged["base_statistics"] = RunReport.Statistics(NpyFile.Read(Path.Combine(output, latent ? "base_latents.npy" : "base.npy")).Data, samples.RowSize);
         merged["shard"] = new JsonObject { ["index"] = 0, ["count"] = 1, ["first_sample"] = 0, ["samples"] = count };
         merged["network_evaluations"] = shards.Sum(s => (long)s.Report["network_evaluations"]!);
         var skipped = shards.SelectMany(s => s.Report["skipped_non_finite"]?.AsArray().Select(v => (int)v!) ?? []).ToList();

@@ -274,6 +274,42 @@ public class PipelineTests
     }
 
     [Fact]
+    public void ShardsOfAGuidedLatentPlanMergeToTheSingleRunByteForByte()
+    {
+        string dir = TestSupport.TempDirectory();
+        string plan = Path.Combine(dir, "plan.json");
+        var planned = CliTests.Onnxalign("plan", TinySd, "--prompt", "a red square", "--negative-prompt", "blurry", "--guidance-scale", "4",
+                                         "--count", "7", "--steps", "5", "--sampler", "ddpm", "--batch", "3", "--out", plan);
+        Assert.True(planned.Code == 0, planned.Err);
+        var single = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "single"));
+        Assert.True(single.Code == 0, single.Err);
+        foreach (int i in new[] { 1, 0 })
+        {
+            var shard = CliTests.Onnxalign("generate", "--plan", plan, "--shard", $"{i}/2", "--out", Path.Combine(dir, $"shard{i}"));
+            Assert.True(shard.Code == 0, shard.Err);
+        }
+        var merged = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "merged"), Path.Combine(dir, "shard1"), Path.Combine(dir, "shard0"));
+        Assert.True(merged.Code == 0, merged.Err);
+        ScaleOutTests.AssertSameFiles(Path.Combine(dir, "single"), Path.Combine(dir, "merged"));
+        Assert.True(File.Exists(Path.Combine(dir, "merged", "latents.npy")));
+        var a = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "single", "report.json")))!;
+        var b = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "merged", "report.json")))!;
+        Assert.Equal(a["statistics"]!.ToJsonString(), b["statistics"]!.ToJsonString());
+        Assert.Equal(a["conditioning"]!.ToJsonString(), b["conditioning"]!.ToJsonString());
+    }
+
+    [Fact]
+    public void TheProxOnALatentModelRefusesADecodedImageNetwork()
+    {
+        string outDir = Path.Combine(TestSupport.TempDirectory(), "out");
+        var (code, _, stderr) = CliTests.Onnxalign("generate", TinySd, "--align", "w2", "--reward", $"onnx:{Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "evaluator")}@Trouser",
+                                                   "--lambda", "1", "--count", "2", "--steps", "3", "--out", outDir);
+        Assert.Equal(2, code);
+        Assert.Contains("without a gradient", stderr);
+        Assert.False(Directory.Exists(outDir));
+    }
+
+    [Fact]
     public void InspectListsEveryComponent()
     {
         var (code, stdout, stderr) = CliTests.Onnxalign("inspect", TinySd);
