@@ -140,15 +140,7 @@ public static class TinySd
         g.Output("out_sample", OnnxType.Float, -1, 4, 8, 8);
 
         const int embed = 16;
-        var table = new float[1000 * embed];
-        for (int t = 0; t < 1000; t++)
-            for (int j = 0; j < embed / 2; j++)
-            {
-                double freq = Math.Exp(-Math.Log(10000) * j / (embed / 2));
-                table[t * embed + j] = (float)Math.Sin(t * freq);
-                table[t * embed + embed / 2 + j] = (float)Math.Cos(t * freq);
-            }
-        string emb = g.Node("Gather", [g.Constant(table, 1000, embed), timestep]);                                   // [steps,16]
+        string emb = g.Node("Gather", [g.Constant(ToyModels.SinusoidTable(embed), 1000, embed), timestep]);                                   // [steps,16]
         string temb = g.Node("Reshape", [g.Node("MatMul", [emb, Weights(g, rng, embed * channels, Math.Sqrt(1.0 / embed), embed, channels)]),
                                          g.Constant([-1L, channels, 1, 1], 4)]);                                        // [steps,C,1,1]
         string h = Silu(g, g.Node("Add", [Conv(g, rng, sample, 4, channels), temb]));                                  // [B,C,8,8]

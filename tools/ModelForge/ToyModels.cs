@@ -229,14 +229,7 @@ public static class ToyModels
         string Silu(string h) => g.Node("Mul", [h, g.Node("Sigmoid", [h])]);
 
         const int embed = 32;
-        var table = new float[1000 * embed];
-        for (int t = 0; t < 1000; t++)
-            for (int j = 0; j < embed / 2; j++)
-            {
-                double freq = Math.Exp(-Math.Log(10000) * j / (embed / 2));
-                table[t * embed + j] = (float)Math.Sin(t * freq);
-                table[t * embed + embed / 2 + j] = (float)Math.Cos(t * freq);
-            }
+        var table = SinusoidTable(embed);
         string index = g.Node("Cast", [timestep], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Int64));
         string emb = g.Node("Gather", [g.Constant(table, 1000, embed), index]);
         string temb = g.Node("Reshape", [
@@ -250,6 +243,20 @@ public static class ToyModels
         string h4 = Silu(g.Node("Add", [Conv(up, 32, 16), h1]));
         g.Node("Identity", [Conv(h4, 16, 3, gain: 0.2)], output: "out_sample");
         return g.ToModel();
+    }
+
+    /// <summary>The sinusoidal timestep embedding of t = 0 … 999 (sines, then cosines), [1000 × <paramref name="embed"/>].</summary>
+    internal static float[] SinusoidTable(int embed)
+    {
+        var table = new float[1000 * embed];
+        for (int t = 0; t < 1000; t++)
+            for (int j = 0; j < embed / 2; j++)
+            {
+                double freq = Math.Exp(-Math.Log(10000) * j / (embed / 2));
+                table[t * embed + j] = (float)Math.Sin(t * freq);
+                table[t * embed + embed / 2 + j] = (float)Math.Cos(t * freq);
+            }
+        return table;
     }
 
     private static double[] Pattern(Func<int, int, double> pixel)

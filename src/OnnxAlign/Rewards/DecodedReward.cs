@@ -8,7 +8,7 @@ namespace OnnxAlign.Rewards;
 /// importance weights need r only at the particles, never a gradient.
 /// </summary>
 /// <remarks>Owns <see cref="Inner"/> (disposed with it); the decoder belongs to the caller.</remarks>
-public sealed class DecodedReward : Reward
+public sealed class DecodedReward : BatchReward
 {
     private readonly VaeDecoder _decoder;
 
@@ -28,9 +28,6 @@ public sealed class DecodedReward : Reward
     public long Decodes { get; private set; }
 
     /// <inheritdoc/>
-    public override bool HasGradient => false;
-
-    /// <inheritdoc/>
     public override double[] EvaluateBatch(ReadOnlySpan<float> samples)
     {
         int n = samples.Length / Size;
@@ -40,19 +37,7 @@ public sealed class DecodedReward : Reward
     }
 
     /// <inheritdoc/>
-    public override double Evaluate(ReadOnlySpan<float> x) => EvaluateBatch(x)[0];
-
-    /// <inheritdoc/>
-    public override double Evaluate(ReadOnlySpan<double> x)
-    {
-        var single = new float[x.Length];
-        for (int i = 0; i < x.Length; i++) single[i] = (float)x[i];
-        return Evaluate(single);
-    }
-
-    /// <summary>Not available: the decoder is run without gradients (black-box rewards need none).</summary>
-    public override double Gradient(ReadOnlySpan<double> x, Span<double> gradient) =>
-        throw new NotSupportedException($"'{Name}' is evaluated on decoded images: it has no gradient in the latent");
+    protected override string NoGradient => $"'{Name}' is evaluated on decoded images: it has no gradient in the latent";
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

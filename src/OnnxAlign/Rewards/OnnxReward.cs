@@ -10,7 +10,7 @@ namespace OnnxAlign.Rewards;
 /// <c>fit-reward</c> turns it into a linear or low-rank reward for the exact methods and the prox.
 /// </summary>
 /// <remarks>Thread-safe (calls are serialised); owns its session: dispose it.</remarks>
-public sealed class OnnxReward : Reward
+public sealed class OnnxReward : BatchReward
 {
     private readonly OnnxImageModel _model;
     private readonly int _outputs;
@@ -61,8 +61,6 @@ public sealed class OnnxReward : Reward
     /// <summary>The image model (its input shape, outputs).</summary>
     public OnnxImageModel Model => _model;
 
-    /// <inheritdoc/>
-    public override bool HasGradient => false;
 
     /// <summary>The raw output rows [n × outputs] of a batch (for <c>fit-reward</c>'s low-rank fit of all classes).</summary>
     public float[] Outputs(ReadOnlySpan<float> samples) => _model.Run(samples, samples.Length / Size, [_model.OutputName], NetworkCancellation.Current)[0];
@@ -84,20 +82,7 @@ public sealed class OnnxReward : Reward
     }
 
     /// <inheritdoc/>
-    public override double Evaluate(ReadOnlySpan<float> x) => EvaluateBatch(x)[0];
-
-    /// <inheritdoc/>
-    public override double Evaluate(ReadOnlySpan<double> x)
-    {
-        var single = new float[x.Length];
-        for (int i = 0; i < x.Length; i++) single[i] = (float)x[i];
-        return Evaluate(single);
-    }
-
-    /// <summary>Not available: a network reward has no gradient here (fit-reward gives a linear or low-rank reward that has one).</summary>
-    /// <exception cref="NotSupportedException">Always.</exception>
-    public override double Gradient(ReadOnlySpan<double> x, Span<double> gradient) =>
-        throw new NotSupportedException($"'{Name}' is a network reward without a gradient; fit a linear or low-rank reward to it (fit-reward) for gradient-based methods");
+    protected override string NoGradient => $"'{Name}' is a network reward without a gradient; fit a linear or low-rank reward to it (fit-reward) for gradient-based methods";
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
