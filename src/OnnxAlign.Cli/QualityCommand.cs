@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
+using OnnxAlign.Guidance;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 
@@ -59,9 +60,11 @@ internal static class QualityCommand
             if (parse.GetValue(output) is { } target && File.Exists(target) && !parse.GetValue(overwrite))
                 throw new UsageException($"--out {target}: exists; pass --overwrite to replace it");
             var located = DiffusionModel.Locate(modelPath);
-            using var denoiser = located.OpenDenoiser(options);
-            var sampleShape = denoiser.SampleShape;
-            using var evaluator = new ImageEvaluator(dir, options, sampleShape, located.DataRange);
+            // A Stable-Diffusion-shaped model is sampled at its empty prompt and its latents decoded (DESIGN §9): the evaluator
+            // sees images, in the decoder's [−1, 1].
+            using var opened = ConditionedModel.Open(located, null, options);
+            var sampleShape = opened.OutputShape;
+            using var evaluator = new ImageEvaluator(dir, options, sampleShape, located.IsLatent ? null : located.DataRange);
             // The Fréchet distance needs the evaluator's features and the real images' statistics; without them the
             // class histogram and confidence are still measured.
             var reference = evaluator.HasFeatures ? ReadReference(dir) : null;
@@ -82,8 +85,8 @@ internal static class QualityCommand
                 n = GenerateCommand.Positive(parse.GetValue(count), "--count");
                 var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
                 var request = new GenerationRequest { Count = n, BatchSize = GenerateCommand.Positive(parse.GetValue(batch), "--batch"), Seed = parse.GetValue(seed) };
-                var result = ProgressReporter.Run("generate", progress => Generation.Run(denoiser, s, request, progress));
-                data = result.Samples;
+                var result = ProgressReporter.Run("generate", progress => Generation.Run(opened.Denoiser, s, request, progress));
+                data = opened.Decode(result.Samples, result.Count);
                 generation["sampler"] = s.Name;
                 generation["steps"] = s.Steps;
                 generation["seed"] = request.Seed;
@@ -91,7 +94,9 @@ internal static class QualityCommand
             }
             var quality = SampleQuality.Measure(evaluator.Evaluate(data, n, sampleShape), reference);
             string realPathInDir = Path.Combine(dir, "real_u8.npy");
-            var realImages = File.Exists(realPathInDir) ? ReadImages(realPathInDir, sampleShape) : null;
+            // The real-image floor is for samples of the real images' own shape (a latent model's decoded images may differ).
+            var realImages = File.Exists(realPathInDir) && NpyFile.Read(realPathInDir).Shape.AsSpan(1).SequenceEqual(sampleShape.ToArray())
+                ? ReadImages(realPathInDir, sampleShape) : null;
             var floor = realImages is null ? null : SampleQuality.Measure(evaluator.Evaluate(realImages.Data, realImages.Rows, sampleShape), reference);
 
             var names = evaluator.ClassNames.Length == quality.ClassShares.Length ? evaluator.ClassNames

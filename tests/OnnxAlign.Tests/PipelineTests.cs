@@ -310,6 +310,19 @@ public class PipelineTests
     }
 
     [Fact]
+    public void QualityEvaluatesTheDecodedImagesOfALatentModel()
+    {
+        // Any ONNX classifier with a card serves: the grey 32×32 Fashion-MNIST evaluator scores tiny-sd's RGB 64×64 images.
+        string json = Path.Combine(TestSupport.TempDirectory(), "quality.json");
+        var (code, _, stderr) = CliTests.Onnxalign("quality", TinySd, "--count", "4", "--steps", "3", "--evaluator",
+                                                   Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "evaluator"), "--out", json);
+        Assert.True(code == 0, stderr);
+        var shares = JsonNode.Parse(File.ReadAllText(json))!["class_shares"]!.AsObject();
+        Assert.Equal(1.0, shares.Sum(p => (double)p.Value!), 6);
+        Assert.Null(JsonNode.Parse(File.ReadAllText(json))!["real_floor"]);   // the real images are 1×32×32: no floor for 3×64×64 samples
+    }
+
+    [Fact]
     public void InspectListsEveryComponent()
     {
         var (code, stdout, stderr) = CliTests.Onnxalign("inspect", TinySd);
