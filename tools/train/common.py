@@ -51,11 +51,12 @@ def seed_everything(seed):
 class Log:
     """Prints and appends JSON lines to a log file, so figures for the model card are on record."""
 
-    def __init__(self, path):
+    def __init__(self, path, append=False):
+        """append=True keeps the lines already in the file (a resumed run continues its log)."""
         self.path = path
         self.start = time.time()
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        open(path, "w").close()
+        open(path, "a" if append else "w").close()
 
     def __call__(self, **fields):
         fields = {"elapsed_s": round(time.time() - self.start, 1), **fields}
@@ -71,12 +72,13 @@ def atomic_write_bytes(path, data):
     os.replace(tmp, path)
 
 
-def export_onnx(model, example_inputs, path, input_names, output_names):
-    """Exports `model` (in eval mode) to ONNX opset 17 at `path`, atomically, with a dynamic batch on every input and output."""
+def export_onnx(model, example_inputs, path, input_names, output_names, dynamic_axes=None):
+    """Exports `model` (in eval mode) to ONNX opset 17 at `path`, atomically, with a dynamic batch on every input and
+    output (or the given dynamic_axes, torch.onnx.export's argument)."""
     model.eval()
     tmp = path + ".tmp"
     torch.onnx.export(model, example_inputs, tmp, opset_version=17, input_names=input_names, output_names=output_names,
-                      dynamic_axes={n: {0: "batch"} for n in input_names + output_names})
+                      dynamic_axes=dynamic_axes or {n: {0: "batch"} for n in input_names + output_names})
     os.replace(tmp, path)
 
 
