@@ -3,7 +3,7 @@
 # without classifier-free guidance, and the tilt/CFG interplay (a decoded-image reward, the evaluator's log-probability
 # of a class, aligned by the black-box tilt-proposal SMC, with and without guidance, with and without a prompt).
 #   tools/bench/ldm_card.sh [WORK_DIR] [COUNT]     (default /tmp/onnxalign-ldm-card, 200 samples per cell)
-# Writes WORK_DIR/card.json and prints the two markdown tables of the card.
+# Writes WORK_DIR/card.json and prints the two markdown tables of the card. REUSE=1 keeps runs already in WORK_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-/tmp/onnxalign-ldm-card}
@@ -15,10 +15,15 @@ model=models/fashion-ldm
 evaluator=models/fashion/evaluator
 classes=("t-shirt/top" "trouser" "pullover" "dress" "coat" "sandal" "shirt" "sneaker" "bag" "ankle boot")
 
-run() {   # run NAME ARGS… : generate into WORK/NAME, then the evaluator's class shares into WORK/NAME.quality.json
+classifier=models/fashion/classifier
+run() {   # run NAME ARGS… : generate into WORK/NAME (kept with REUSE=1), then the class shares by the evaluator CNN
+          # (WORK/NAME.quality.json) and by models/fashion's linear classifier (WORK/NAME.classifier.json)
   local name=$1; shift
-  $cli generate $model "$@" --count "$count" --steps 50 --sampler ddpm --seed 0 --out "$work/$name" --overwrite >/dev/null
+  if [ "${REUSE:-0}" != 1 ] || [ ! -f "$work/$name/report.json" ]; then
+    $cli generate $model "$@" --count "$count" --steps 50 --sampler ddpm --seed 0 --out "$work/$name" --overwrite 2>/dev/null >/dev/null
+  fi
   $cli quality $model --samples "$work/$name" --evaluator $evaluator --out "$work/$name.quality.json" --overwrite >/dev/null
+  $cli quality $model --samples "$work/$name" --evaluator $classifier --out "$work/$name.classifier.json" --overwrite >/dev/null
 }
 
 for w in 1 3; do

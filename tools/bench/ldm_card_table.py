@@ -4,13 +4,19 @@ import os
 import sys
 
 work, count = sys.argv[1], int(sys.argv[2])
-names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]   # the classifiers' classes.json
+prompts = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]   # the training prompts' names
 
 
 def load(name):
     quality = json.load(open(os.path.join(work, name + ".quality.json")))
     report = json.load(open(os.path.join(work, name, "report.json")))
     return quality, report
+
+
+def linear(name, cls):
+    """The class share by models/fashion's linear classifier."""
+    return json.load(open(os.path.join(work, name + ".classifier.json")))["class_shares"][cls]
 
 
 def share(quality, cls):
@@ -22,14 +28,17 @@ def se(p, n):
 
 
 card = {"count": count, "prompts": [], "interplay": []}
-print(f"| prompt | class rate, w = 1 | class rate, w = 3 | mean confidence w = 1 / 3 |")
-print("|---|---|---|---|")
+print(f"| prompt | evaluator, w = 1 | evaluator, w = 3 | linear classifier, w = 1 | linear classifier, w = 3 | mean confidence w = 1 / 3 |")
+print("|---|---|---|---|---|---|")
 for c, cls in enumerate(names):
     q1, _ = load(f"prompt{c}-w1")
     q3, _ = load(f"prompt{c}-w3")
     p1, p3 = share(q1, cls), share(q3, cls)
-    card["prompts"].append({"class": cls, "w1": p1, "w3": p3, "confidence_w1": q1["mean_confidence"], "confidence_w3": q3["mean_confidence"]})
-    print(f"| a photo of a {cls.lower()} | {p1:.3f} ± {se(p1, count):.3f} | {p3:.3f} ± {se(p3, count):.3f} | {q1['mean_confidence']:.3f} / {q3['mean_confidence']:.3f} |")
+    l1, l3 = linear(f"prompt{c}-w1", cls), linear(f"prompt{c}-w3", cls)
+    card["prompts"].append({"class": cls, "w1": p1, "w3": p3, "linear_w1": l1, "linear_w3": l3,
+                            "confidence_w1": q1["mean_confidence"], "confidence_w3": q3["mean_confidence"]})
+    print(f"| a photo of a {prompts[c]} | {p1:.3f} ± {se(p1, count):.3f} | {p3:.3f} ± {se(p3, count):.3f} | "
+          f"{l1:.3f} ± {se(l1, count):.3f} | {l3:.3f} ± {se(l3, count):.3f} | {q1['mean_confidence']:.3f} / {q3['mean_confidence']:.3f} |")
 for w in (1, 3):
     q, _ = load(f"empty-w{w}")
     card[f"empty_prompt_w{w}"] = q["class_shares"]
