@@ -373,7 +373,8 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
         private readonly int _chunk, _length;
         private OrtValue? _conditioning;
         private (int Length, int Width) _conditioningShape;
-        private (IReadOnlyList<TextEmbedding>? Embeddings, int RowsPerEmbedding, int Start, int Count) _written = (null, -1, -1, -1);
+        private TextEmbedding[]? _writtenEmbeddings;          // what the bound conditioning holds: these embeddings (null: zeros) …
+        private (int RowsPerEmbedding, int Start, int Count) _writtenLayout = (-1, -1, -1);   // … in this layout
 
         public Binding(OnnxDenoiser owner, int chunk)
         {
@@ -423,8 +424,12 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
         public void WriteConditioning(EmbeddingRows? rows, int start, int count)
         {
             if (_owner._conditioningName is not { } name) return;
-            var key = (rows?.Embeddings, rows?.RowsPerEmbedding ?? 0, rows is null ? 0 : start, rows is null ? 0 : count);
-            if (_conditioning is not null && key == _written) return;
+            // The same embeddings (by reference: they are immutable) in the same layout are bound already.
+            var layout = rows is { } current ? (current.RowsPerEmbedding, start, count) : (0, 0, 0);
+            if (_conditioning is not null && layout == _writtenLayout
+                && (rows is null ? _writtenEmbeddings is null
+                                 : _writtenEmbeddings is { } bound && bound.Length == rows.Value.Embeddings.Count && bound.Select((e, i) => ReferenceEquals(e, rows.Value.Embeddings[i])).All(b => b)))
+                return;
             var first = rows?.Embeddings[0];
             var shape = first is not null ? (first.Length, first.Width)
                 : _owner._conditioningLength is { } l && _owner._conditioningWidth is { } w ? (l, w)
@@ -458,7 +463,8 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
                 }
             }
             _io.BindInput(name, _conditioning);
-            _written = key;
+            _writtenEmbeddings = rows?.Embeddings.ToArray();
+            _writtenLayout = layout;
         }
 
         /// <summary>Writes <paramref name="rows"/> (a multiple of the sample size) into the input, zeros after them.</summary>
