@@ -44,6 +44,7 @@ internal static class AlignCommand
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            GenerateCommand.RefusePipeline(located, "align");
             string outDir = parse.GetValue(output)!;
             int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");

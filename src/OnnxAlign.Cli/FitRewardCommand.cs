@@ -47,6 +47,7 @@ internal static class FitRewardCommand
             string outDir = parse.GetValue(output)!;
             if (string.IsNullOrWhiteSpace(outDir)) throw new UsageException("--out: expected a folder, got an empty path");
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            GenerateCommand.RefusePipeline(located, "fit-reward");
             var options = runtime.For(parse);
             using var denoiser = located.OpenDenoiser(options);
             using var network = RewardSpec.Parse(parse.GetValue(reward)!, denoiser.SampleShape, located.Directory, new NetworkRewardOptions(located.DataRange, options)) as OnnxReward

@@ -380,6 +380,17 @@ internal static class GenerateCommand
     /// <summary>The keys of a fast tilt's log Z estimate that a plan computes once for all shards.</summary>
     internal static readonly string[] PlannedLogPartitionKeys = ["log_partition", "kl_divergence", "logz_network_evaluations"];
 
+    /// <summary>
+    /// Commands that do not take prompts or decode latents yet refuse a Stable-Diffusion-shaped model with what serves
+    /// it, rather than sampling it at a conditioning it was not given or treating latents as images.
+    /// </summary>
+    internal static void RefusePipeline(DiffusionModel located, string command)
+    {
+        if (located.TextEncoderPath is not null || located.IsLatent)
+            throw new UsageException($"MODEL {located.Source}: a Stable-Diffusion-shaped model ({(located.IsLatent ? "latents and a VAE decoder" : "a text encoder")}); " +
+                                     $"{command} does not take prompts or decode latents yet: use generate (--prompt, --guidance-scale, --reward, --tilt) and quality --samples");
+    }
+
     /// <summary>The model argument (a planned run has it from the plan).</summary>
     internal static DiffusionModel Locate(ParseResult parse, GenerateOptions o) =>
         DiffusionModel.Locate(parse.GetValue(o.Model) ?? throw new UsageException("MODEL: missing; give a model file or folder (or --plan PLAN.json)"));

@@ -50,6 +50,7 @@ internal static class SweepCommand
         command.SetAction(parse =>
         {
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            GenerateCommand.RefusePipeline(located, "sweep");
             string spec = parse.GetValue(reward)!, outDir = parse.GetValue(output)!;
             var lambdaValues = parse.GetValue(lambdas)!.Split(',').Select(v =>
                 double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double l) && l > 0 && double.IsFinite(l) ? l

@@ -49,6 +49,7 @@ internal static class VerifyCommand
             var modeList = parse.GetValue(modes)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
             if (modeList.Length == 0 || modeList.Any(m => m is not ("exact" or "fast"))) throw new UsageException($"--modes '{parse.GetValue(modes)}': expected exact, fast or exact,fast");
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
+            GenerateCommand.RefusePipeline(located, "verify");
             var samplerInstance = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, s, parse.GetValue(eta));
             using var denoiser = located.OpenDenoiser(runtime.For(parse));
             string spec = parse.GetValue(reward)!;

@@ -322,6 +322,16 @@ public class PipelineTests
         Assert.Null(JsonNode.Parse(File.ReadAllText(json))!["real_floor"]);   // the real images are 1×32×32: no floor for 3×64×64 samples
     }
 
+    [Theory]
+    [InlineData("align", "--constraint", "brightness>=0.1")]
+    [InlineData("verify", "--reward", "brightness", "--lambda", "1")]
+    public void CommandsWithoutPromptsRefuseAPipelineModelAndSayWhatServesIt(params string[] args)
+    {
+        var (code, _, stderr) = CliTests.Onnxalign([args[0], TinySd, .. args[1..]]);
+        Assert.Equal(2, code);
+        Assert.Contains("use generate", stderr);
+    }
+
     [Fact]
     public void InspectListsEveryComponent()
     {
