@@ -182,11 +182,13 @@ internal static class BenchCommand
         if (!File.Exists(script) || !File.Exists(weights))
             throw new UsageException($"--torch {weights}: needs {script} and that file (run from the repository root)");
         bool onnx = weights.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
-        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        // Debian's python3 by default (tools/train/setup.sh); ONNXALIGN_PYTHON names another (a GPU image's torch).
+        string python = Environment.GetEnvironmentVariable("ONNXALIGN_PYTHON") is { Length: > 0 } p ? p : "/usr/bin/python3";
+        var start = new System.Diagnostics.ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { script, onnx ? "--onnx" : "--checkpoint", weights, "--device", device.StartsWith("cuda", StringComparison.Ordinal) ? device : "cpu",
                                   "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch", batch.ToString(CultureInfo.InvariantCulture), "--repeats", repeats.ToString(CultureInfo.InvariantCulture) })
             start.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(start) ?? throw new UsageException("--torch: cannot start /usr/bin/python3 (run tools/train/setup.sh)");
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new UsageException($"--torch: cannot start {python} (run tools/train/setup.sh, or set ONNXALIGN_PYTHON)");
         string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
         process.WaitForExit();
         if (process.ExitCode != 0) throw new UsageException($"--torch: torch_loop.py failed: {stderr.Trim().Split('\n').LastOrDefault()}");
