@@ -14,8 +14,9 @@ checkpoint (ddpm_ema.pt) instead.
 
 Prints one JSON line: the median seconds of a full sampling run, the thread count, the device and the weights'
 source. --write-check DIR instead writes x.npy [4,1,32,32], t.npy [4] and eps.npy (the torch network's output) for
-the C# test that checks the ONNX model reproduces them (TorchParityTests). The ONNX file is read with the `onnx`
-package where it is installed, otherwise with the small protobuf reader below (a GPU image may have torch only).
+the C# test that checks the ONNX model reproduces them (TorchParityTests; needs numpy). The ONNX file is read with
+the `onnx` package where it is installed, otherwise with the small protobuf reader below (a GPU image may have torch
+only).
 """
 import argparse
 import json
@@ -25,7 +26,6 @@ import struct
 import sys
 import time
 
-import numpy as np
 import torch
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -68,7 +68,7 @@ def _fields(buf):
         yield field, wire, value
 
 
-_DTYPES = {1: np.float32, 10: np.float16, 11: np.float64, 7: np.int64, 6: np.int32}
+_DTYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64, 7: torch.int64, 6: torch.int32}
 
 
 def _tensor(buf):
@@ -94,8 +94,11 @@ def _tensor(buf):
             raise ValueError(f"initializer {name or '?'}: external data is not supported")
     if dtype not in _DTYPES:
         raise ValueError(f"initializer {name}: data type {dtype} is not supported")
-    array = np.frombuffer(raw, dtype=_DTYPES[dtype]) if raw is not None else np.asarray(floats, dtype=_DTYPES[dtype])
-    return name, array.reshape(dims).copy()
+    if raw is not None:
+        array = torch.frombuffer(bytearray(raw), dtype=_DTYPES[dtype]) if raw else torch.zeros(0, dtype=_DTYPES[dtype])
+    else:
+        array = torch.tensor(floats, dtype=_DTYPES[dtype])
+    return name, array.reshape(dims).clone()
 
 
 def _node(buf):
@@ -111,7 +114,7 @@ def _node(buf):
 
 
 def read_onnx_builtin(path):
-    """(initializers {name: array}, nodes [(name, op_type, inputs)]) with no dependency beyond numpy."""
+    """(initializers {name: tensor}, nodes [(name, op_type, inputs)]) with no dependency beyond torch."""
     with open(path, "rb") as f:
         model = memoryview(f.read())
     graph = next(value for field, _, value in _fields(model) if field == 7)
@@ -164,6 +167,7 @@ def state_dict_from_onnx(initializers, nodes, model):
                 consumers.setdefault(i, []).append((name, op))
     result, sources = {}, {}
     for init, array in initializers.items():
+        array = torch.as_tensor(array)
         if init in target:
             key = init
         else:
@@ -176,9 +180,9 @@ def state_dict_from_onnx(initializers, nodes, model):
         if key in result:
             raise ValueError(f"parameter {key}: from both {sources[key]} and {init}")
         want = tuple(target[key].shape)
-        if array.size != target[key].numel() or (key == init and array.shape != want):
-            raise ValueError(f"parameter {key}: shape {want}, initializer {init} has {array.shape}")
-        result[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32).reshape(want))
+        if array.numel() != target[key].numel() or (key == init and tuple(array.shape) != want):
+            raise ValueError(f"parameter {key}: shape {want}, initializer {init} has {tuple(array.shape)}")
+        result[key] = array.to(torch.float32).reshape(want).contiguous()
         sources[key] = init
     missing = sorted(set(target) - set(result))
     if missing:
@@ -220,6 +224,7 @@ def ddim(model, x, steps, alphas_cumprod):
 
 def write_check(model, directory):
     """Inputs and the torch network's ε̂ for the C# parity test: 4 samples, each at its own timestep."""
+    import numpy as np
     os.makedirs(directory, exist_ok=True)
     generator = torch.Generator().manual_seed(21)
     x = torch.randn(4, 1, 32, 32, generator=generator)
