@@ -25,7 +25,11 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Samples per run (one batch).", DefaultValueFactory = _ => 16 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats of each variant.", DefaultValueFactory = _ => 5 };
         var output = new Option<string?>("--out") { Description = "Also write the figures as JSON to this file." };
-        var torch = new Option<string?>("--torch") { Description = "Also time tools/bench/torch_loop.py on this PyTorch checkpoint (the training script's ddpm_ema.pt) for equal work." };
+        var torch = new Option<string?>("--torch")
+        {
+            Description = "Also time tools/bench/torch_loop.py (the same UNet and DDIM loop in PyTorch) for equal work: with no value on the model's own ONNX weights, or on the given .onnx file or training checkpoint (ddpm_ema.pt).",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         var sweepBatches = new Option<bool>("--throughput") { Description = "Also measure throughput for batch 1…256 with all cores and with one thread." };
         var mixture = new Option<bool>("--kl-mixture") { Description = "Instead: evaluations and accuracy of the KL mixture vs importance resampling and best-of-N across λ, on a 2-d toy with known law (models/toy/gmm2d)." };
         var blackBox = new Option<bool>("--black-box") { Description = "Instead: DESIGN §8's methods on a network reward (--reward onnx:…) at equal network evaluations against a high-budget importance-weighted reference, across --lambdas (DDPM, --steps)." };
@@ -108,6 +112,7 @@ internal static class BenchCommand
                 ["model"] = located.OnnxPath,
                 ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
                 ["device"] = denoiser.Device,
+                ["onnxruntime"] = Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString(),
                 ["host_buffers"] = denoiser.HostMemory,
                 ["network_element_type"] = denoiser.SampleElementType.ToString(),
                 ["steps"] = s,
@@ -125,7 +130,8 @@ internal static class BenchCommand
             };
             if (parse.GetValue(sweepBatches)) figures["throughput"] = Throughput(located, sampler, s, options);
             figures["peak_working_set_mb"] = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
-            if (parse.GetValue(torch) is { } checkpoint) figures["pytorch"] = TorchComparison(checkpoint, s, b, r, plainMedian);
+            if (parse.GetResult(torch) is not null)
+                figures["pytorch"] = TorchComparison(parse.GetValue(torch) is { Length: > 0 } weights ? weights : located.OnnxPath, denoiser.Device, s, b, r, plainMedian);
             Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians), device {denoiser.Device} (host buffers {denoiser.HostMemory})");
             Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
             Console.WriteLine($"  tilted (exact)        {tiltedMedian * 1000,9:F1} ms");
@@ -165,24 +171,32 @@ internal static class BenchCommand
         return rows;
     }
 
-    /// <summary>Runs tools/bench/torch_loop.py (Debian's python3 with torch, tools/train/setup.sh) for equal work and compares.</summary>
-    private static JsonObject TorchComparison(string checkpoint, int steps, int batch, int repeats, double onnxAlignSeconds)
+    /// <summary>
+    /// Runs tools/bench/torch_loop.py (Debian's python3 with torch, tools/train/setup.sh) for equal work and compares:
+    /// the torch UNet takes its weights from <paramref name="weights"/>, an ONNX export (the benched model's own by
+    /// default) or a training checkpoint, and runs on the bench's device.
+    /// </summary>
+    private static JsonObject TorchComparison(string weights, string device, int steps, int batch, int repeats, double onnxAlignSeconds)
     {
         string script = Path.Combine("tools", "bench", "torch_loop.py");
-        if (!File.Exists(script) || !File.Exists(checkpoint))
-            throw new UsageException($"--torch {checkpoint}: needs {script} and the checkpoint (run from the repository root after tools/train/train_ddpm.py)");
-        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { script, "--checkpoint", checkpoint, "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch", batch.ToString(CultureInfo.InvariantCulture), "--repeats", repeats.ToString(CultureInfo.InvariantCulture) })
+        if (!File.Exists(script) || !File.Exists(weights))
+            throw new UsageException($"--torch {weights}: needs {script} and that file (run from the repository root)");
+        bool onnx = weights.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+        // Debian's python3 by default (tools/train/setup.sh); ONNXALIGN_PYTHON names another (a GPU image's torch).
+        string python = Environment.GetEnvironmentVariable("ONNXALIGN_PYTHON") is { Length: > 0 } p ? p : "/usr/bin/python3";
+        var start = new System.Diagnostics.ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { script, onnx ? "--onnx" : "--checkpoint", weights, "--device", device.StartsWith("cuda", StringComparison.Ordinal) ? device : "cpu",
+                                  "--steps", steps.ToString(CultureInfo.InvariantCulture), "--batch", batch.ToString(CultureInfo.InvariantCulture), "--repeats", repeats.ToString(CultureInfo.InvariantCulture) })
             start.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(start) ?? throw new UsageException("--torch: cannot start /usr/bin/python3 (run tools/train/setup.sh)");
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new UsageException($"--torch: cannot start {python} (run tools/train/setup.sh, or set ONNXALIGN_PYTHON)");
         string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
         process.WaitForExit();
         if (process.ExitCode != 0) throw new UsageException($"--torch: torch_loop.py failed: {stderr.Trim().Split('\n').LastOrDefault()}");
         var result = JsonNode.Parse(stdout.Trim().Split('\n').Last())!.AsObject();
         double torchSeconds = result["seconds_median"]!.GetValue<double>();
-        Console.WriteLine($"  PyTorch {result["torch"]} ({result["threads"]} threads): {torchSeconds * 1000:F1} ms for the same work; OnnxAlign / PyTorch time {onnxAlignSeconds / torchSeconds:F3} (target ≤ 1)");
+        Console.WriteLine($"  PyTorch {result["torch"]} ({result["threads"]} threads, {result["device"]}): {torchSeconds * 1000:F1} ms for the same work; OnnxAlign / PyTorch time {onnxAlignSeconds / torchSeconds:F3} (target ≤ 1)");
         return new JsonObject { ["seconds_median"] = torchSeconds, ["threads"] = result["threads"]!.GetValue<int>(), ["torch"] = result["torch"]!.GetValue<string>(),
-                                ["onnxalign_over_pytorch_time"] = onnxAlignSeconds / torchSeconds };
+                                ["weights"] = result["weights"]?.GetValue<string>(), ["onnxalign_over_pytorch_time"] = onnxAlignSeconds / torchSeconds };
     }
 
     /// <summary>A reward per prox structure: linear (closed form), k = 3 concave (Newton), k = 1 Lipschitz (branch-and-bound).</summary>

@@ -25,6 +25,8 @@ internal static class InspectCommand
             Console.WriteLine($"scheduler  {c.ClassName}: {c.NumTrainTimesteps} steps, {(c.TrainedBetas is null ? $"{c.BetaSchedule} betas {c.BetaStart:g4}..{c.BetaEnd:g4}" : "trained betas")}");
             Console.WriteLine($"           prediction {c.PredictionType}, spacing {c.TimestepSpacing}, clip_sample {c.ClipSample}");
             Console.WriteLine($"           alpha_bar[0] = {schedule.AlphasCumprod[0]:g6}, alpha_bar[N-1] = {schedule.AlphasCumprod[^1]:g6}");
+            var ort = Microsoft.ML.OnnxRuntime.OrtEnv.Instance();
+            Console.WriteLine($"runtime    ONNX Runtime {ort.GetVersionString()}, providers {string.Join(", ", ort.GetAvailableProviders())}");
             if (c.IgnoredKeys.Count > 0) Console.WriteLine($"ignored    {string.Join(", ", c.IgnoredKeys)} (not used by OnnxAlign, as diffusers ignores them)");
             // The other components of a Stable-Diffusion-shaped folder (DESIGN §9).
             if (denoiser.ConditioningShape is { } conditioning)

@@ -34,6 +34,7 @@ namespace OnnxAlign.Cli
         public static int Run(RootCommand root, string[] args)
         {
             var output = StandardOutput.Install();
+            NativeLog.Install();
             try { return RunCommand(root, args); }
             finally { output.Finish(); }
         }
@@ -62,11 +63,12 @@ namespace OnnxAlign.Cli
             }
             catch (OnnxAlignException e)
             {
-                return Say($"error: {Flags.Describe(e)}", 2);
+                string line = Flags.Describe(e);
+                return Say($"error: {line}{NativeLog.Detail(line)}", 2);
             }
             catch (Exception e) when (e is FormatException or ArgumentException or UsageException)
             {
-                return Say($"error: {e.Message}", 2);
+                return Say($"error: {e.Message}{NativeLog.Detail(e.Message)}", 2);
             }
             catch (OutOfMemoryException e)
             {

@@ -104,5 +104,6 @@ public class CliTests
         Assert.Contains("timestep: Float []", stdout);
         Assert.Contains("VPrediction", stdout);
         Assert.Contains("_diffusers_version", stdout);
+        Assert.Contains($"runtime    ONNX Runtime {Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString()}, providers ", stdout);
     }
 }

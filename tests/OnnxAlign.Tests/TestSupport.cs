@@ -45,6 +45,10 @@ internal static class TestSupport
 
     private static string FindRoot()
     {
+        // Test binaries run outside the repository (tools/gpu/device_run.sh unpacks them elsewhere) name it here.
+        if (Environment.GetEnvironmentVariable("ONNXALIGN_REPOSITORY_ROOT") is { Length: > 0 } given)
+            return File.Exists(Path.Combine(given, "OnnxAlign.sln")) ? Path.GetFullPath(given)
+                : throw new InvalidOperationException($"ONNXALIGN_REPOSITORY_ROOT={given} has no OnnxAlign.sln");
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "OnnxAlign.sln"))) return dir.FullName;
         throw new InvalidOperationException("repository root not found");

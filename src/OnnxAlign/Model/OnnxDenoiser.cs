@@ -307,7 +307,7 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
                 if (!OrtEnv.Instance().GetAvailableProviders().Contains("CUDAExecutionProvider"))
                     throw new ConfigException(
                         $"DenoiserOptions.Device {options.Device}: this ONNX Runtime build has no CUDA support. Build with " +
-                        "-p:OnnxRuntimePackage=Microsoft.ML.OnnxRuntime.Gpu (and CUDA 12 + cuDNN 9 installed) to use a GPU; see README, Troubleshooting.", "DenoiserOptions.Device");
+                        "-p:OnnxRuntimePackage=Microsoft.ML.OnnxRuntime.Gpu.Linux -p:OnnxRuntimeVersion=1.31.0 (CUDA 13 + cuDNN 9 installed) to use a GPU; see README, Troubleshooting.", "DenoiserOptions.Device");
                 try { so.AppendExecutionProvider_CUDA(deviceId); }
                 catch (OnnxRuntimeException e)
                 {
@@ -316,6 +316,11 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
             }
             options.ConfigureSession?.Invoke(so);
             return new InferenceSession(onnxPath, so);
+        }
+        catch (OnnxRuntimeException e) when (options.CudaDeviceId is not null)
+        {
+            // The CUDA provider creates its device context with the session: a missing GPU or CUDA library shows here.
+            throw ConfigException.For("DenoiserOptions.Device", $"{onnxPath}: no session on {options.Device} ({FirstLine(e.Message)}). Check the CUDA/cuDNN install and the device index, or try the model on the CPU.", e);
         }
         catch (OnnxRuntimeException e)
         {
