@@ -24,7 +24,7 @@ def share(quality, cls):
 
 
 def se(p, n):
-    return (p * (1 - p) / n) ** 0.5
+    return max(p * (1 - p), 0.0) ** 0.5 / n ** 0.5
 
 
 card = {"count": count, "prompts": [], "interplay": []}
