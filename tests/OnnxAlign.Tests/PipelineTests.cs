@@ -260,13 +260,7 @@ public class PipelineTests
     [Fact]
     public void ThePlanIdentityCoversEveryComponent()
     {
-        string copy = TestSupport.TempDirectory();
-        foreach (string file in Directory.GetFiles(TinySd, "*", SearchOption.AllDirectories))
-        {
-            string target = Path.Combine(copy, Path.GetRelativePath(TinySd, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
-        }
+        string copy = CopyOfTinySd();
         string before = PlanFile.NetworkHash(DiffusionModel.Locate(copy));
         Assert.Equal(PlanFile.NetworkHash(DiffusionModel.Locate(TinySd)), before);   // a copy is the same model
         File.WriteAllText(Path.Combine(copy, "vae_decoder", "config.json"), """{ "latent_channels": 4, "scaling_factor": 0.5 }""");
@@ -330,6 +324,42 @@ public class PipelineTests
         var (code, _, stderr) = CliTests.Onnxalign([args[0], TinySd, .. args[1..]]);
         Assert.Equal(2, code);
         Assert.Contains("use generate", stderr);
+    }
+
+    [Fact]
+    public void AUnetWithExternalWeightsIsTheSameModel()
+    {
+        // Exporters write large UNets as unet/model.onnx + unet/model.onnx_data (ONNX external data).
+        string copy = CopyOfTinySd();
+        var (model, data) = OnnxAlign.ModelForge.TinySd.UnetWithExternalData();
+        File.WriteAllBytes(Path.Combine(copy, "unet", "model.onnx"), model);
+        File.WriteAllBytes(Path.Combine(copy, "unet", "model.onnx_data"), data);
+        Assert.True(new FileInfo(Path.Combine(copy, "unet", "model.onnx")).Length < 20_000);   // the weights are outside
+        string a = TestSupport.TempDirectory(), b = TestSupport.TempDirectory();
+        string[] common = ["--prompt", "a red square", "--count", "2", "--steps", "4", "--overwrite"];
+        var embedded = CliTests.Onnxalign(["generate", TinySd, .. common, "--out", a]);
+        var external = CliTests.Onnxalign(["generate", copy, .. common, "--out", b]);
+        Assert.True(embedded.Code == 0, embedded.Err);
+        Assert.True(external.Code == 0, external.Err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(a, "latents.npy")), File.ReadAllBytes(Path.Combine(b, "latents.npy")));
+        // The weights file is part of the model's identity in plans.
+        string before = PlanFile.NetworkHash(DiffusionModel.Locate(copy));
+        var changed = File.ReadAllBytes(Path.Combine(copy, "unet", "model.onnx_data"));
+        changed[^1] ^= 1;
+        File.WriteAllBytes(Path.Combine(copy, "unet", "model.onnx_data"), changed);
+        Assert.NotEqual(before, PlanFile.NetworkHash(DiffusionModel.Locate(copy)));
+    }
+
+    private static string CopyOfTinySd()
+    {
+        string copy = TestSupport.TempDirectory();
+        foreach (string file in Directory.GetFiles(TinySd, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(copy, Path.GetRelativePath(TinySd, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+        return copy;
     }
 
     [Fact]

@@ -73,7 +73,8 @@ public enum OnnxType
 /// <summary>Builds an ONNX graph node by node and serialises it as a ModelProto.</summary>
 public sealed class OnnxGraph(string name)
 {
-    private readonly List<ProtoMessage> _nodes = [], _initializers = [], _inputs = [], _outputs = [];
+    private readonly List<ProtoMessage> _nodes = [], _inputs = [], _outputs = [];
+    private readonly List<(OnnxType Type, byte[] Raw, long[] Dims, string Name)> _initializers = [];
     private int _counter;
 
     /// <summary>Declares a graph input; a dimension of -1 becomes the symbolic dimension "batch", -2 "sequence", -3 "steps".</summary>
@@ -134,12 +135,36 @@ public sealed class OnnxGraph(string name)
         node.Message(5, new ProtoMessage().String(1, attributeName).Bytes(4, System.Text.Encoding.UTF8.GetBytes(value)).Int(20, 3));
 
     /// <summary>Serialises the model (IR version 8, default-domain opset 17).</summary>
-    public byte[] ToModel(string producer = "OnnxAlign.ModelForge")
+    public byte[] ToModel(string producer = "OnnxAlign.ModelForge") => ToModel(null, out _, producer);
+
+    /// <summary>
+    /// Serialises the model with its initializers' data in an external file (ONNX's external data, as exporters write
+    /// models over 2 GB: <c>model.onnx</c> + <c>model.onnx_data</c>), each tensor at its offset in
+    /// <paramref name="externalData"/> (a file name relative to the model); null keeps the data inside.
+    /// </summary>
+    public byte[] ToModel(string? externalData, out byte[] data, string producer = "OnnxAlign.ModelForge")
     {
         var graph = new ProtoMessage();
         foreach (var n in _nodes) graph.Message(1, n);
         graph.String(2, name);
-        foreach (var t in _initializers) graph.Message(5, t);
+        using var side = new MemoryStream();
+        foreach (var (type, raw, dims, tensorName) in _initializers)
+        {
+            var t = new ProtoMessage();
+            foreach (var d in dims) t.Int(1, d);
+            t.Int(2, (int)type).String(8, tensorName);
+            // As exporters do (torch's threshold), small tensors stay inside: shape constants must be readable by shape inference.
+            if (externalData is null || raw.Length < 1024) t.Bytes(9, raw);
+            else
+            {
+                static ProtoMessage Entry(string key, string value) => new ProtoMessage().String(1, key).String(2, value);
+                t.Message(13, Entry("location", externalData)).Message(13, Entry("offset", side.Position.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+                 .Message(13, Entry("length", raw.Length.ToString(System.Globalization.CultureInfo.InvariantCulture))).Int(14, 1);
+                side.Write(raw);
+            }
+            graph.Message(5, t);
+        }
+        data = side.ToArray();
         foreach (var i in _inputs) graph.Message(11, i);
         foreach (var o in _outputs) graph.Message(12, o);
         return new ProtoMessage()
@@ -153,10 +178,7 @@ public sealed class OnnxGraph(string name)
     private string Initializer(OnnxType type, byte[] raw, long[] dims)
     {
         string tensorName = $"const_{_counter++}";
-        var t = new ProtoMessage();
-        foreach (var d in dims) t.Int(1, d);
-        t.Int(2, (int)type).String(8, tensorName).Bytes(9, raw);
-        _initializers.Add(t);
+        _initializers.Add((type, raw, dims, tensorName));
         return tensorName;
     }
 

@@ -129,7 +129,16 @@ public static class TinySd
     /// sample [batch, 4, 8, 8], timestep int64 [steps] (1 or batch), encoder_hidden_states [batch, sequence, D] → out_sample:
     /// conv + timestep embedding → SiLU → cross-attention to the hidden states (single head, residual) → conv → SiLU → conv.
     /// </summary>
-    public static byte[] Unet()
+    public static byte[] Unet() => UnetGraph().ToModel();
+
+    /// <summary>The same UNet as an exporter writes a large one: <c>model.onnx</c> with its weights in <c>model.onnx_data</c>.</summary>
+    public static (byte[] Model, byte[] Data) UnetWithExternalData()
+    {
+        var model = UnetGraph().ToModel("model.onnx_data", out var data);
+        return (model, data);
+    }
+
+    private static OnnxGraph UnetGraph()
     {
         const int channels = 16, key = 16;
         var rng = new NoiseStream(20261202, 2);
@@ -156,7 +165,7 @@ public static class TinySd
                                              g.Constant([0L, channels, 8, 8], 4)]);                                     // [B,C,8,8]
         string h2 = Silu(g, Conv(g, rng, g.Node("Add", [h, attended]), channels, channels));
         g.Node("Identity", [Conv(g, rng, h2, channels, 4, gain: 0.3)], output: "out_sample");
-        return g.ToModel();
+        return g;
     }
 
     /// <summary>latent_sample [batch, 4, 8, 8] → three (conv, SiLU, ×2 nearest) stages → conv → tanh: sample [batch, 3, 64, 64] in (−1, 1).</summary>
