@@ -129,24 +129,28 @@ public static class TinySd
     /// sample [batch, 4, 8, 8], timestep int64 [steps] (1 or batch), encoder_hidden_states [batch, sequence, D] → out_sample:
     /// conv + timestep embedding → SiLU → cross-attention to the hidden states (single head, residual) → conv → SiLU → conv.
     /// </summary>
-    public static byte[] Unet() => UnetGraph().ToModel();
+    public static byte[] Unet() => UnetGraph(half: false).ToModel();
+
+    /// <summary>The UNet as a half-precision export (<c>--dtype fp16</c>): float16 sample, hidden states and output, float32 inside.</summary>
+    public static byte[] HalfPrecisionUnet() => UnetGraph(half: true).ToModel();
 
     /// <summary>The same UNet as an exporter writes a large one: <c>model.onnx</c> with its weights in <c>model.onnx_data</c>.</summary>
     public static (byte[] Model, byte[] Data) UnetWithExternalData()
     {
-        var model = UnetGraph().ToModel("model.onnx_data", out var data);
+        var model = UnetGraph(half: false).ToModel("model.onnx_data", out var data);
         return (model, data);
     }
 
-    private static OnnxGraph UnetGraph()
+    private static OnnxGraph UnetGraph(bool half)
     {
         const int channels = 16, key = 16;
         var rng = new NoiseStream(20261202, 2);
         var g = new OnnxGraph("tiny_unet_condition");
-        string sample = g.Input("sample", OnnxType.Float, -1, 4, 8, 8);
+        var io = half ? OnnxType.Float16 : OnnxType.Float;
+        string sample = ToFloat(g, g.Input("sample", io, -1, 4, 8, 8), half);
         string timestep = g.Input("timestep", OnnxType.Int64, -3);
-        string context = g.Input("encoder_hidden_states", OnnxType.Float, -1, -2, Width);
-        g.Output("out_sample", OnnxType.Float, -1, 4, 8, 8);
+        string context = ToFloat(g, g.Input("encoder_hidden_states", io, -1, -2, Width), half);
+        g.Output("out_sample", io, -1, 4, 8, 8);
 
         const int embed = 16;
         string emb = g.Node("Gather", [g.Constant(ToyModels.SinusoidTable(embed), 1000, embed), timestep]);                                   // [steps,16]
@@ -164,17 +168,23 @@ public static class TinySd
         string attended = g.Node("Reshape", [g.Node("Transpose", [g.Node("MatMul", [attention, v])], n => OnnxGraph.IntsAttribute(n, "perm", 0, 2, 1)),
                                              g.Constant([0L, channels, 8, 8], 4)]);                                     // [B,C,8,8]
         string h2 = Silu(g, Conv(g, rng, g.Node("Add", [h, attended]), channels, channels));
-        g.Node("Identity", [Conv(g, rng, h2, channels, 4, gain: 0.3)], output: "out_sample");
+        string output = Conv(g, rng, h2, channels, 4, gain: 0.3);
+        if (half) g.Node("Cast", [output], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Float16), output: "out_sample");
+        else g.Node("Identity", [output], output: "out_sample");
         return g;
     }
 
     /// <summary>latent_sample [batch, 4, 8, 8] → three (conv, SiLU, ×2 nearest) stages → conv → tanh: sample [batch, 3, 64, 64] in (−1, 1).</summary>
-    public static byte[] VaeDecoder()
+    public static byte[] VaeDecoder() => VaeDecoder(half: false);
+
+    /// <summary>The VAE decoder as a half-precision export: float16 latents in, float16 images out.</summary>
+    public static byte[] VaeDecoder(bool half)
     {
+        var io = half ? OnnxType.Float16 : OnnxType.Float;
         var rng = new NoiseStream(20261202, 3);
         var g = new OnnxGraph("tiny_vae_decoder");
-        string latent = g.Input("latent_sample", OnnxType.Float, -1, 4, 8, 8);
-        g.Output("sample", OnnxType.Float, -1, 3, 64, 64);
+        string latent = ToFloat(g, g.Input("latent_sample", io, -1, 4, 8, 8), half);
+        g.Output("sample", io, -1, 3, 64, 64);
         string h = latent;
         int cin = 4;
         for (int stage = 0; stage < 3; stage++)
@@ -183,7 +193,9 @@ public static class TinySd
             h = g.Node("Resize", [h, "", g.Constant([1f, 1f, 2f, 2f], 4)], n => OnnxGraph.StringAttribute(n, "mode", "nearest"));
             cin = 16;
         }
-        g.Node("Tanh", [Conv(g, rng, h, 16, 3)], output: "sample");
+        string last = Conv(g, rng, h, 16, 3);
+        if (half) g.Node("Cast", [g.Node("Tanh", [last])], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Float16), output: "sample");
+        else g.Node("Tanh", [last], output: "sample");
         return g.ToModel();
     }
 
@@ -200,6 +212,9 @@ public static class TinySd
             OnnxGraph.IntsAttribute(n, "kernel_shape", 3, 3);
             OnnxGraph.IntsAttribute(n, "pads", 1, 1, 1, 1);
         });
+
+    private static string ToFloat(OnnxGraph g, string input, bool half) =>
+        half ? g.Node("Cast", [input], n => OnnxGraph.IntAttribute(n, "to", (long)OnnxType.Float)) : input;
 
     private static string Silu(OnnxGraph g, string h) => g.Node("Mul", [h, g.Node("Sigmoid", [h])]);
 
