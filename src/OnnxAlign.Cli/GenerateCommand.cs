@@ -135,7 +135,7 @@ internal static class GenerateCommand
         var clock = Stopwatch.StartNew();
         var located = Locate(parse, o);
         planFile?.CheckFor(located, planPath!);
-        planFile?.CheckInputs(planPath!);
+        planFile?.CheckInputs(planPath!, located.Directory);
         // The toy models' ground truth is reported beside the statistics: a damaged one is bad input, found now.
         RunReport.CheckReference(located);
         using var opened = Open(parse, o, located);

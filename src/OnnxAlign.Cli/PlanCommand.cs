@@ -66,7 +66,7 @@ internal static class PlanCommand
         // Input files by full path (shards may start elsewhere), and by content: a changed θ or noise file is refused.
         foreach (string name in PlanFile.InputSettings)
             if (settings.GetValueOrDefault(name) is { } input) settings[name] = Path.GetFullPath(input);
-        PlanFile.RecordInputs(settings, setup);
+        PlanFile.RecordInputs(settings, setup, located.Directory);
         var plan = PlanFile.Create("generate", located, settings, setup);
         plan.Write(path);
         Console.WriteLine($"wrote plan {plan.Id} to {Path.GetFullPath(path)}: run its shards with generate --plan {path} --shard i/n (or --shard auto in an array job) --out DIR_i, then onnxalign merge --out DIR DIR_0 … DIR_n-1");

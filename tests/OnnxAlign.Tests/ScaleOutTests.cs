@@ -112,6 +112,32 @@ public sealed class ScaleOutTests
         foreach (var (name, bytes) in a) Assert.True(bytes.AsSpan().SequenceEqual(b[name]), $"{name} differs between {expected} and {actual}");
     }
 
+    [Fact]
+    public void AShardRefusesARewardWhoseFilesChangedSinceThePlan()
+    {
+        string dir = TestSupport.TempDirectory();
+        string direction = Path.Combine(dir, "direction.npy");
+        NpyFile.Write(direction, Enumerable.Range(0, 64).Select(i => (float)Math.Sin(i)).ToArray(), [1, 8, 8]);
+        string plan = Path.Combine(dir, "plan.json");
+        var planned = CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--count", "4", "--steps", "5", "--reward", $"direction:{direction}", "--lambda", "1",
+                                         "--tilt-mode", "fast", "--logz-samples", "0", "--out", plan);
+        Assert.True(planned.Code == 0, planned.Err);
+        Assert.Equal(direction, (string)JsonNode.Parse(File.ReadAllText(plan))!["setup"]!["reward_files"]![0]!["file"]!);
+        var ok = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "0/2", "--out", Path.Combine(dir, "shard0"));
+        Assert.True(ok.Code == 0, ok.Err);
+        NpyFile.Write(direction, Enumerable.Range(0, 64).Select(i => (float)Math.Cos(i)).ToArray(), [1, 8, 8]);
+        var refused = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "1/2", "--out", Path.Combine(dir, "shard1"));
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("reward file", refused.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "shard1")));
+        // The class reward's classifier folder is the model's own: its W.npy, b.npy and classes.json are recorded.
+        var files = OnnxAlign.Rewards.RewardSpec.Files("max(class:Bag|class:Trouser)", Path.Combine(TestSupport.RepositoryRoot, "models", "fashion"));
+        Assert.Contains(files, f => f.EndsWith(Path.Combine("classifier", "W.npy")));
+        Assert.Contains(files, f => f.EndsWith(Path.Combine("classifier", "classes.json")));
+        Assert.Contains(OnnxAlign.Rewards.RewardSpec.Files($"onnx:{Path.Combine(TestSupport.RepositoryRoot, "models", "fashion", "evaluator")}@Trouser", null),
+                        f => f.EndsWith("model.onnx"));
+    }
+
     [Theory]
     [InlineData("plain")]
     [InlineData("fast-tilt")]

@@ -97,18 +97,36 @@ public sealed record PlanFile
     public static readonly IReadOnlyList<string> InputSettings = ["tilt", "init-noise", "encoder-hidden-states"];
 
     /// <summary>Records the SHA-256 of each input file the settings name (<see cref="InputSettings"/>) in <paramref name="setup"/>.</summary>
-    public static void RecordInputs(IReadOnlyDictionary<string, string?> settings, JsonObject setup)
+    /// <remarks>The files the <c>reward</c> setting's spec reads (<see cref="Rewards.RewardSpec.Files"/>) are recorded too, in order, under <c>reward_files</c>.</remarks>
+    public static void RecordInputs(IReadOnlyDictionary<string, string?> settings, JsonObject setup, string? modelDirectory = null)
     {
         var inputs = new JsonObject();
         foreach (string name in InputSettings)
             if (settings.GetValueOrDefault(name) is { } path) inputs[name] = FileHash(path);
         if (inputs.Count > 0) setup["inputs"] = inputs;
+        if (settings.GetValueOrDefault("reward") is { } spec && Rewards.RewardSpec.Files(spec, modelDirectory) is { Count: > 0 } files)
+            setup["reward_files"] = new JsonArray(files.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["sha256"] = FileHash(f) }).ToArray());
     }
 
     /// <summary>Checks that the input files the plan names still hold what they held when it was made.</summary>
     /// <exception cref="ConfigException">An input changed or is gone (parameter <c>plan</c>).</exception>
-    public void CheckInputs(string source)
+    public void CheckInputs(string source, string? modelDirectory = null)
     {
+        if (Setup["reward_files"] is JsonArray recorded)
+        {
+            // By content and order: a shard that resolves the spec's files elsewhere (another folder) with the same
+            // contents runs the same reward; a changed or missing file is refused.
+            var now = Settings.GetValueOrDefault("reward") is { } spec ? Rewards.RewardSpec.Files(spec, modelDirectory) : [];
+            for (int i = 0; i < recorded.Count; i++)
+            {
+                string file = (string)recorded[i]!["file"]!;
+                if (i >= now.Count) throw ConfigException.For("plan", $"{source}: its reward reads {file}, which is not here (run the shards where the plan's inputs are, e.g. a shared folder)");
+                if (FileHash(now[i]) != (string?)recorded[i]!["sha256"])
+                    throw ConfigException.For("plan", $"{source}: its reward file {now[i]} is not the one the plan was made with ({file}); make the plan again");
+            }
+            if (now.Count > recorded.Count)
+                throw ConfigException.For("plan", $"{source}: its reward now also reads {now[recorded.Count]}, which the plan was not made with; make the plan again");
+        }
         if (Setup["inputs"] is not JsonObject inputs) return;
         foreach (var (name, hash) in inputs)
         {

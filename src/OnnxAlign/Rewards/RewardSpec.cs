@@ -202,6 +202,69 @@ public static class RewardSpec
         }
     }
 
+    /// <summary>
+    /// The files a spec reads, in a fixed order (a plan records their SHA-256, so that a shard refuses a reward whose
+    /// files changed, DESIGN §10): masks, directions, feature matrices, a classifier folder's <c>W.npy</c>, <c>b.npy</c>
+    /// and <c>classes.json</c>, a reward network's folder (or its <c>.onnx</c> and the files beside it). Files that do
+    /// not exist are left out (parsing the spec names them).
+    /// </summary>
+    public static IReadOnlyList<string> Files(string spec, string? modelDirectory)
+    {
+        var files = new List<string>();
+        void Add(string path) { if (File.Exists(path) && !files.Contains(Path.GetFullPath(path))) files.Add(Path.GetFullPath(path)); }
+        void AddClassifier(string argument)
+        {
+            int at = argument.IndexOf('@');
+            string? directory = at >= 0 ? argument[(at + 1)..] : modelDirectory is null ? null : Path.Combine(modelDirectory, "classifier");
+            if (directory is null) return;
+            foreach (string name in new[] { "W.npy", "b.npy", "classes.json" }) Add(Path.Combine(directory, name));
+            if (modelDirectory is not null) Add(Path.Combine(modelDirectory, "classes.json"));
+        }
+        if (spec.EndsWith(')') && spec.IndexOf('(') is var open && open > 0)
+        {
+            foreach (string part in spec[(open + 1)..^1].Split('|'))
+                foreach (string file in Files(part, modelDirectory)) Add(file);
+            return files;
+        }
+        var (kind, argument) = Split(spec);
+        switch (kind)
+        {
+            case "region-brightness" or "direction": Add(argument); break;
+            case "class" or "log-prob": AddClassifier(argument); break;
+            case "any-class":
+            {
+                int comma = argument.LastIndexOf(',');
+                AddClassifier(comma > 0 && !argument[(comma + 1)..].Contains('@') ? argument[..comma] : argument);
+                break;
+            }
+            case "ramp":
+            {
+                int second = argument.LastIndexOf(','), first = second <= 0 ? -1 : argument.LastIndexOf(',', second - 1);
+                if (first > 0) foreach (string file in Files(argument[..first], modelDirectory)) Add(file);
+                break;
+            }
+            case "lowrank":
+            {
+                int colon = argument.IndexOf(':');
+                if (colon > 0) Add(argument[..colon]);
+                break;
+            }
+            case "onnx":
+            {
+                int at = argument.LastIndexOf('@');
+                string path = at > 0 && !File.Exists(argument) && !Directory.Exists(argument) ? argument[..at] : argument;
+                string? folder = Directory.Exists(path) ? path : File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path)) : null;
+                if (File.Exists(path)) Add(path);
+                // The model, its external weights and the card's files (reward.json, classes.json, preprocessor_config.json).
+                if (folder is not null)
+                    foreach (string file in Directory.GetFiles(folder).Where(f => Path.GetExtension(f) is ".onnx" or ".onnx_data" or ".data" or ".json").Order(StringComparer.Ordinal))
+                        Add(file);
+                break;
+            }
+        }
+        return files;
+    }
+
     private static (string Kind, string Argument) Split(string spec)
     {
         int colon = spec.IndexOf(':');
