@@ -336,8 +336,9 @@ internal static class GenerateCommand
         var opened = run.Opened;
         if (opened.Decoder is null) return SampleSetWriter.Write(run.Output, samples, count, firstIndex, opened.Network.SampleShape, stem, indices);
         string latentStem = stem == "samples" ? "latents" : $"{stem}_latents";
-        var written = SampleSetWriter.Write(run.Output, samples.AsSpan(0, count * opened.Network.SampleSize), count, firstIndex, opened.Network.SampleShape, latentStem).ToList();
-        var images = opened.Decode(samples.AsSpan(0, count * opened.Network.SampleSize).ToArray(), count);
+        var latents = samples.AsSpan(0, count * opened.Network.SampleSize);
+        var written = SampleSetWriter.Write(run.Output, latents, count, firstIndex, opened.Network.SampleShape, latentStem).ToList();
+        var images = opened.Decoder.Decode(latents, count);
         written.AddRange(SampleSetWriter.Write(run.Output, images, count, firstIndex, opened.OutputShape, stem, indices));
         return written;
     }

@@ -29,8 +29,8 @@ public sealed class ClassifierFreeGuidance : IDenoiser
     public ClassifierFreeGuidance(IConditionalDenoiser network, TextEmbedding negative, TextEmbedding positive, double scale)
     {
         if (!double.IsFinite(scale)) throw ConfigException.For("guidanceScale", $"{scale}: expected a finite number");
-        CheckFits(network, negative);
-        CheckFits(network, positive);
+        negative.CheckFits(network);
+        positive.CheckFits(network);
         if (negative.Length != positive.Length || negative.Width != positive.Width)
             throw ConfigException.For("conditioning", $": the negative hidden states are [{negative.Length}, {negative.Width}], the prompt's [{positive.Length}, {positive.Width}]; one batch needs one shape");
         _network = network;
@@ -78,14 +78,5 @@ public sealed class ClassifierFreeGuidance : IDenoiser
             TensorPrimitives.Subtract(conditional, unconditional, noise);
             TensorPrimitives.MultiplyAdd(noise, (float)Scale, unconditional, noise);
         }
-    }
-
-    /// <summary>Checks that <paramref name="network"/> takes hidden states of <paramref name="embedding"/>'s shape.</summary>
-    internal static void CheckFits(IConditionalDenoiser network, TextEmbedding embedding)
-    {
-        if (network.ConditioningShape is not { } shape)
-            throw ConfigException.For("conditioning", ": the network takes no encoder_hidden_states; it is unconditional");
-        if ((shape.Length is { } l && l != embedding.Length) || (shape.Width is { } w && w != embedding.Width))
-            throw ConfigException.For("conditioning", $": hidden states of [{embedding.Length}, {embedding.Width}] do not fit the network's encoder_hidden_states [batch, {shape.Length?.ToString() ?? "?"}, {shape.Width?.ToString() ?? "?"}]");
     }
 }

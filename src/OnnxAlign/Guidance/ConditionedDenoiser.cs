@@ -14,7 +14,7 @@ public sealed class ConditionedDenoiser : IDenoiser
     /// <exception cref="Core.ConfigException">The network takes no conditioning, or not of this shape.</exception>
     public ConditionedDenoiser(IConditionalDenoiser network, TextEmbedding conditioning)
     {
-        ClassifierFreeGuidance.CheckFits(network, conditioning);
+        conditioning.CheckFits(network);
         _network = network;
         Conditioning = conditioning;
     }

@@ -108,7 +108,7 @@ public sealed partial class ClipTokenizer
 
     /// <summary>The ids of <paramref name="text"/>'s tokens, without start, end or padding and without truncation.</summary>
     public IReadOnlyList<int> ContentIds(string text) =>
-        string.IsNullOrEmpty(Clean(text)) ? [] : _bpe.EncodeToIds(Clean(text), considerPreTokenization: true, considerNormalization: false);
+        Clean(text) is { Length: > 0 } clean ? _bpe.EncodeToIds(clean, considerPreTokenization: true, considerNormalization: false) : [];
 
     /// <summary>
     /// The <see cref="MaxLength"/> ids the text encoder is fed: start, the content (truncated to MaxLength − 2 tokens, as
@@ -117,10 +117,13 @@ public sealed partial class ClipTokenizer
     public int[] Encode(string text) => Encode(text, out _);
 
     /// <summary>As <see cref="Encode(string)"/>; <paramref name="truncated"/> says how many content tokens did not fit.</summary>
-    public int[] Encode(string text, out int truncated)
+    public int[] Encode(string text, out int truncated) => Encode(text, out _, out truncated);
+
+    /// <summary>As <see cref="Encode(string)"/>; <paramref name="kept"/> content tokens were fed, <paramref name="truncated"/> did not fit.</summary>
+    public int[] Encode(string text, out int kept, out int truncated)
     {
         var content = ContentIds(text);
-        int kept = Math.Min(content.Count, MaxLength - 2);
+        kept = Math.Min(content.Count, MaxLength - 2);
         truncated = content.Count - kept;
         var ids = new int[MaxLength];
         ids[0] = StartId;

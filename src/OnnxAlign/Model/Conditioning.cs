@@ -33,6 +33,19 @@ public sealed class TextEmbedding
     /// <summary>The values, [length, width] in C order.</summary>
     public ReadOnlySpan<float> Values => _values;
 
+    /// <summary>Checks that <paramref name="network"/> takes hidden states of this embedding's shape.</summary>
+    /// <param name="network">The conditional network.</param>
+    /// <param name="source">How messages name the network (its file), or null.</param>
+    /// <exception cref="ConfigException">The network takes no conditioning, or not of this shape (parameter <c>conditioning</c>).</exception>
+    public void CheckFits(IConditionalDenoiser network, string? source = null)
+    {
+        string what = source is null ? "the network" : source;
+        if (network.ConditioningShape is not { } shape)
+            throw ConfigException.For("conditioning", $": {what} takes no encoder_hidden_states; it is unconditional");
+        if ((shape.Length is { } l && l != Length) || (shape.Width is { } w && w != Width))
+            throw ConfigException.For("conditioning", $": hidden states of [{Length}, {Width}] do not fit {what}'s encoder_hidden_states [batch, {shape.Length?.ToString() ?? "?"}, {shape.Width?.ToString() ?? "?"}]");
+    }
+
     /// <summary>Rows of a <c>.npy</c> array of shape [L, D], [1, L, D] or [K, L, D] (K embeddings, e.g. negative then positive).</summary>
     /// <param name="array">The array.</param>
     /// <param name="parameter">The parameter errors name.</param>

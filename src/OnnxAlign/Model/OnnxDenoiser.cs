@@ -159,8 +159,6 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
     /// <inheritdoc/>
     public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, EmbeddingRows conditioning, Span<float> noise)
     {
-        if (_conditioningName is null)
-            throw ConfigException.For("conditioning", $": {_path} takes no encoder_hidden_states (inputs: {string.Join(", ", _session.InputMetadata.Keys)})");
         if (conditioning.Embeddings is not { Count: > 0 } embeddings || conditioning.RowsPerEmbedding < 1)
             throw new ArgumentException("no embeddings", nameof(conditioning));
         if (conditioning.Rows != batchSize)
@@ -168,18 +166,8 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
         var first = embeddings[0];
         if (embeddings.Any(e => e.Length != first.Length || e.Width != first.Width))
             throw new ArgumentException("the embeddings of one batch have one shape", nameof(conditioning));
-        CheckConditioning(first.Length, first.Width);
+        first.CheckFits(this, _path);
         Predict(x, batchSize, timestep, conditioning, noise);
-    }
-
-    /// <summary>Checks that hidden states of [<paramref name="length"/>, <paramref name="width"/>] fit the network's input.</summary>
-    /// <exception cref="ConfigException">They do not (the message names both shapes).</exception>
-    public void CheckConditioning(int length, int width)
-    {
-        if (_conditioningName is null)
-            throw ConfigException.For("conditioning", $": {_path} takes no encoder_hidden_states (inputs: {string.Join(", ", _session.InputMetadata.Keys)})");
-        if ((_conditioningLength is { } l && l != length) || (_conditioningWidth is { } w && w != width))
-            throw ConfigException.For("conditioning", $": hidden states of [{length}, {width}] do not fit {_path}'s encoder_hidden_states [batch, {_conditioningLength?.ToString() ?? "?"}, {_conditioningWidth?.ToString() ?? "?"}]");
     }
 
     private void Predict(ReadOnlySpan<float> x, int batchSize, double timestep, EmbeddingRows? conditioning, Span<float> noise)
@@ -188,9 +176,6 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
         int size = SampleSize;
         if (x.Length != batchSize * size || noise.Length != x.Length)
             throw new ArgumentException($"expected {batchSize} × {size} values");
-        if (conditioning is null && _conditioningName is not null && (_conditioningLength is null || _conditioningWidth is null))
-            throw ConfigException.For("conditioning", $": {_path}'s encoder_hidden_states has dynamic dimensions, so the network needs its conditioning " +
-                                      "(a prompt through the model's text encoder, or encoder hidden states); zeros of an unknown shape cannot be made");
         var (alpha, sigma) = Schedule.AlphaSigma(timestep);
         var cancellation = NetworkCancellation.Current;
         cancellation.ThrowIfCancellationRequested();
@@ -215,13 +200,11 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
     /// Runs one sample (zeros) through the network at the last training timestep: a network that loads but cannot run
     /// (an output batch that is not its input's) is found here, before a caller writes anything.
     /// </summary>
-    /// <param name="conditioning">The hidden states a conditional network will be fed (null: zeros, or none).</param>
     /// <exception cref="ConfigException">The network fails on real input.</exception>
-    public void Probe(TextEmbedding? conditioning = null)
+    public void Probe()
     {
         var x = new float[SampleSize];
-        if (conditioning is null) PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new float[SampleSize]);
-        else PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new EmbeddingRows([conditioning], 1), new float[SampleSize]);
+        PredictNoise(x, 1, Schedule.Config.NumTrainTimesteps - 1, new float[SampleSize]);
     }
 
     /// <summary>
@@ -438,7 +421,8 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
             var first = rows?.Embeddings[0];
             var shape = first is not null ? (first.Length, first.Width)
                 : _owner._conditioningLength is { } l && _owner._conditioningWidth is { } w ? (l, w)
-                : throw ConfigException.For("conditioning", $": {_owner._path}'s encoder_hidden_states has dynamic dimensions; give the conditioning");
+                : throw ConfigException.For("conditioning", $": {_owner._path}'s encoder_hidden_states has dynamic dimensions, so the network needs its conditioning " +
+                                            "(a prompt through the model's text encoder, or encoder hidden states); zeros of an unknown shape cannot be made");
             if (_conditioning is null || shape != _conditioningShape)
             {
                 _conditioning?.Dispose();
@@ -451,21 +435,7 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
             raw.Clear();   // zeros: the unconditional-use case and a fixed-batch model's padding rows
             if (rows is { } given)
             {
-                for (int r = 0; r < count; r++)
-                {
-                    var values = given.For(start + r).Values;
-                    if (_owner._conditioningType == TensorElementType.Float16)
-                    {
-                        var destination = MemoryMarshal.Cast<byte, Half>(raw).Slice(r * rowSize, rowSize);
-#if NET9_0_OR_GREATER
-                        TensorPrimitives.ConvertToHalf(values, destination);
-#else
-                        for (int i = 0; i < rowSize; i++) destination[i] = (Half)values[i];
-#endif
-                    }
-                    else
-                        values.CopyTo(MemoryMarshal.Cast<byte, float>(raw).Slice(r * rowSize, rowSize));
-                }
+                for (int r = 0; r < count; r++) TensorValues.Write(given.For(start + r).Values, raw, _owner._conditioningType, r * rowSize);
             }
             _io.BindInput(name, _conditioning);
             _writtenEmbeddings = rows?.Embeddings.ToArray();
@@ -475,39 +445,14 @@ public sealed class OnnxDenoiser : IConditionalDenoiser, IDisposable
         /// <summary>Writes <paramref name="rows"/> (a multiple of the sample size) into the input, zeros after them.</summary>
         public void WriteSample(ReadOnlySpan<float> rows)
         {
-            if (_owner._sampleType == TensorElementType.Float16)
-            {
-                var input = MemoryMarshal.Cast<byte, Half>(_sample.GetTensorMutableRawData());
-#if NET9_0_OR_GREATER
-                TensorPrimitives.ConvertToHalf(rows, input);
-#else
-                for (int i = 0; i < rows.Length; i++) input[i] = (Half)rows[i];
-#endif
-                input[rows.Length..].Clear(); // padding of a fixed-batch model's last chunk
-            }
-            else
-            {
-                var input = _sample.GetTensorMutableDataAsSpan<float>();
-                rows.CopyTo(input);
-                input[rows.Length..].Clear();
-            }
+            var raw = _sample.GetTensorMutableRawData();
+            TensorValues.Write(rows, raw, _owner._sampleType);
+            int elementSize = _owner._sampleType == TensorElementType.Float16 ? 2 : 4;
+            raw[(rows.Length * elementSize)..].Clear();   // padding of a fixed-batch model's last chunk
         }
 
         /// <summary>Fills <paramref name="rows"/> from the start of the output.</summary>
-        public void ReadOutput(Span<float> rows)
-        {
-            if (_owner._sampleType == TensorElementType.Float16)
-            {
-                var output = MemoryMarshal.Cast<byte, Half>(_output.GetTensorMutableRawData())[..rows.Length];
-#if NET9_0_OR_GREATER
-                TensorPrimitives.ConvertToSingle(output, rows);
-#else
-                for (int i = 0; i < rows.Length; i++) rows[i] = (float)output[i];
-#endif
-            }
-            else
-                _output.GetTensorDataAsSpan<float>()[..rows.Length].CopyTo(rows);
-        }
+        public void ReadOutput(Span<float> rows) => TensorValues.Read(_output.GetTensorMutableRawData(), _owner._sampleType, rows);
 
         /// <summary>
         /// One network evaluation of the whole chunk: binds the sample (the copy to a device happens here), runs, and

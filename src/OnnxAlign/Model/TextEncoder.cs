@@ -65,8 +65,7 @@ public sealed class TextEncoder : IDisposable
     /// <summary>Tokenizes and encodes <paramref name="prompt"/>.</summary>
     public PromptEncoding Encode(string prompt)
     {
-        var ids = Tokenizer.Encode(prompt, out int truncated);
-        int content = Math.Min(Tokenizer.ContentIds(prompt).Count, Tokenizer.MaxLength - 2);
+        var ids = Tokenizer.Encode(prompt, out int content, out int truncated);
         return new PromptEncoding(prompt, ids, content, truncated, EncodeIds(ids));
     }
 
@@ -88,9 +87,7 @@ public sealed class TextEncoder : IDisposable
                 var dims = output.GetTensorTypeAndShape().Shape;
                 if (dims.Length != 3 || dims[0] != 1 || dims[1] != ids.Count)
                     throw new ConfigException($"{Path}: output '{_outputName}' has shape [{string.Join(", ", dims)}] for [1, {ids.Count}] ids, expected [1, {ids.Count}, width]");
-                float[] values = output.GetTensorTypeAndShape().ElementDataType == TensorElementType.Float16
-                    ? output.GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)(Half)h.ToFloat()).ToArray()
-                    : output.GetTensorDataAsSpan<float>().ToArray();
+                float[] values = TensorValues.ToSingles(output);
                 if (values.Any(v => !float.IsFinite(v))) throw new ConfigException($"{Path}: the text encoder returned NaN or infinite hidden states");
                 return new TextEmbedding(values, (int)dims[1], (int)dims[2]);
             }

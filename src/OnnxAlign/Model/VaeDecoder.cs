@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using System.Numerics.Tensors;
 using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -66,11 +66,10 @@ public sealed class VaeDecoder : IDisposable
             _outputName = outputs.ContainsKey("sample") ? "sample" : outputs.Count == 1 ? outputs.Keys.Single()
                 : throw new ConfigException($"{onnxPath}: outputs {string.Join(", ", outputs.Keys)}; expected sample");
             // One zero latent: the image shape, and a decoder that loads but cannot run at this size is found now.
-            var (image, shape) = RunBatch(new float[LatentSize], 1);
+            var (_, shape) = RunBatch(new float[LatentSize], 1);
             if (shape.Length != 4 || shape[1] is not (1 or 3))
                 throw new ConfigException($"{onnxPath}: decodes a [{string.Join(", ", latentShape)}] latent to [{string.Join(", ", shape)}], expected [1, 1 or 3, H, W] images");
             ImageShape = [(int)shape[1], (int)shape[2], (int)shape[3]];
-            _ = image;
         }
         catch
         {
@@ -114,8 +113,7 @@ public sealed class VaeDecoder : IDisposable
             NetworkCancellation.Current.ThrowIfCancellationRequested();
             int n = Math.Min(BatchSize, count - start);
             var batch = scaled.AsSpan(0, n * LatentSize);
-            var source = latents.Slice(start * LatentSize, n * LatentSize);
-            for (int i = 0; i < batch.Length; i++) batch[i] = source[i] * inverse;
+            TensorPrimitives.Multiply(latents.Slice(start * LatentSize, n * LatentSize), inverse, batch);
             var (decoded, _) = RunBatch(batch, n);
             decoded.CopyTo(images.AsSpan(start * ImageSize, n * ImageSize));
         }
@@ -129,17 +127,13 @@ public sealed class VaeDecoder : IDisposable
         {
             using var runOptions = new RunOptions();
             using var registration = NetworkCancellation.Current.Register(() => runOptions.Terminate = true);
-            using var input = _type == TensorElementType.Float16
-                ? OrtValue.CreateTensorValueFromMemory(latents.ToArray().Select(v => (Float16)(float)v).ToArray(), shape)
-                : OrtValue.CreateTensorValueFromMemory(latents.ToArray(), shape);
+            using var input = TensorValues.Create(latents, _type, shape);
             try
             {
                 using var results = _session.Run(runOptions, [_inputName], [input], [_outputName]);
                 NetworkCancellation.Current.ThrowIfCancellationRequested();
                 var info = results[0].GetTensorTypeAndShape();
-                float[] values = info.ElementDataType == TensorElementType.Float16
-                    ? MemoryMarshal.Cast<Float16, Half>(results[0].GetTensorDataAsSpan<Float16>()).ToArray().Select(h => (float)h).ToArray()
-                    : results[0].GetTensorDataAsSpan<float>().ToArray();
+                float[] values = TensorValues.ToSingles(results[0]);
                 if (info.Shape[0] != n) throw new ConfigException($"{Path}: decoded {n} latents to a batch of {info.Shape[0]}");
                 return (values, info.Shape);
             }

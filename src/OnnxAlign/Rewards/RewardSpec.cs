@@ -65,26 +65,20 @@ public static class RewardSpec
             case "onnx":
             {
                 if (argument.Length == 0) throw Bad("expected onnx:PATH[@CLASS], PATH a folder with reward.json or a .onnx file");
-                int at = argument.LastIndexOf('@');
-                bool hasClass = at > 0 && !File.Exists(argument) && !Directory.Exists(argument);
-                string path = hasClass ? argument[..at] : argument, which = hasClass ? argument[(at + 1)..] : "";
-                if (hasClass && which.Length == 0) throw Bad("expected a class after '@' (a number or a name from classes.json)");
+                var (path, which) = SplitNetwork(argument);
+                if (which is { Length: 0 }) throw Bad("expected a class after '@' (a number or a name from classes.json)");
                 // A latent model's reward networks see the decoded images (DESIGN §8–§9), in the decoder's [−1, 1].
                 if (network?.Decoder is { } decoder)
-                    return new DecodedReward(new OnnxReward(spec, path, hasClass ? which : null, decoder.ImageShape, null, network.Options), decoder);
-                return new OnnxReward(spec, path, hasClass ? which : null, sampleShape, network?.Range, network?.Options);
+                    return new DecodedReward(new OnnxReward(spec, path, which, decoder.ImageShape, null, network.Options), decoder);
+                return new OnnxReward(spec, path, which, sampleShape, network?.Range, network?.Options);
             }
 
             case "any-class":
             {
                 double temperature = 1;
-                int comma = argument.LastIndexOf(',');
-                if (comma > 0)
-                {
-                    if (!double.TryParse(argument[(comma + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out temperature) || !(temperature > 0) || double.IsInfinity(temperature))
-                        throw Bad($"'{argument[(comma + 1)..]}': expected a temperature T > 0 after the comma");
-                    argument = argument[..comma];
-                }
+                (argument, string? given) = SplitTemperature(argument);
+                if (given is not null && (!double.TryParse(given, NumberStyles.Float, CultureInfo.InvariantCulture, out temperature) || !(temperature > 0) || double.IsInfinity(temperature)))
+                    throw Bad($"'{given}': expected a temperature T > 0 after the comma");
                 int at = argument.IndexOf('@');
                 string suffix = at < 0 ? "" : argument[at..];
                 var names = (at < 0 ? argument : argument[..at]).Split('|');
@@ -119,10 +113,9 @@ public static class RewardSpec
 
             case "ramp":
             {
-                int second = argument.LastIndexOf(','), first = second <= 0 ? -1 : argument.LastIndexOf(',', second - 1);
-                if (first <= 0) throw Bad("expected ramp:LINEAR-SPEC,LO,HI");
-                var inner = ParseLinear(argument[..first], sampleShape, modelDirectory);
-                var ramp = FeatureFunction.Parse($"ramp:{argument[(first + 1)..]}", 1);
+                if (SplitRamp(argument) is not var (linear, bounds)) throw Bad("expected ramp:LINEAR-SPEC,LO,HI");
+                var inner = ParseLinear(linear, sampleShape, modelDirectory);
+                var ramp = FeatureFunction.Parse($"ramp:{bounds}", 1);
                 return new FeatureReward(spec, inner.Direction, 1, ramp, [(float)inner.Offset]);
             }
 
@@ -214,9 +207,7 @@ public static class RewardSpec
         void Add(string path) { if (File.Exists(path) && !files.Contains(Path.GetFullPath(path))) files.Add(Path.GetFullPath(path)); }
         void AddClassifier(string argument)
         {
-            int at = argument.IndexOf('@');
-            string? directory = at >= 0 ? argument[(at + 1)..] : modelDirectory is null ? null : Path.Combine(modelDirectory, "classifier");
-            if (directory is null) return;
+            if (ClassifierDirectory(argument, modelDirectory) is not { } directory) return;
             foreach (string name in new[] { "W.npy", "b.npy", "classes.json" }) Add(Path.Combine(directory, name));
             if (modelDirectory is not null) Add(Path.Combine(modelDirectory, "classes.json"));
         }
@@ -231,18 +222,10 @@ public static class RewardSpec
         {
             case "region-brightness" or "direction": Add(argument); break;
             case "class" or "log-prob": AddClassifier(argument); break;
-            case "any-class":
-            {
-                int comma = argument.LastIndexOf(',');
-                AddClassifier(comma > 0 && !argument[(comma + 1)..].Contains('@') ? argument[..comma] : argument);
-                break;
-            }
+            case "any-class": AddClassifier(SplitTemperature(argument).Classes); break;
             case "ramp":
-            {
-                int second = argument.LastIndexOf(','), first = second <= 0 ? -1 : argument.LastIndexOf(',', second - 1);
-                if (first > 0) foreach (string file in Files(argument[..first], modelDirectory)) Add(file);
+                if (SplitRamp(argument) is var (linear, _)) foreach (string file in Files(linear, modelDirectory)) Add(file);
                 break;
-            }
             case "lowrank":
             {
                 int colon = argument.IndexOf(':');
@@ -251,8 +234,7 @@ public static class RewardSpec
             }
             case "onnx":
             {
-                int at = argument.LastIndexOf('@');
-                string path = at > 0 && !File.Exists(argument) && !Directory.Exists(argument) ? argument[..at] : argument;
+                string path = SplitNetwork(argument).Path;
                 string? folder = Directory.Exists(path) ? path : File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path)) : null;
                 if (File.Exists(path)) Add(path);
                 // The model, its external weights and the card's files (reward.json, classes.json, preprocessor_config.json).
@@ -263,6 +245,34 @@ public static class RewardSpec
             }
         }
         return files;
+    }
+
+    /// <summary><c>PATH[@CLASS]</c> of an <c>onnx:</c> spec: the class is null when none is given ('@' inside an existing path is part of it).</summary>
+    private static (string Path, string? Class) SplitNetwork(string argument)
+    {
+        int at = argument.LastIndexOf('@');
+        return at > 0 && !File.Exists(argument) && !Directory.Exists(argument) ? (argument[..at], argument[(at + 1)..]) : (argument, null);
+    }
+
+    /// <summary><c>LINEAR,LO,HI</c> of a <c>ramp:</c> spec as the linear spec and <c>LO,HI</c>; null when there are not two commas.</summary>
+    private static (string Linear, string Bounds)? SplitRamp(string argument)
+    {
+        int second = argument.LastIndexOf(','), first = second <= 0 ? -1 : argument.LastIndexOf(',', second - 1);
+        return first > 0 ? (argument[..first], argument[(first + 1)..]) : null;
+    }
+
+    /// <summary><c>CLASSES[@DIR][,T]</c> of an <c>any-class:</c> spec as the part before the temperature and the temperature's text (null: none).</summary>
+    private static (string Classes, string? Temperature) SplitTemperature(string argument)
+    {
+        int comma = argument.LastIndexOf(',');
+        return comma > 0 ? (argument[..comma], argument[(comma + 1)..]) : (argument, null);
+    }
+
+    /// <summary>The classifier folder of <c>K|NAME[@DIR]</c>: DIR, else the model folder's <c>classifier/</c>, else null.</summary>
+    private static string? ClassifierDirectory(string argument, string? modelDirectory)
+    {
+        int at = argument.IndexOf('@');
+        return at >= 0 ? argument[(at + 1)..] : modelDirectory is null ? null : Path.Combine(modelDirectory, "classifier");
     }
 
     private static (string Kind, string Argument) Split(string spec)
@@ -277,9 +287,7 @@ public static class RewardSpec
         ConfigException Bad(string why) => ConfigException.For("reward", $"'{spec}': {why}");
         int at = argument.IndexOf('@');
         string which = at < 0 ? argument : argument[..at];
-        string directory = at >= 0 ? argument[(at + 1)..]
-            : modelDirectory is not null ? Path.Combine(modelDirectory, "classifier")
-            : throw Bad("no classifier folder (give class:K@DIR)");
+        string directory = ClassifierDirectory(argument, modelDirectory) ?? throw Bad("no classifier folder (give class:K@DIR)");
         var w = NpyFile.Read(Path.Combine(directory, "W.npy"));
         var b = NpyFile.Read(Path.Combine(directory, "b.npy"));
         if (w.Shape.Length != 2 || w.Shape[1] != size)
