@@ -38,7 +38,7 @@ public sealed record ConditioningOptions
 public sealed record ConditionedLaw(IDenoiser Denoiser, string Source, PromptEncoding? Prompt, PromptEncoding? NegativePrompt, double GuidanceScale, int NetworkCallsPerSample)
 {
     /// <summary>
-    /// True when the law is the network's own (conditional) law, so that a tilt of it is exact (DESIGN §1, §9); false
+    /// True when the law is the network's own (conditional) law, so that a tilt of it has the guarantees of DESIGN §1 (§9); false
     /// under classifier-free guidance with w ≠ 1, and for zeros fed to a conditional network without a text encoder.
     /// </summary>
     public bool IsModelLaw => Source != "zeros" && GuidanceScale == 1;
@@ -48,7 +48,7 @@ public sealed record ConditionedLaw(IDenoiser Denoiser, string Source, PromptEnc
     {
         "none" => "the network's law (an unconditional network)",
         "zeros" => "the network at zero encoder_hidden_states (no text encoder and no hidden states given): not its unconditional law, which is the empty prompt's encoding",
-        _ when GuidanceScale == 1 => "p(x | c): the model's conditional law for these hidden states; a tilt of it is exact",
+        _ when GuidanceScale == 1 => "p(x | c): the model's conditional law for these hidden states; a tilt of it has the guarantees of DESIGN §1 (c is part of the base law)",
         _ => $"classifier-free guidance with w = {GuidanceScale:G6}: the guided sampler's law, which is not a tilt of p(x | c) and has no known density; " +
              "an SMC tilt is consistent relative to this guided law (p = this sampler's law), never relative to p(x | c), and a shifted-evaluation tilt has no guarantee",
     };
