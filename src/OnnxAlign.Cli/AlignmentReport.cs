@@ -279,21 +279,25 @@ internal static class AlignmentReport
             ["weight"] = c.Weight,
         }).ToArray());
         alignment["epsilon"] = drawn.Epsilon;
+        // Counts add up over shards (merge sums them and recomputes the two rates from the sums).
         alignment["proposed"] = drawn.Proposed;
         alignment["acceptance_rate"] = drawn.AcceptanceRate;
         alignment["envelope_violations"] = drawn.EnvelopeViolations;
-        if (drawn.NonFiniteProposals.Count > 0)
-        {
-            alignment["non_finite_proposals"] = new JsonArray(drawn.NonFiniteProposals.Select(i => (JsonNode)i).ToArray());
-        }
+        alignment["sampling_network_evaluations"] = drawn.SamplingEvaluations;
+        alignment["evaluations_per_accepted_sample"] = (double)drawn.SamplingEvaluations / Math.Max(drawn.Count, 1);
         alignment["refinement"] = new JsonArray(drawn.Refinement.Select(r => (JsonNode)new JsonObject
             { ["terms"] = r.Terms, ["epsilon"] = r.Epsilon, ["acceptance"] = r.Acceptance }).ToArray());
-        alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
-        alignment["evaluations_per_accepted_sample"] = drawn.EvaluationsPerAccepted;
+        if (plan.Settings.Envelope is null) alignment["setup_network_evaluations"] = drawn.SetupEvaluations;
+        else
+        {
+            // The plan's set-up, made once for every shard: reported by each, counted by none (merge keeps it once).
+            alignment["setup"] = "the plan's (computed once for all shards)";
+            alignment["plan_setup_network_evaluations"] = drawn.SetupEvaluations;
+        }
         alignment["reward_after"] = Summary(reward.EvaluateBatch(drawn.Samples));
         Reference(alignment, plan, reward, ExactTilt.BaseLaw(denoiser, range), sampler, request);
         Console.WriteLine($"KL mixture ({alignment["method"]}): {drawn.Components.Count} tilts, acceptance {drawn.AcceptanceRate:P1}, " +
-                          $"{drawn.EvaluationsPerAccepted:F0} network evaluations per accepted sample");
+                          $"{alignment["evaluations_per_accepted_sample"]!.GetValue<double>():F0} network evaluations per accepted sample (set-up {drawn.SetupEvaluations} more)");
     }
 
     /// <summary>

@@ -144,6 +144,8 @@ internal static class GenerateCommand
         run = run with { RunId = planFile?.Id ?? PlanFile.ShortHash(RunPlan.For("generate", located, PlanSettings(parse)).ToCanonicalJson()) };
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt } hybrid && planFile?.Setup["data_variance"] is JsonValue planned)
             run = run with { Plan = hybrid with { Settings = hybrid.Settings with { DataVariance = planned.GetValue<double>() } } };
+        if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture } mixture && planFile?.Setup["mixture_envelope"] is JsonObject envelope)
+            run = run with { Plan = mixture with { Settings = mixture.Settings with { Envelope = MixtureEnvelope.FromJson(envelope.ToJsonString(), $"{planPath}: setup.mixture_envelope") } } };
         using var rewardNetwork = run.Plan?.Reward;   // a network reward holds a session
 
         // Only now, with every input checked, is the output folder created: bad input writes nothing.
@@ -256,8 +258,8 @@ internal static class GenerateCommand
         }
         if (plan is { IsExact: true })
             Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
-        if (plan is { Algorithm: KlAlgorithm.TiltMixture } && (shardValue != Shard.Whole || init is not null))
-            throw new UsageException("--shard and --init-noise do not apply to the KL mixture (it draws and rejects proposals by index)");
+        if (plan is { Algorithm: KlAlgorithm.TiltMixture } && init is not null)
+            throw new UsageException("--init-noise: does not apply to the KL mixture (each sample draws a new x_T for every proposal from its stream)");
         if (plan is { IsExact: true } && (shardValue != Shard.Whole || init is not null))
             throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
         if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))

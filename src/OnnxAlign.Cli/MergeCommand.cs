@@ -149,6 +149,9 @@ internal static class MergeCommand
             foreach (var key in alignment.Select(p => p.Key).ToList())
             {
                 var values = blocks.Select(b => b?[key]).ToList();
+                // Counts first: equal counts in every shard still add up.
+                if (AdditiveCounts.Contains(key) && values.All(v => v is JsonValue)) { alignment[key] = values.Sum(v => v!.GetValue<long>()); continue; }
+                if (RatesOfCounts.ContainsKey(key)) continue;   // recomputed from the summed counts below
                 if (values.All(v => JsonNode.DeepEquals(v, values[0]))) continue;   // fixed by the plan: the same in every shard
                 if (Pooled(values) is { } pooled) { alignment[key] = pooled; continue; }
                 // A per-shard diagnostic (e.g. the drift of the fast tilt's own samples): kept per shard, not averaged wrongly.
@@ -157,9 +160,25 @@ internal static class MergeCommand
                 for (int i = 0; i < shards.Count; i++) ((JsonObject)perShard[i]!["alignment"]!)[key] = values[i]?.DeepClone();
             }
         }
+        if (merged["alignment"] is JsonObject summed)
+            foreach (var (key, (numerator, denominator)) in RatesOfCounts)
+                if (summed[key] is not null && Count(summed, numerator, count) is { } top && Count(summed, denominator, count) is { } bottom)
+                    summed[key] = (double)top / Math.Max(bottom, 1);   // the single run's formula on the whole run's counts
         merged["shards"] = perShard;
         return merged;
     }
+
+    /// <summary>Counts of an alignment block that add up over disjoint shards (the KL mixture's proposals, violations, proposal evaluations).</summary>
+    private static readonly HashSet<string> AdditiveCounts = ["proposed", "envelope_violations", "sampling_network_evaluations"];
+
+    /// <summary>Rates of those counts, by (numerator, denominator); <c>count</c> is the run's samples.</summary>
+    private static readonly Dictionary<string, (string Numerator, string Denominator)> RatesOfCounts = new()
+    {
+        ["acceptance_rate"] = ("count", "proposed"),
+        ["evaluations_per_accepted_sample"] = ("sampling_network_evaluations", "count"),
+    };
+
+    private static long? Count(JsonObject alignment, string key, int count) => key == "count" ? count : alignment[key]?.GetValue<long>();
 
     /// <summary>
     /// Summaries {mean, std, standard_error, count} of disjoint sample blocks pooled into the run's: the mean weighted by

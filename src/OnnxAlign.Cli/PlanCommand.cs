@@ -43,8 +43,6 @@ internal static class PlanCommand
         if (run.Plan is { IsExact: true })
             throw new UsageException("--tilt-mode exact: the exact tilt cannot be split into shards yet: its SMC adds systems until the run-wide ESS target and resamples " +
                                      "across all of them (a global step); run it on one machine, or plan --tilt-mode fast (one network call per step, sharded by sample)");
-        if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture })
-            throw new UsageException("--reward: the KL mixture of tilts cannot be split into shards yet: sample k is the k-th accepted proposal of one run-wide sequence; run it on one machine");
 
         var setup = new JsonObject();
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt, Settings.DataVariance: null } hybrid)
@@ -61,6 +59,13 @@ internal static class PlanCommand
             var estimate = new JsonObject();
             AlignmentReport.AddLogPartition(estimate, fast, denoiser, run.Range, run.Sampler, run.Request, result: null);
             foreach (string key in GenerateCommand.PlannedLogPartitionKeys) setup[key] = estimate[key]?.DeepClone();
+        }
+        if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture, Reward: { } reward, Lambda: { } lambda } mixture)
+        {
+            Console.WriteLine("set-up: the KL mixture's envelope (its tilts' log Z, the pilot rounds that place them) …");
+            var envelope = ProgressReporter.Run("set-up (KL mixture)", _ =>
+                KlAlignment.PrepareMixture(denoiser, run.Range, run.Sampler, reward, lambda, mixture.Settings, run.Request));
+            setup["mixture_envelope"] = JsonNode.Parse(envelope.ToJson());
         }
         var settings = GenerateCommand.PlanSettings(parse);
         // Input files by full path (shards may start elsewhere), and by content: a changed θ or noise file is refused.

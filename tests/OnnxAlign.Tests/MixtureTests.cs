@@ -143,36 +143,64 @@ public class MixtureTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// An interrupted run resumes from its saved set-up and proposal batches to exactly the samples of an uninterrupted
-    /// run, repeating neither the set-up nor the saved proposals.
+    /// An interrupted run resumes from its saved set-up and finished batches to exactly the samples (and proposal counts)
+    /// of an uninterrupted run, repeating neither the set-up nor the saved batches' proposals.
     /// </summary>
     [Fact]
     public void InterruptedRunResumesToTheSameSamplesWithoutRepeatingWork()
     {
-        const int count = 500, steps = 50, seed = 9;
+        const int count = 500, seed = 9;
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
         using var denoiser = model.OpenDenoiser();
-        var mixture = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, steps), Gmm2dReward(1, "softplus:0.5"), 0.3,
+        var mixture = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, 50), Gmm2dReward(1, "softplus:0.5"), 0.3,
                                              new TiltMixtureSettings { BatchSize = 64 });
-        var whole = mixture.Sample(count, seed);
+        var request = new GenerationRequest { Count = count, BatchSize = 64, Seed = seed };
+        var envelope = mixture.Prepare(seed);
+        var whole = mixture.Sample(request, envelope);
 
         string dir = TestSupport.TempDirectory();
         var store = BatchCheckpoint.Start(dir, "run");
-        var envelope = mixture.Prepare(seed);
         store.WriteNote("mixture.json", envelope.ToJson());
-        // Stopped after two batches of 64 proposals (the proposal limit stands in for a kill).
-        Assert.Throws<InvalidOperationException>(() => mixture.Sample(count, seed, maxProposals: 128, envelope: envelope, proposals: store));
+        // Cancelled after two batches of 64 samples (a kill between batches).
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => mixture.Sample(request with { Checkpoint = store, Cancellation = cancel.Token }, envelope,
+            p => { if (p.SamplesDone >= 128) cancel.Cancel(); }));
         Assert.Equal(2, store.SavedBatches);
 
         var reopened = BatchCheckpoint.Resume(dir, "run");
         var saved = MixtureEnvelope.FromJson(reopened.ReadNote("mixture.json")!, "mixture.json");
         Assert.Equal(envelope.Components.Select(c => c.Weight), saved.Components.Select(c => c.Weight)); // exact round trip
-        var resumed = mixture.Sample(count, seed, envelope: saved, proposals: reopened);
+        var resumed = mixture.Sample(request with { Checkpoint = reopened }, saved);
         Assert.Equal(whole.Samples, resumed.Samples);
         Assert.Equal(whole.Proposed, resumed.Proposed);
-        Assert.Equal(whole.SetupEvaluations, resumed.SetupEvaluations);
-        Assert.Equal(whole.SamplingEvaluations - 128L * steps, resumed.SamplingEvaluations); // the saved proposals were read, not sampled
+        Assert.Equal(whole.EnvelopeViolations, resumed.EnvelopeViolations);
+        // The saved batches were read, not sampled: the first 128 samples cost what a run of 128 costs (sample i depends on i only).
+        var firstTwo = mixture.Sample(request with { Count = 128 }, envelope);
+        Assert.Equal(whole.SamplingEvaluations - firstTwo.SamplingEvaluations, resumed.SamplingEvaluations);
         Assert.Throws<ConfigException>(() => MixtureEnvelope.FromJson("{\"Method\": \"ExactMixture\"}", "broken.json"));
+    }
+
+    /// <summary>
+    /// DESIGN §10 for the mixture: sample i is the first accepted proposal of its own stream, so three shards with another
+    /// batch size are the whole run's samples, and their proposal counts add up to the whole run's.
+    /// </summary>
+    [Fact]
+    public void ASampleDependsOnItsIndexOnlyNotOnTheBatchOrTheShard()
+    {
+        const int count = 60, seed = 4;
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var mixture = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, 20), Gmm2dReward(2, "max"), 0.3,
+                                             new TiltMixtureSettings { BatchSize = 16, PilotSamples = 128 });
+        var envelope = mixture.Prepare(seed);
+        var whole = mixture.Sample(new GenerationRequest { Count = count, BatchSize = 16, Seed = seed }, envelope);
+        Assert.True(whole.Proposed > count, "the test needs rejections");
+        var shards = Enumerable.Range(0, 3)
+            .Select(i => mixture.Sample(new GenerationRequest { Count = count, BatchSize = 7, Seed = seed, Shard = new Shard(i, 3) }, envelope)).ToList();
+        Assert.Equal(whole.Samples, shards.SelectMany(s => s.Samples));
+        Assert.Equal(Enumerable.Range(0, count), shards.SelectMany(s => s.Generated.Indices));
+        Assert.Equal(whole.Proposed, shards.Sum(s => s.Proposed));
+        Assert.Equal(whole.SamplingEvaluations, shards.Sum(s => s.SamplingEvaluations));
     }
 
     /// <summary>The network, but NaN for rows with x₀ &gt; 3 near the end of sampling (a fault that depends on the sample).</summary>
@@ -204,16 +232,23 @@ public class MixtureTests(ITestOutputHelper output)
         var clean = healthy.Sample(count, seed, envelope: envelope);
         var faulty = new TiltMixtureSampler(new FaultyDenoiser(denoiser), ddim, reward, 0.3);
 
-        var stop = Assert.Throws<NonFiniteException>(() => faulty.Sample(count, seed, envelope: envelope));
-        var skip = faulty.Sample(count, seed, envelope: envelope, onNonFinite: NonFinitePolicy.Skip);
-        output.WriteLine($"stopped at proposal {stop.SampleIndex} with {stop.Finished.Count} accepted; skip dropped {skip.NonFiniteProposals.Count} of {skip.Proposed}");
-        Assert.Equal(skip.NonFiniteProposals[0], stop.SampleIndex);
-        Assert.Equal(count, skip.Count);
+        var stop = Assert.Throws<NonFiniteException>(() => faulty.Sample(count, seed, envelope));
+        var skip = faulty.Sample(count, seed, envelope, NonFinitePolicy.Skip);
+        output.WriteLine($"stopped at sample {stop.SampleIndex} with {stop.Finished.Count} finished; skip dropped {skip.Skipped.Count} of {count} samples ({skip.Proposed} proposals)");
+        Assert.NotEmpty(skip.Skipped);
+        // Stop halts at a faulty sample of the first batch that has one (which one depends on the order of its proposals).
+        int batch = healthy.Settings.BatchSize;
+        Assert.Contains(stop.SampleIndex, skip.Skipped);
+        Assert.Equal(skip.Skipped[0] / batch, stop.SampleIndex / batch);
+        Assert.Equal(stop.SampleIndex / batch * batch, stop.Finished.Count);
+        Assert.Equal(count - skip.Skipped.Count, skip.Count);
         Assert.All(skip.Samples, v => Assert.True(float.IsFinite(v)));
-        // Before the first faulty proposal the three runs accepted the same samples.
+        // Stop keeps the whole batches before the faulty sample's, as the clean run drew them.
         int before = stop.Finished.Count * 2;
         Assert.Equal(clean.Samples.Take(before), stop.Finished.Samples.Take(before));
-        Assert.Equal(clean.Samples.Take(before), skip.Samples.Take(before));
+        // Skip drops only the samples whose proposals turned NaN/±∞; every other sample is the clean run's of that index.
+        var kept = skip.Generated.Indices;
+        Assert.Equal(kept.SelectMany(i => clean.Samples.Skip(i * 2).Take(2)), skip.Samples);
     }
 
     private static double[] Normalise(double[] v)

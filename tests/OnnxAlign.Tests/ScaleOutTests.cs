@@ -142,13 +142,18 @@ public sealed class ScaleOutTests
     [InlineData("plain")]
     [InlineData("fast-tilt")]
     [InlineData("hybrid-tilt")]
+    [InlineData("kl-mixture")]
     public void ThreeShardsOfAPlanMergeToTheSingleRunByteForByte(string kind)
     {
         string dir = TestSupport.TempDirectory();
+        // The upper half of the image: with the mean of all pixels, a convex reward max(z₁, z₂) of k = 2 features.
+        string top = Path.Combine(dir, "top.npy");
+        NpyFile.Write(top, Enumerable.Range(0, 64).Select(i => i < 32 ? 1 / MathF.Sqrt(32) : 0f).ToArray(), [1, 8, 8]);
         string[] options = kind switch
         {
             "plain" => [],
             "fast-tilt" => ["--reward", "channel-mean:0", "--lambda", "0.5", "--tilt-mode", "fast", "--logz-nodes", "2", "--logz-samples", "8"],
+            "kl-mixture" => ["--reward", $"max(channel-mean:0|direction:{top})", "--lambda", "0.2", "--tilt-mode", "fast"],
             _ => ["--reward", "channel-mean:0", "--lambda", "0.5", "--tilt-mode", "hybrid", "--logz-samples", "0"],
         };
         string plan = Path.Combine(dir, "plan.json");
@@ -157,6 +162,7 @@ public sealed class ScaleOutTests
         var setup = JsonNode.Parse(File.ReadAllText(plan))!["setup"]!.AsObject();
         if (kind == "fast-tilt") Assert.NotNull(setup["log_partition"]);
         if (kind == "hybrid-tilt") Assert.NotNull(setup["data_variance"]);
+        if (kind == "kl-mixture") Assert.NotNull(setup["mixture_envelope"]);
 
         var single = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "single"));
         Assert.True(single.Code == 0, single.Err);
@@ -189,7 +195,16 @@ public sealed class ScaleOutTests
             Assert.Equal((double)ra["mean"]!, (double)rb["mean"]!, 9);
             Assert.Equal((double)ra["standard_error"]!, (double)rb["standard_error"]!, 9);
             Assert.Equal(a["alignment"]!["log_partition"]?.ToJsonString(), b["alignment"]!["log_partition"]?.ToJsonString());
-            Assert.Equal(true, (bool?)b["alignment"]!["drift"]!["per_shard"]);
+            if (kind != "kl-mixture") Assert.Equal(true, (bool?)b["alignment"]!["drift"]!["per_shard"]);
+        }
+        if (kind == "kl-mixture")
+        {
+            // The shards' proposal counts add up to the single run's, and its rates follow from them; the set-up is the plan's, counted once.
+            var (ma, mb) = (a["alignment"]!, b["alignment"]!);
+            foreach (string key in new[] { "proposed", "envelope_violations", "sampling_network_evaluations", "acceptance_rate", "evaluations_per_accepted_sample", "plan_setup_network_evaluations", "components" })
+                Assert.Equal(ma[key]!.ToJsonString(), mb[key]!.ToJsonString());
+            Assert.True((long)mb["proposed"]! > 23, "the test needs rejections");
+            Assert.Null(mb["setup_network_evaluations"]);
         }
     }
 

@@ -67,6 +67,12 @@ public sealed record KlAlignmentSettings
     /// <summary>Mixture: Gauss–Legendre nodes and tilted samples per node of each component's log Z.</summary>
     public LogPartitionSettings Partition { get; init; } = new() { Nodes = 6, SamplesPerNode = 64 };
 
+    /// <summary>
+    /// Mixture: the set-up computed before for this reward, λ and seed (<see cref="KlAlignment.PrepareMixture"/>; a plan's,
+    /// DESIGN §10), so that every shard samples with the same envelope; null computes it (or reads it from the checkpoint).
+    /// </summary>
+    public MixtureEnvelope? Envelope { get; init; }
+
     /// <summary>Where the aligner says what it did (information) and what the caller should know about the result (warnings: degenerate weights, a drifting fast tilt); none by default.</summary>
     public ILogger Logger { get; init; } = NullLogger.Instance;
 
@@ -182,7 +188,7 @@ public static class KlAlignment
     /// <param name="reward">The reward; its structure picks the algorithm.</param>
     /// <param name="lambda">The temperature λ &gt; 0 (smaller is stronger).</param>
     /// <param name="settings">The mode and the algorithms' settings.</param>
-    /// <param name="request">Count, batch, seed, NaN policy and cancellation (shard and initial noise apply to the fast and hybrid tilts only).</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation (the shard applies to the fast and hybrid tilts and the mixture, initial noise to the fast and hybrid tilts).</param>
     /// <param name="checkpoint">Where finished work is kept so that a resumed run repeats none (SMC systems, mixture set-up and proposals, fast batches); null for none.</param>
     /// <param name="progress">Samples finished of the request's count (for the exact tilt: effective samples of the target).</param>
     /// <exception cref="ConfigException">No KL algorithm for the reward (see <see cref="Choose"/>).</exception>
@@ -229,9 +235,9 @@ public static class KlAlignment
         }
         if (result.Mixture is { } drawn)
         {
-            if (drawn.NonFiniteProposals.Count > 0)
-                warnings.Add($"dropped {drawn.NonFiniteProposals.Count} proposals that turned NaN/±∞ (proposal indices " +
-                             $"{string.Join(", ", drawn.NonFiniteProposals.Take(10))}{(drawn.NonFiniteProposals.Count > 10 ? ", …" : "")})");
+            if (drawn.Skipped.Count > 0)
+                warnings.Add($"dropped {drawn.Skipped.Count} samples whose proposals turned NaN/±∞ (sample indices " +
+                             $"{string.Join(", ", drawn.Skipped.Take(10))}{(drawn.Skipped.Count > 10 ? ", …" : "")})");
             if (drawn.EnvelopeViolations > 0)
                 warnings.Add($"{drawn.EnvelopeViolations} of {drawn.Proposed} proposals exceeded the envelope (ε = {drawn.Epsilon:G4})");
             logger.LogInformation("KL mixture ({Method}): {Terms} tilts, acceptance {Acceptance:P1}, {Cost:F0} network evaluations per accepted sample",
@@ -367,32 +373,51 @@ public static class KlAlignment
         return new KlAlignmentResult(algorithm, samples, theta) { Exact = exact, SetupEvaluations = setup };
     }
 
+    /// <summary>The mixture sampler <see cref="Run"/> uses for a convex low-rank reward in the fast mode (its batches are the request's).</summary>
+    private static TiltMixtureSampler Mixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
+                                              KlAlignmentSettings settings, GenerationRequest request) =>
+        new(ExactTilt.BaseLaw(network, range), sampler, reward, lambda, new TiltMixtureSettings
+        {
+            BatchSize = request.BatchSize,
+            Partition = settings.Partition with { SamplesPerNode = Math.Max(settings.Partition.SamplesPerNode, 32), BatchSize = request.BatchSize },
+        });
+
+    /// <summary>
+    /// The KL mixture's set-up for <paramref name="request"/>'s seed (DESIGN §2: its terms' log Z and the pilot rounds that
+    /// place them and measure ε), computed once — by a plan for all its shards (DESIGN §10) — and given back through
+    /// <see cref="KlAlignmentSettings.Envelope"/>. The same as <see cref="Run"/> computes when it is given none.
+    /// </summary>
+    /// <exception cref="ConfigException">The reward is not one the mixture samples in the settings' mode (see <see cref="Choose"/>).</exception>
+    public static MixtureEnvelope PrepareMixture(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda,
+                                                 KlAlignmentSettings settings, GenerationRequest request)
+    {
+        if (Choose(reward, lambda, settings.Mode) != KlAlgorithm.TiltMixture)
+            throw ConfigException.For("reward", $"'{reward.Name}' in the {settings.Mode.ToString().ToLowerInvariant()} mode is not sampled by the KL mixture, which has the set-up");
+        using var cancellation = NetworkCancellation.Enter(request.Cancellation);
+        return Mixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request).Prepare(request.Seed);
+    }
+
     private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
                                                 KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
                                                 BatchCheckpoint? checkpoint)
     {
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        var mixture = new TiltMixtureSampler(ExactTilt.BaseLaw(network, range), sampler, reward, lambda, new TiltMixtureSettings
-        {
-            BatchSize = request.BatchSize,
-            Partition = settings.Partition with { SamplesPerNode = Math.Max(settings.Partition.SamplesPerNode, 32), BatchSize = request.BatchSize },
-        });
-        var envelope = checkpoint?.ReadNote(MixtureNote) is { } saved
+        var mixture = Mixture(network, range, sampler, reward, lambda, settings, request);
+        var envelope = settings.Envelope ?? (checkpoint?.ReadNote(MixtureNote) is { } saved
             ? MixtureEnvelope.FromJson(saved, Path.Combine(BatchCheckpoint.Folder, MixtureNote))
-            : null;
-        bool resumed = envelope is not null;
+            : null);
+        bool resumed = settings.Envelope is null && envelope is not null;
         if (envelope is null)
         {
             envelope = mixture.Prepare(request.Seed);
             checkpoint?.WriteNote(MixtureNote, envelope.ToJson());
         }
-        // Proposal batches go to the checkpoint keyed by proposal index, not by the request's sample batches.
-        var drawn = mixture.Sample(request.Count, request.Seed,
-            progress is null ? null : (accepted, _) => progress.Report(new GenerationProgress(accepted, request.Count, accepted, request.Count)),
-            envelope: envelope, proposals: checkpoint, onNonFinite: request.OnNonFinite);
-        var samples = new GenerationResult(drawn.Samples, 0, drawn.Count, drawn.SamplingEvaluations, TimeSpan.Zero, clock.Elapsed);
-        return new KlAlignmentResult(KlAlgorithm.TiltMixture, samples, []) { Mixture = drawn, SetupEvaluations = drawn.SetupEvaluations, ResumedSetup = resumed };
+        // The one generation loop: the request's shard, batches, NaN policy and checkpoint (finished samples).
+        var drawn = mixture.Sample(request with { Checkpoint = checkpoint ?? request.Checkpoint }, envelope, progress is null ? null : progress.Report);
+        return new KlAlignmentResult(KlAlgorithm.TiltMixture, drawn.Generated, [])
+        {
+            Mixture = drawn, SetupEvaluations = settings.Envelope is null ? drawn.SetupEvaluations : 0, ResumedSetup = resumed,
+        };
     }
 
     private static void CheckLambda(double lambda)

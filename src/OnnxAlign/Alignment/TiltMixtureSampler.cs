@@ -33,6 +33,9 @@ public sealed record TiltMixtureSettings
     /// <summary>Samples per network call.</summary>
     public int BatchSize { get; init; } = 256;
 
+    /// <summary>A sample rejected this many times in a row stops the run (an envelope this far from the target is a fault, not a run to wait for).</summary>
+    public int MaxProposalsPerSample { get; init; } = 100_000;
+
     /// <summary>log Z estimation (its seed is offset from the run's seed).</summary>
     public LogPartitionSettings Partition { get; init; } = new();
 }
@@ -104,22 +107,21 @@ public sealed record MixtureEnvelope(MixtureMethod Method, IReadOnlyList<Mixture
 /// <summary>Accepted samples of the KL-aligned law and what they cost.</summary>
 public sealed class TiltMixtureResult
 {
-    internal TiltMixtureResult(MixtureMethod method, float[] samples, double[][] features, IReadOnlyList<MixtureComponent> components,
-                               double epsilon, long proposed, long violations, long setupEvaluations, long samplingEvaluations,
-                               IReadOnlyList<RefinementRound> rounds, IReadOnlyList<long> nonFinite)
+    internal TiltMixtureResult(MixtureMethod method, GenerationResult generated, double[][] features, IReadOnlyList<MixtureComponent> components,
+                               double epsilon, long proposed, long violations, long setupEvaluations, IReadOnlyList<RefinementRound> rounds)
     {
-        (Method, Samples, Features, Components, Epsilon, Proposed, EnvelopeViolations, SetupEvaluations, SamplingEvaluations, Refinement, NonFiniteProposals) =
-            (method, samples, features, components, epsilon, proposed, violations, setupEvaluations, samplingEvaluations, rounds, nonFinite);
+        (Method, Generated, Features, Components, Epsilon, Proposed, EnvelopeViolations, SetupEvaluations, Refinement) =
+            (method, generated, features, components, epsilon, proposed, violations, setupEvaluations, rounds);
     }
-
-    /// <summary>Indices of proposals dropped because they turned NaN or ±∞ (<see cref="NonFinitePolicy.Skip"/>).</summary>
-    public IReadOnlyList<long> NonFiniteProposals { get; }
 
     /// <summary>The construction used.</summary>
     public MixtureMethod Method { get; }
 
-    /// <summary>The accepted samples, one after another, in proposal order.</summary>
-    public float[] Samples { get; }
+    /// <summary>The accepted samples as the generation loop returns them: sample i of the run is the first accepted proposal of stream (seed, i), with its run index.</summary>
+    public GenerationResult Generated { get; }
+
+    /// <summary>The accepted samples, one after another, in run-index order.</summary>
+    public float[] Samples => Generated.Samples;
 
     /// <summary>z = Ax + c of each accepted sample.</summary>
     public double[][] Features { get; }
@@ -127,13 +129,16 @@ public sealed class TiltMixtureResult
     /// <summary>Accepted samples.</summary>
     public int Count => Features.Length;
 
+    /// <summary>Run indices of samples dropped because a proposal of theirs turned NaN or ±∞ (<see cref="NonFinitePolicy.Skip"/>).</summary>
+    public IReadOnlyList<int> Skipped => Generated.Skipped;
+
     /// <summary>The mixture's terms.</summary>
     public IReadOnlyList<MixtureComponent> Components { get; }
 
     /// <summary>ε of the acceptance test exp(g − ε)/Σ e^{ℓ_j} (0 for the exact mixture).</summary>
     public double Epsilon { get; }
 
-    /// <summary>Proposals drawn to get <see cref="Count"/> accepted samples.</summary>
+    /// <summary>Proposals drawn to get <see cref="Count"/> accepted samples (those of batches read from a checkpoint included).</summary>
     public long Proposed { get; }
 
     /// <summary>Accepted / proposed.</summary>
@@ -142,11 +147,11 @@ public sealed class TiltMixtureResult
     /// <summary>Proposals where g exceeded the envelope by more than ε (accepted with probability 1; the law there is slightly too light).</summary>
     public long EnvelopeViolations { get; }
 
-    /// <summary>Network evaluations spent on log Z and the pilot rounds.</summary>
+    /// <summary>Network evaluations spent on log Z and the pilot rounds (by whoever prepared the envelope).</summary>
     public long SetupEvaluations { get; }
 
-    /// <summary>Network evaluations spent on the proposals.</summary>
-    public long SamplingEvaluations { get; }
+    /// <summary>Network evaluations spent on the proposals in this run (batches read from a checkpoint cost none).</summary>
+    public long SamplingEvaluations => Generated.NetworkEvaluations;
 
     /// <summary>All network evaluations.</summary>
     public long NetworkEvaluations => SetupEvaluations + SamplingEvaluations;
@@ -219,7 +224,7 @@ public sealed class TiltMixtureSampler
 
     /// <summary>
     /// The set-up of a run with this seed: log Z of the terms and, for the envelopes with rejection, the pilot rounds
-    /// that place the terms and measure ε. <see cref="Sample"/> calls it when it is given no envelope.
+    /// that place the terms and measure ε. <see cref="Sample(GenerationRequest, MixtureEnvelope?, Action{GenerationProgress}?)"/> calls it when it is given no envelope.
     /// </summary>
     /// <param name="seed">The run's noise seed; the pilot rounds and log Z use offset seeds, independent of the proposals.</param>
     public MixtureEnvelope Prepare(long seed)
@@ -231,63 +236,41 @@ public sealed class TiltMixtureSampler
         return new MixtureEnvelope(Method, components, epsilon, rounds, partition.NetworkEvaluations + metered.Evaluations);
     }
 
-    /// <summary>Draws <paramref name="count"/> accepted samples; proposal i uses noise stream (seed, i).</summary>
+    /// <summary>Draws <paramref name="count"/> accepted samples; sample i draws its proposals from noise stream (seed, i).</summary>
     /// <param name="count">Accepted samples wanted.</param>
     /// <param name="seed">Noise seed. The pilot rounds and log Z use offset seeds, so they are independent of the proposals.</param>
-    /// <param name="progress">Called with (accepted, proposed) after each batch of proposals.</param>
-    /// <param name="maxProposals">Gives up (with an exception naming the acceptance rate) after this many proposals.</param>
-    /// <param name="envelope">The set-up of this seed from <see cref="Prepare"/> (e.g. saved by an interrupted run); null computes it.</param>
-    /// <param name="proposals">Where finished batches of proposals are kept, keyed by their first proposal index, so that an
-    /// interrupted run continues with the same proposals and hence the same accepted samples; null keeps none.</param>
-    /// <param name="onNonFinite">A proposal that turned NaN or ±∞ (checked before its acceptance test): stop with a
-    /// <see cref="NonFiniteException"/> that keeps the samples accepted before it, or drop it and go on.</param>
+    /// <param name="envelope">The set-up of this seed from <see cref="Prepare"/>; null computes it.</param>
+    /// <param name="onNonFinite">A sample whose proposal turns NaN or ±∞: stop, or drop the sample and go on.</param>
+    public TiltMixtureResult Sample(int count, long seed, MixtureEnvelope? envelope = null, NonFinitePolicy onNonFinite = NonFinitePolicy.Stop) =>
+        Sample(new GenerationRequest { Count = count, BatchSize = Settings.BatchSize, Seed = seed, OnNonFinite = onNonFinite }, envelope);
+
+    /// <summary>
+    /// Samples the request's shard of q by per-sample rejection (DESIGN §2, §10): sample i draws proposals from its own
+    /// noise stream (seed, i) — each proposal its x_T, then its component and acceptance uniform, then the sampler's
+    /// noise — until one is accepted. Sample i therefore depends only on the envelope, the seed and i: not on the
+    /// batch, the shard or the machine, so shards of one plan merge to the single run. The request's batches, NaN
+    /// policy (a proposal that turns NaN/±∞ stops the run or drops its sample), checkpoint (finished batches and their
+    /// proposal counts: a resumed run equals an uninterrupted one) and cancellation are the generation loop's.
+    /// </summary>
+    /// <param name="request">Count, shard, batch (samples per batch; proposals go to the network in batches of
+    /// <see cref="TiltMixtureSettings.BatchSize"/> per component), seed, NaN policy, checkpoint, cancellation.</param>
+    /// <param name="envelope">The set-up of this seed from <see cref="Prepare"/> (a plan's, or one saved by an interrupted run); null computes it.</param>
+    /// <param name="progress">Samples accepted (or dropped) of the shard, after each batch.</param>
     /// <exception cref="NonFiniteException">A proposal turned NaN or ±∞ and the policy is <see cref="NonFinitePolicy.Stop"/>.</exception>
-    public TiltMixtureResult Sample(int count, long seed, Action<int, long>? progress = null, long maxProposals = 10_000_000,
-                                    MixtureEnvelope? envelope = null, IBatchStore? proposals = null,
-                                    NonFinitePolicy onNonFinite = NonFinitePolicy.Stop)
+    /// <exception cref="InvalidOperationException">A sample was rejected <see cref="TiltMixtureSettings.MaxProposalsPerSample"/> times.</exception>
+    public TiltMixtureResult Sample(GenerationRequest request, MixtureEnvelope? envelope = null, Action<GenerationProgress>? progress = null)
     {
-        if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), "count must be ≥ 1");
-        envelope ??= Prepare(seed);
+        if (request.Count < 1) throw new ArgumentOutOfRangeException(nameof(request), "count must be ≥ 1");
+        if (request.InitialNoise is not null)
+            throw ConfigException.For("GenerationRequest.InitialNoise", ": the KL mixture draws a new x_T for every proposal, so it takes no initial noise");
+        envelope ??= Prepare(request.Seed);
         if (envelope.Method != Method || envelope.Components.Any(c => c.U.Length != _reward.FeatureCount))
             throw new ArgumentException($"the envelope was prepared for another reward ({envelope.Method}, {envelope.Components[0].U.Length} features)");
-        var components = envelope.Components;
-        var terms = components.Select(c => (c.U, B: c.Intercept)).ToList();
-        double epsilon = envelope.Epsilon;
-
-        var samplingMeter = new MeteredDenoiser(_denoiser);
-        var accepted = new List<(float[] X, double[] Z)>();
-        var nonFinite = new List<long>();
-        long proposed = 0, violations = 0;
-        int size = _denoiser.SampleSize;
-        float[] Stack(int n) // the first n accepted samples, one after another
-        {
-            var rows = new float[(long)n * size];
-            for (int a = 0; a < n; a++) accepted[a].X.CopyTo(rows, (long)a * size);
-            return rows;
-        }
-        int chunk = Math.Max(Settings.BatchSize, 64);
-        while (accepted.Count < count)
-        {
-            if (proposed >= maxProposals)
-                throw new InvalidOperationException($"the KL mixture accepted {accepted.Count} of {proposed} proposals; giving up at {maxProposals}");
-            var draw = Draw(samplingMeter, components, seed, proposed, chunk, proposals);
-            for (int i = 0; i < chunk && accepted.Count < count; i++, proposed++)
-            {
-                if (!Generation.AllFinite(draw.Samples.AsSpan(i * size, size)))
-                {
-                    if (onNonFinite == NonFinitePolicy.Skip) { nonFinite.Add(proposed); continue; }
-                    throw new NonFiniteException(_sampler.Steps, checked((int)proposed),
-                        new GenerationResult(Stack(accepted.Count), 0, accepted.Count, samplingMeter.Evaluations, TimeSpan.Zero, TimeSpan.Zero));
-                }
-                double logRatio = LogAcceptance(draw.Features[i], terms, epsilon);
-                if (logRatio > (Method == MixtureMethod.ExactMixture ? 1e-9 : 0)) violations++;
-                if (Method == MixtureMethod.ExactMixture || Math.Log(draw.Uniforms[i]) < logRatio)
-                    accepted.Add((draw.Samples.AsSpan(i * size, size).ToArray(), draw.Features[i]));
-            }
-            progress?.Invoke(accepted.Count, proposed);
-        }
-        return new TiltMixtureResult(Method, Stack(count), accepted.Select(a => a.Z).ToArray(), components, epsilon, proposed, violations,
-                                     envelope.SetupEvaluations, samplingMeter.Evaluations, envelope.Refinement, nonFinite);
+        var terms = envelope.Components.Select(c => (c.U, B: c.Intercept)).ToList();
+        var proposals = new Proposals(this, envelope.Components, terms, envelope.Epsilon);
+        var generated = Generation.Run(_denoiser, _sampler, request, progress, null, proposals);
+        return new TiltMixtureResult(Method, generated, _reward.ProjectBatch(generated.Samples), envelope.Components, envelope.Epsilon,
+                                     proposals.Proposed, proposals.Violations, envelope.SetupEvaluations, envelope.Refinement);
     }
 
     /// <summary>log of exp(g(z) − ε)/Σ_j e^{ℓ_j(z)}: ≤ 0 where the envelope holds.</summary>
@@ -429,56 +412,116 @@ public sealed class TiltMixtureSampler
                                                       List<(double[] U, double B)> terms, long seed, int round, out double[] worst)
     {
         var components = Components(partition, terms);
-        var draw = Draw(metered, components, seed + 1_000_000_007L * (round + 1), 0, Settings.PilotSamples);
-        var gaps = draw.Features.Select(z => LogAcceptance(z, terms, 0)).ToArray();
+        // One proposal per pilot sample, no acceptance test; a proposal that turns NaN/±∞ is left out of the measurement.
+        var pilot = Generation.Run(metered, _sampler, new GenerationRequest
+        {
+            Count = Settings.PilotSamples, BatchSize = Settings.BatchSize, Seed = seed + 1_000_000_007L * (round + 1), OnNonFinite = NonFinitePolicy.Skip,
+        }, null, null, new Proposals(this, components, terms: null, epsilon: 0));
+        if (pilot.Count == 0) throw new InvalidOperationException($"all {Settings.PilotSamples} pilot proposals of the KL mixture turned NaN/±∞");
+        var features = _reward.ProjectBatch(pilot.Samples);
+        var gaps = features.Select(z => LogAcceptance(z, terms, 0)).ToArray();
         int argmax = Array.IndexOf(gaps, gaps.Max());
-        worst = draw.Features[argmax];
+        worst = features[argmax];
         double epsilon = gaps[argmax] + Settings.EpsilonMargin;
         return (epsilon, gaps.Average(d => Math.Exp(Math.Min(0, d - epsilon))));
     }
 
     /// <summary>
-    /// Proposals start..start+n−1 of the mixture: proposal i draws its component and its acceptance uniform from noise
-    /// stream (seed, i), then its x_T and sampler noise from the same stream, so the result does not depend on batching.
-    /// A batch found in <paramref name="store"/> is read instead of sampled (its components and uniforms are still drawn).
+    /// The mixture's proposals for a batch of samples (an <see cref="IBatchProcedure"/> of the generation loop). Each
+    /// round, every pending sample draws its component (by the weights) and acceptance uniform from its stream, the
+    /// pending samples are sampled under their components' tilts in groups, and those accepted leave; the rest draw a new
+    /// x_T from their streams and go again. Without <c>terms</c> (the pilot) every row makes one proposal and no test.
     /// </summary>
-    private (float[] Samples, double[][] Features, double[] Uniforms) Draw(IDenoiser denoiser, IReadOnlyList<MixtureComponent> components,
-                                                                          long seed, long start, int n, IBatchStore? store = null)
+    private sealed class Proposals(TiltMixtureSampler owner, IReadOnlyList<MixtureComponent> components,
+                                   IReadOnlyList<(double[] U, double B)>? terms, double epsilon) : IBatchProcedure
     {
-        int size = denoiser.SampleSize;
-        var samples = new float[(long)n * size];
-        var streams = new NoiseStream[n];
-        var uniforms = new double[n];
-        var chosen = new int[n];
-        var cumulative = new double[components.Count];
-        double sum = 0;
-        for (int j = 0; j < components.Count; j++) cumulative[j] = sum += components[j].Weight;
-        for (int i = 0; i < n; i++)
+        private readonly double[] _cumulative = Cumulative(components);
+        private long _batchProposed, _batchViolations;
+
+        /// <summary>Proposals drawn so far (of restored batches too).</summary>
+        public long Proposed { get; private set; }
+
+        /// <summary>Proposals above the envelope so far.</summary>
+        public long Violations { get; private set; }
+
+        private static double[] Cumulative(IReadOnlyList<MixtureComponent> components)
         {
-            streams[i] = new NoiseStream(seed, start + i);
-            double pick = streams[i].NextDouble() * sum;
-            int component = Array.FindIndex(cumulative, c => pick < c);
-            chosen[i] = component < 0 ? components.Count - 1 : component; // pick = sum only by rounding
-            uniforms[i] = 1 - streams[i].NextDouble(); // in (0, 1]
-            streams[i].NextGaussian(samples.AsSpan(i * size, size));
+            var cumulative = new double[components.Count];
+            double sum = 0;
+            for (int j = 0; j < components.Count; j++) cumulative[j] = sum += components[j].Weight;
+            return cumulative;
         }
-        int key = checked((int)start);
-        bool saved = store?.TryLoad(key, samples) == true;
-        for (int j = 0; j < components.Count && !saved; j++)
+
+        public void Run(BatchRows batch)
         {
-            var members = Enumerable.Range(0, n).Where(i => chosen[i] == j).ToArray();
-            if (members.Length == 0) continue;
-            var tilt = new LinearTilt(denoiser, _reward.Transposed(components[j].U));
-            for (int offset = 0; offset < members.Length; offset += Settings.BatchSize)
+            var settings = owner.Settings;
+            bool exact = owner.Method == MixtureMethod.ExactMixture;
+            var tilts = new LinearTilt?[components.Count];
+            var chosen = new int[batch.Count];
+            var uniforms = new double[batch.Count];
+            var z = new double[owner._reward.FeatureCount];
+            var pending = Enumerable.Range(0, batch.Count).Where(r => !batch.IsSkipped(r)).ToList();
+            long proposed = 0, violations = 0;
+            for (int attempt = 0; pending.Count > 0; attempt++)
             {
-                var batch = members.Skip(offset).Take(Settings.BatchSize).ToArray();
-                var x = new float[batch.Length * size];
-                for (int b = 0; b < batch.Length; b++) samples.AsSpan(batch[b] * size, size).CopyTo(x.AsSpan(b * size, size));
-                _sampler.Sample(tilt, x, batch.Length, batch.Select(i => streams[i]).ToArray());
-                for (int b = 0; b < batch.Length; b++) x.AsSpan(b * size, size).CopyTo(samples.AsSpan(batch[b] * size, size));
+                if (attempt == settings.MaxProposalsPerSample)
+                    throw new InvalidOperationException($"sample {batch.FirstIndex + pending[0]} of the KL mixture was rejected {attempt} times in a row " +
+                                                        $"({proposed} proposals for {batch.Count} samples of this batch): the envelope (ε = {epsilon:G4}) is far from the target");
+                foreach (int r in pending)
+                {
+                    var stream = batch.Streams[r];
+                    if (attempt > 0) stream.NextGaussian(batch.Row(r));   // a new x_T; the first proposal's was drawn by the loop
+                    double pick = stream.NextDouble() * _cumulative[^1];
+                    int component = Array.FindIndex(_cumulative, c => pick < c);
+                    chosen[r] = component < 0 ? components.Count - 1 : component;   // pick = sum only by rounding
+                    uniforms[r] = 1 - stream.NextDouble();   // in (0, 1]
+                }
+                for (int j = 0; j < components.Count; j++)
+                {
+                    var members = pending.Where(r => chosen[r] == j).ToArray();
+                    if (members.Length == 0) continue;
+                    tilts[j] ??= new LinearTilt(batch.Denoiser, owner._reward.Transposed(components[j].U));
+                    for (int offset = 0; offset < members.Length; offset += settings.BatchSize)
+                        batch.Sample(tilts[j]!, members[offset..Math.Min(members.Length, offset + settings.BatchSize)]);
+                }
+                proposed += pending.Count;
+                if (terms is null) break;
+                var rejected = new List<int>();
+                foreach (int r in pending)
+                {
+                    if (batch.IsSkipped(r)) continue;   // turned NaN/±∞ under the skip policy: dropped with its sample
+                    owner._reward.Project(batch.Row(r), z);
+                    double logRatio = owner.LogAcceptance(z, terms, epsilon);
+                    if (logRatio > (exact ? 1e-9 : 0)) violations++;
+                    if (!exact && !(Math.Log(uniforms[r]) < logRatio)) rejected.Add(r);
+                }
+                pending = rejected;
             }
+            (_batchProposed, _batchViolations) = (proposed, violations);
+            Proposed += proposed;
+            Violations += violations;
         }
-        if (!saved) store?.Save(key, samples, [n, .. denoiser.SampleShape]);
-        return (samples, _reward.ProjectBatch(samples), uniforms);
+
+        public bool Restore(IBatchStore store, int firstIndex, int count)
+        {
+            if (store.ReadNote(NoteName(firstIndex)) is not { } text) return false;
+            try
+            {
+                var note = JsonSerializer.Deserialize<BatchNote>(text);
+                if (note is null || note.Count != count) return false;
+                Proposed += note.Proposed;
+                Violations += note.Violations;
+                return true;
+            }
+            catch (JsonException) { return false; }   // a damaged note: the batch is sampled again
+        }
+
+        public void Save(IBatchStore store, int firstIndex, int count) =>
+            store.WriteNote(NoteName(firstIndex), JsonSerializer.Serialize(new BatchNote(count, _batchProposed, _batchViolations)));
+
+        private static string NoteName(int firstIndex) => $"mixture_batch_{firstIndex:D9}.json";
     }
+
+    /// <summary>What a finished batch of the mixture records beside its samples: its size, the proposals it drew and those above the envelope.</summary>
+    private sealed record BatchNote(int Count, long Proposed, long Violations);
 }

@@ -50,6 +50,12 @@ public interface IBatchStore
 
     /// <summary>Saves a finished batch (shape [n, ...sample shape]).</summary>
     void Save(int firstIndex, ReadOnlySpan<float> batch, IReadOnlyList<int> shape);
+
+    /// <summary>A note saved beside the batches (what a procedure records about a batch, a set-up), or null; a store without notes has none.</summary>
+    string? ReadNote(string name) => null;
+
+    /// <summary>Saves a note beside the batches; a store without notes drops it (what depends on it is then recomputed).</summary>
+    void WriteNote(string name, string text) { }
 }
 
 /// <summary>What a run does with a sample that turns NaN or infinite (a network fault, an overflowing guidance step).</summary>
@@ -141,8 +147,18 @@ public static class Generation
     /// <param name="progress">Called after every step with the shard's progress.</param>
     /// <param name="observer">Sees every batch's steps (diagnostics, resampling); null for none.</param>
     public static GenerationResult Run(IDenoiser denoiser, Sampler sampler, GenerationRequest request, Action<GenerationProgress>? progress = null,
-                                       IRunObserver? observer = null)
+                                       IRunObserver? observer = null) =>
+        Run(denoiser, sampler, request, progress, observer, procedure: null);
+
+    /// <summary>
+    /// The one generation loop (DESIGN §6): batches of run indices, x_T from each sample's stream, the NaN policy, the
+    /// checkpoint and progress; <paramref name="procedure"/> (null: one pass of the sampler) turns a batch's x_T into its
+    /// final samples when that takes more than one pass — the KL mixture's per-sample rejection (DESIGN §2).
+    /// </summary>
+    internal static GenerationResult Run(IDenoiser denoiser, Sampler sampler, GenerationRequest request, Action<GenerationProgress>? progress,
+                                         IRunObserver? observer, IBatchProcedure? procedure)
     {
+        if (procedure is not null && observer is not null) throw new ArgumentException("a batch procedure runs its own passes; no run observer can follow them", nameof(observer));
         if (request.Count < 1) throw new ArgumentOutOfRangeException(nameof(request), "count must be ≥ 1");
         if (request.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(request), "batch must be ≥ 1");
         int size = denoiser.SampleSize;
@@ -160,7 +176,7 @@ public static class Generation
         {
             int batch = Math.Min(request.BatchSize, length - offset);
             var x = samples.AsSpan(offset * size, batch * size);
-            if (request.Checkpoint?.TryLoad(start + offset, x) == true)
+            if (request.Checkpoint is { } store && store.TryLoad(start + offset, x) && procedure?.Restore(store, start + offset, batch) != false)
             {
                 for (int b = 0; b < batch; b++)
                 {
@@ -183,14 +199,24 @@ public static class Generation
                 if (request.InitialNoise is { } given) given.Data.AsSpan(index * size, size).CopyTo(row);
                 else streams[b].NextGaussian(row);
             }
-            var watch = new BatchWatch(request.OnNonFinite, start, offset, batch, size, skipped, observer?.BeginBatch(start + offset, batch),
-                (steps, index) =>
-                {
-                    var finished = samples.AsSpan(0, offset * size).ToArray();
-                    return new NonFiniteException(steps, index, Kept(finished, start, offset, size, skipped, metered, clock));
-                },
-                steps => progress?.Invoke(new GenerationProgress(offset, length, stepsDone + (long)steps * batch, stepsTotal)));
-            sampler.Sample(metered, x, batch, streams, watch);
+            NonFiniteException Fault(int steps, int index)
+            {
+                var finished = samples.AsSpan(0, offset * size).ToArray();
+                return new NonFiniteException(steps, index, Kept(finished, start, offset, size, skipped, metered, clock));
+            }
+            if (procedure is null)
+            {
+                var watch = new BatchWatch(request.OnNonFinite, start + offset, Enumerable.Range(0, batch).ToArray(), size, skipped, observer?.BeginBatch(start + offset, batch),
+                    Fault, steps => progress?.Invoke(new GenerationProgress(offset, length, stepsDone + (long)steps * batch, stepsTotal)));
+                sampler.Sample(metered, x, batch, streams, watch);
+            }
+            else
+            {
+                var rows = new BatchRows(samples, offset, batch, start + offset, size, streams, skipped, sampler, metered,
+                                         r => new BatchWatch(request.OnNonFinite, start + offset, r, size, skipped, null, Fault, _ => { }));
+                procedure.Run(rows);
+                if (request.Checkpoint is { } notes) procedure.Save(notes, start + offset, batch);
+            }
             stepsDone += (long)sampler.Steps * batch;
             observer?.EndBatch(start + offset, x, batch);
             request.Checkpoint?.Save(start + offset, x, [batch, .. denoiser.SampleShape]);
@@ -203,14 +229,15 @@ public static class Generation
     /// The run's own look at every step: a sample that turned NaN/±∞ is reported where it happened (DESIGN: no silent
     /// NaN images) or dropped, progress is reported, and the caller's observer sees the step after that.
     /// </summary>
-    private sealed class BatchWatch(NonFinitePolicy policy, int start, int offset, int batch, int size, SortedSet<int> skipped,
+    /// <remarks><paramref name="rows"/>: the batch rows the sampler's rows are (row b of x is batch row rows[b], run index first + rows[b]).</remarks>
+    private sealed class BatchWatch(NonFinitePolicy policy, int first, int[] rows, int size, SortedSet<int> skipped,
                                     IStepObserver? inner, Func<int, int, NonFiniteException> fault, Action<int> progress) : IStepObserver
     {
         public int[]? AfterStep(int stepsDone, ReadOnlySpan<float> x, ReadOnlySpan<float> denoised, int batchSize)
         {
-            for (int b = 0; b < batch; b++)
+            for (int b = 0; b < rows.Length; b++)
             {
-                int index = start + offset + b;
+                int index = first + rows[b];
                 if (skipped.Contains(index) || AllFinite(x.Slice(b * size, size))) continue;
                 if (policy == NonFinitePolicy.Skip) { skipped.Add(index); continue; }
                 throw fault(stepsDone, index);
