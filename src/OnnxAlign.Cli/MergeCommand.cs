@@ -121,10 +121,10 @@ internal static class MergeCommand
         var merged = (JsonObject)shards[0].Report.DeepClone();
         int count = shards.Sum(s => s.Part.Indices.Count);
         bool latent = shards[0].Report["latent"] is not null;
-        var samples = NpyFile.Read(Path.Combine(output, latent ? "latents.npy" : "samples.npy"));
-        merged["statistics"] = RunReport.Statistics(samples.Data, samples.RowSize);
+        // Streamed: the merge holds one chunk of the run's samples, not all of them.
+        merged["statistics"] = RunReport.Statistics(Path.Combine(output, latent ? "latents.npy" : "samples.npy"), sampleShape.Aggregate(1, (a, b) => a * b));
         if (shards.All(s => s.Report["base_statistics"] is not null))
-            merged["base_statistics"] = RunReport.Statistics(NpyFile.Read(Path.Combine(output, latent ? "base_latents.npy" : "base.npy")).Data, samples.RowSize);
+            merged["base_statistics"] = RunReport.Statistics(Path.Combine(output, latent ? "base_latents.npy" : "base.npy"), sampleShape.Aggregate(1, (a, b) => a * b));
         merged["shard"] = new JsonObject { ["index"] = 0, ["count"] = 1, ["first_sample"] = 0, ["samples"] = count };
         merged["network_evaluations"] = shards.Sum(s => (long)s.Report["network_evaluations"]!);
         var skipped = shards.SelectMany(s => s.Report["skipped_non_finite"]?.AsArray().Select(v => (int)v!) ?? []).ToList();

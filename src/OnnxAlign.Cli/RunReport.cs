@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
+using OnnxAlign.IO;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 
@@ -123,21 +124,42 @@ internal static class RunReport
     }
 
     /// <summary>Per-coordinate mean and covariance for low-dimensional samples; overall value statistics otherwise.</summary>
-    public static JsonObject Statistics(ReadOnlySpan<float> samples, int sampleSize)
+    public static JsonObject Statistics(float[] samples, int sampleSize) => Statistics(() => [samples], sampleSize);
+
+    /// <summary>
+    /// <see cref="Statistics(float[], int)"/> of the samples in a .npy file, read a chunk at a time in two passes (a merged
+    /// run of N samples needs memory for one chunk, not for N): the same values, bit for bit, as of the whole array.
+    /// </summary>
+    public static JsonObject Statistics(string npyPath, int sampleSize) =>
+        Statistics(() => NpyFile.ReadRows(npyPath, Math.Max(1, (1 << 22) / Math.Max(sampleSize, 1))).Select(chunk => chunk.Data), sampleSize);
+
+    /// <summary>The statistics over one or more passes of row chunks in order (<paramref name="pass"/> starts a pass).</summary>
+    private static JsonObject Statistics(Func<IEnumerable<float[]>> pass, int sampleSize)
     {
+        long rows = 0;
         if (sampleSize <= MomentDimensionLimit)
-            return new JsonObject
-            {
-                ["mean"] = Array(Numerics.ColumnMeans(samples, sampleSize)),
-                ["covariance"] = Array(Numerics.ColumnCovariance(samples, sampleSize)),
-            };
+        {
+            // Numerics' column arithmetic, row after row across chunks: ColumnMeans and ColumnCovariance of the whole.
+            var mean = new double[sampleSize];
+            foreach (var chunk in pass()) { Numerics.AddColumns(chunk, sampleSize, mean); rows += chunk.Length / sampleSize; }
+            for (int c = 0; c < sampleSize; c++) mean[c] /= rows;
+            var cov = new double[sampleSize * sampleSize];
+            foreach (var chunk in pass()) Numerics.AddCenteredProducts(chunk, sampleSize, mean, cov);
+            for (int k = 0; k < cov.Length; k++) cov[k] /= rows - 1;
+            return new JsonObject { ["mean"] = Array(mean), ["covariance"] = Array(cov) };
+        }
         double sum = 0, sumSq = 0;
-        foreach (float v in samples) { sum += v; sumSq += (double)v * v; }
-        double mean = sum / samples.Length;
+        long values = 0;
+        foreach (var chunk in pass())
+        {
+            foreach (float v in chunk) { sum += v; sumSq += (double)v * v; }
+            values += chunk.Length;
+        }
+        double valueMean = sum / values;
         return new JsonObject
         {
-            ["value_mean"] = mean,
-            ["value_std"] = Math.Sqrt(Math.Max(sumSq / samples.Length - mean * mean, 0)),
+            ["value_mean"] = valueMean,
+            ["value_std"] = Math.Sqrt(Math.Max(sumSq / values - valueMean * valueMean, 0)),
         };
     }
 

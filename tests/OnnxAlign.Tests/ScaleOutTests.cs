@@ -59,6 +59,34 @@ public sealed class ScaleOutTests
         Assert.False(File.Exists(Path.Combine(dir, "bad.npy")));
     }
 
+    /// <summary>The merge reads its samples in chunks (memory of one chunk, not of the run): the chunks are the array, and the statistics are one pass's, bit for bit.</summary>
+    [Theory]
+    [InlineData(6, 7)]      // per-coordinate mean and covariance
+    [InlineData(300, 3)]    // value statistics (above the moment limit)
+    public void StatisticsReadInChunksAreThoseOfTheWholeArray(int size, int chunkRows)
+    {
+        string dir = TestSupport.TempDirectory();
+        var random = new Random(5);
+        const int rows = 23;
+        var all = Enumerable.Range(0, rows * size).Select(_ => (float)(random.NextDouble() * 4 - 1)).ToArray();
+        string path = Path.Combine(dir, "x.npy");
+        NpyFile.Write(path, all, [rows, size]);
+        var chunks = NpyFile.ReadRows(path, chunkRows).ToList();
+        Assert.Equal((rows + chunkRows - 1) / chunkRows, chunks.Count);
+        Assert.Equal(all, chunks.SelectMany(c => c.Data));
+        Assert.All(chunks, c => Assert.Equal(size, c.RowSize));
+        Assert.Equal(OnnxAlign.Cli.RunReport.Statistics(all, size).ToJsonString(), OnnxAlign.Cli.RunReport.Statistics(path, size).ToJsonString());
+        // Numerics' chunkable arithmetic over the chunks gives the one-pass covariance bit for bit.
+        var mean = new double[size];
+        foreach (var c in chunks) Numerics.AddColumns(c.Data, size, mean);
+        for (int j = 0; j < size; j++) mean[j] /= rows;
+        Assert.Equal(Numerics.ColumnMeans(all, size), mean);
+        if (size > 16) return;
+        var cov = new double[size * size];
+        foreach (var c in chunks) Numerics.AddCenteredProducts(c.Data, size, mean, cov);
+        Assert.Equal(Numerics.ColumnCovariance(all, size), cov.Select(v => v / (rows - 1)));
+    }
+
     [Fact]
     public void MergeNamesEveryMissingDuplicateForeignAndUnfinishedShard()
     {

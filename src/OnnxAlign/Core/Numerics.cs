@@ -44,12 +44,21 @@ public static class Numerics
     /// <summary>Column means of a row-major [rows, cols] float matrix, in double.</summary>
     public static double[] ColumnMeans(ReadOnlySpan<float> data, int cols)
     {
-        int rows = data.Length / cols;
         var mean = new double[cols];
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++) mean[c] += data[r * cols + c];
-        for (int c = 0; c < cols; c++) mean[c] /= rows;
+        AddColumns(data, cols, mean);
+        for (int c = 0; c < cols; c++) mean[c] /= data.Length / cols;
         return mean;
+    }
+
+    /// <summary>
+    /// Adds each column of a row-major [rows, cols] block to <paramref name="sums"/>, row after row: the arithmetic of
+    /// <see cref="ColumnMeans"/>, so a file read in row chunks (a merged run's samples) sums to the same bits as one pass.
+    /// </summary>
+    public static void AddColumns(ReadOnlySpan<float> data, int cols, Span<double> sums)
+    {
+        int rows = data.Length / cols;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) sums[c] += data[r * cols + c];
     }
 
     /// <summary>Per-column sample variance (divisor rows − 1): the diagonal of <see cref="ColumnCovariance"/> in O(rows·cols).</summary>
@@ -67,17 +76,23 @@ public static class Numerics
     /// <summary>Sample covariance (divisor rows − 1) of a row-major [rows, cols] float matrix, row-major cols × cols.</summary>
     public static double[] ColumnCovariance(ReadOnlySpan<float> data, int cols)
     {
-        int rows = data.Length / cols;
         var mean = ColumnMeans(data, cols);
         var cov = new double[cols * cols];
+        AddCenteredProducts(data, cols, mean, cov);
+        for (int k = 0; k < cov.Length; k++) cov[k] /= data.Length / cols - 1;
+        return cov;
+    }
+
+    /// <summary>Adds Σ_r (x_r − mean)(x_r − mean)ᵀ of a row-major block to <paramref name="cov"/> (cols × cols), row after row: <see cref="ColumnCovariance"/>'s arithmetic, chunkable.</summary>
+    public static void AddCenteredProducts(ReadOnlySpan<float> data, int cols, ReadOnlySpan<double> mean, Span<double> cov)
+    {
+        int rows = data.Length / cols;
         for (int r = 0; r < rows; r++)
             for (int i = 0; i < cols; i++)
             {
                 double di = data[r * cols + i] - mean[i];
                 for (int j = 0; j < cols; j++) cov[i * cols + j] += di * (data[r * cols + j] - mean[j]);
             }
-        for (int k = 0; k < cov.Length; k++) cov[k] /= rows - 1;
-        return cov;
     }
 
     /// <summary>Solves S·u = b in place (u overwrites b) for a small symmetric positive definite S (row-major k × k) by

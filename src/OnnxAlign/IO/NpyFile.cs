@@ -53,28 +53,7 @@ public static partial class NpyFile
         long rows = 0;
         foreach (string source in sources)
         {
-            int[] shape;
-            long offset;
-            try
-            {
-                using var stream = File.OpenRead(source);
-                var prefix = ReadUpTo(stream, 12);
-                var (start, headerLength) = HeaderBounds(prefix, source);
-                var head = new byte[start + headerLength];
-                prefix.AsSpan(0, Math.Min(prefix.Length, head.Length)).CopyTo(head);
-                var rest = ReadUpTo(stream, head.Length - Math.Min(prefix.Length, head.Length));
-                if (prefix.Length > head.Length || rest.Length != head.Length - prefix.Length) throw Bad(source, "truncated header");
-                rest.CopyTo(head, prefix.Length);
-                var (parsed, type, _, count) = Header(head, start, headerLength, source);
-                if (type != "<f4") throw Bad(source, $"dtype '{type}': expected float32 (<f4) samples");
-                if (parsed.Length == 0) throw Bad(source, "a scalar, expected rows of samples");
-                if (stream.Length - head.Length != count * 4) throw Bad(source, $"expected {count * 4} data bytes, found {stream.Length - head.Length}");
-                (shape, offset) = (parsed, head.Length);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new ConfigException($"{source}: cannot read ({e.Message})");
-            }
+            var (shape, offset) = Float32Rows(source);
             if (rowShape is null) rowShape = shape[1..];
             else if (!rowShape.AsSpan().SequenceEqual(shape.AsSpan(1)))
                 throw new ConfigException($"{source}: rows of shape [{string.Join(", ", shape[1..])}], the others' are [{string.Join(", ", rowShape)}]");
@@ -95,6 +74,52 @@ public static partial class NpyFile
             }
         });
         return total;
+    }
+
+    /// <summary>
+    /// Reads a float32 array of rows ([rows, ...]) <paramref name="rowsPerChunk"/> rows at a time, in order, so that a
+    /// pass over a file larger than memory (a merged run's samples) holds one chunk; the last chunk may be shorter.
+    /// </summary>
+    /// <exception cref="ConfigException">The file is not a readable float32 .npy array of rows.</exception>
+    public static IEnumerable<NpyArray> ReadRows(string path, int rowsPerChunk)
+    {
+        if (rowsPerChunk < 1) throw new ArgumentOutOfRangeException(nameof(rowsPerChunk), rowsPerChunk, "expected ≥ 1");
+        var (shape, offset) = Float32Rows(path);
+        int rowSize = shape[1..].Aggregate(1, (a, b) => a * b);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        stream.Seek(offset, SeekOrigin.Begin);
+        for (int first = 0; first < shape[0]; first += rowsPerChunk)
+        {
+            int rows = Math.Min(rowsPerChunk, shape[0] - first);
+            var bytes = ReadUpTo(stream, checked(rows * rowSize * 4));
+            if (bytes.Length != rows * rowSize * 4) throw new ConfigException($"{path}: changed while it was being read");
+            yield return Decode(bytes, [rows, .. shape[1..]], "<f4", 4, (long)rows * rowSize);
+        }
+    }
+
+    /// <summary>The shape and data offset of a float32 array of rows, checked against the file's length (header only is read).</summary>
+    private static (int[] Shape, long Offset) Float32Rows(string source)
+    {
+        try
+        {
+            using var stream = File.OpenRead(source);
+            var prefix = ReadUpTo(stream, 12);
+            var (start, headerLength) = HeaderBounds(prefix, source);
+            var head = new byte[start + headerLength];
+            prefix.AsSpan(0, Math.Min(prefix.Length, head.Length)).CopyTo(head);
+            var rest = ReadUpTo(stream, head.Length - Math.Min(prefix.Length, head.Length));
+            if (prefix.Length > head.Length || rest.Length != head.Length - prefix.Length) throw Bad(source, "truncated header");
+            rest.CopyTo(head, prefix.Length);
+            var (parsed, type, _, count) = Header(head, start, headerLength, source);
+            if (type != "<f4") throw Bad(source, $"dtype '{type}': expected float32 (<f4) samples");
+            if (parsed.Length == 0) throw Bad(source, "a scalar, expected rows of samples");
+            if (stream.Length - head.Length != count * 4) throw Bad(source, $"expected {count * 4} data bytes, found {stream.Length - head.Length}");
+            return (parsed, head.Length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{source}: cannot read ({e.Message})");
+        }
     }
 
     private static void WriteHeader(Stream s, IReadOnlyList<int> shape)

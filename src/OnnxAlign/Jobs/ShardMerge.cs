@@ -89,10 +89,13 @@ public static class ShardMerge
         foreach (var source in sources)
         {
             if (filled == shown) break;
-            var part = NpyFile.Read(source);
-            int take = Math.Min(part.Rows, shown - filled);
-            part.Data.AsSpan(0, take * size).CopyTo(head.AsSpan(filled * size));
-            filled += take;
+            // Only the rows the grid shows are read, not the shard's whole file.
+            foreach (var part in NpyFile.ReadRows(source, shown - filled))
+            {
+                part.Data.CopyTo(head.AsSpan(filled * size));
+                filled += part.Rows;
+                break;
+            }
         }
         string grid = stem == "samples" ? "grid.png" : $"{stem}_grid.png";
         ImageFiles.WriteGrid(Path.Combine(output, grid), head, shown, sampleShape);
