@@ -137,10 +137,16 @@ internal static class BlackBoxBench
                 ["methods"] = methods,
             });
         }
-        if (plotPath is not null) Plot(plotPath, series);
+        // No method can beat this: the ESS of N particles is at most N, and a particle costs at least one network
+        // evaluation per step (the tilted methods two), so ESS per evaluation ≤ 1/steps.
+        double bound = 1.0 / s.Steps;
+        Console.WriteLine($"bound: ESS per network evaluation ≤ 1/steps = {bound * 1e3:F1} per 1000 evaluations for any method ({bound * 500:F1} for the tilted ones, two calls per step)");
+        if (plotPath is not null) Plot(plotPath, series, bound);
         return new JsonObject
         {
             ["model"] = located.Directory, ["reward"] = s.Reward, ["sampler"] = sampler.Name, ["steps"] = s.Steps, ["particles"] = s.Particles,
+            ["ess_per_evaluation_bound"] = bound,
+            ["ess_per_evaluation_bound_reason"] = "ESS ≤ particles and every particle costs ≥ one network evaluation per step (tilted proposals two), so ESS per evaluation ≤ 1/steps for any method",
             ["reward_ms_per_sample"] = rewardMs, ["network_ms_per_sample_step"] = networkMs,
             ["reference_source"] = "self-normalised importance weighting of base samples of the same sampler by e^(r/λ) (assumes none of the methods)",
             ["rows"] = rows,
@@ -164,9 +170,12 @@ internal static class BlackBoxBench
 
     private static JsonObject Pair(double value, double se) => new() { ["value"] = value, ["standard_error"] = se };
 
-    private static void Plot(string path, Dictionary<BlackBoxMethod, List<(double Lambda, double EssPerEvaluation)>> series)
+    private static void Plot(string path, Dictionary<BlackBoxMethod, List<(double Lambda, double EssPerEvaluation)>> series, double bound)
     {
         var plot = new ScottPlot.Plot();
+        var limit = plot.Add.HorizontalLine(Math.Log10(bound));
+        limit.LinePattern = ScottPlot.LinePattern.Dashed;
+        limit.LegendText = "bound 1/steps (any method)";
         foreach (var (method, points) in series)
         {
             if (method == BlackBoxMethod.BestOfN) continue;
