@@ -55,7 +55,7 @@ internal static class PlanCommand
         if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture })
             throw new UsageException("--reward: the KL mixture of tilts cannot be split into shards yet: sample k is the k-th accepted proposal of one run-wide sequence; run it on one machine");
 
-        var setup = setupOf ?? new JsonObject();
+        var setup = new JsonObject();
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt, Settings.DataVariance: null } hybrid)
         {
             Console.WriteLine($"set-up: the hybrid surrogate's data variance from {hybrid.Settings.VarianceSamples} base samples …");
@@ -76,6 +76,7 @@ internal static class PlanCommand
         foreach (string name in PlanFile.InputSettings)
             if (settings.GetValueOrDefault(name) is { } input) settings[name] = Path.GetFullPath(input);
         PlanFile.RecordInputs(settings, setup, located.Directory);
+        foreach (var (key, value) in setupOf ?? []) setup[key] = value?.DeepClone();
         var plan = PlanFile.Create("generate", located, settings, setup);
         plan.Write(path);
         Console.WriteLine($"wrote plan {plan.Id} to {Path.GetFullPath(path)}: run its shards with generate --plan {path} --shard i/n (or --shard auto in an array job) --out DIR_i, then onnxalign merge --out DIR DIR_0 … DIR_n-1");
