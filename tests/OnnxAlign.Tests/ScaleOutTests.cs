@@ -311,6 +311,30 @@ public sealed class ScaleOutTests
         Assert.False(File.Exists(never) || File.Exists(Path.Combine(dir, "never.theta.npy")));
     }
 
+    /// <summary>A plan of a preference fit (plan align --preferences): the fit runs once, and the planned run's report carries its block.</summary>
+    [Fact]
+    public void APlanOfAPreferenceFitCarriesItsBlock()
+    {
+        string dir = TestSupport.TempDirectory(), plan = Path.Combine(dir, "plan.json");
+        var random = new Random(5);
+        float[] Draw() => Enumerable.Range(0, 40 * 64).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var (a, b) = (Draw(), Draw());
+        Directory.CreateDirectory(Path.Combine(dir, "prefs", "preferred"));
+        Directory.CreateDirectory(Path.Combine(dir, "prefs", "rejected"));
+        NpyFile.Write(Path.Combine(dir, "prefs", "preferred", "samples.npy"), a, [40, 1, 8, 8]);
+        NpyFile.Write(Path.Combine(dir, "prefs", "rejected", "samples.npy"), b, [40, 1, 8, 8]);
+        var made = CliTests.Onnxalign("plan", "align", TestSupport.Toy("gmm-image"), "--preferences", Path.Combine(dir, "prefs"), "--l2", "0.1",
+                                      "--tilt-mode", "fast", "--count", "4", "--steps", "5", "--out", plan);
+        Assert.True(made.Code == 0, made.Err);
+        Assert.Contains("held-out", made.Out);
+        var run = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "run"));
+        Assert.True(run.Code == 0, run.Err);
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run", "report.json")))!;
+        Assert.Equal(32, (int)report["preferences"]!["train_count"]!);
+        Assert.Equal(Path.Combine(dir, "prefs"), (string?)report["preferences"]!["folder"]);
+        Assert.NotNull(report["alignment"]);
+    }
+
     /// <summary>
     /// The target of issue #20: a one-node Slurm cluster started on this machine by the project's script, a 4-task
     /// array (plan job → array → merge job with dependencies), and its merge equal to the single run, byte for byte.
