@@ -87,6 +87,22 @@ public sealed class CancellationTests
         Assert.Equal(4, run.Finished);
     }
 
+    /// <summary>Dual averaging (DESIGN §5) likewise: a cancel at call 15 (in its second 10-step batch) stops it there.</summary>
+    [Fact]
+    public void DualAveragingStopsAtTheNextNetworkCall()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 10);
+        var features = (Rewards.FeatureReward)Rewards.RewardSpec.Parse("sq-dist:0.5(brightness)", network.SampleShape, model.Directory);
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 15, source);
+        Assert.ThrowsAny<OperationCanceledException>(() => DistributionalAlignment.Solve(counting, sampler, features,
+            new DualAveragingSettings { SamplesPerIteration = 16, BatchSize = 16, Seed = 1 }, cancellation: source.Token));
+        Assert.Equal(15, counting.Started);
+        Assert.Equal(14, counting.Finished);
+    }
+
     /// <summary>
     /// A cancel that arrives while ONNX Runtime runs one long batch (the trained UNet, batch 256: about a second on a
     /// CPU) ends that call inside ONNX Runtime (<c>RunOptions.Terminate</c>), not after it.
