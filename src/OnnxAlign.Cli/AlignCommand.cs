@@ -11,12 +11,46 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Cli;
 
 /// <summary>
-/// <c>onnxalign align MODEL</c>: constrained alignment (<c>--constraint</c>, DESIGN §4) or inference-time DPO
-/// (<c>--preferences DIR</c>); either way the result is one exact tilt, sampled like <c>generate</c>.
+/// <c>onnxalign align MODEL</c>: constrained alignment (<c>--constraint</c>, DESIGN §4), a distributional objective
+/// (<c>--objective</c>, §5) or inference-time DPO (<c>--preferences DIR</c>); each is a library entry point
+/// (<see cref="ConstrainedAlignment.Run"/>, <see cref="DistributionalAlignment.Run"/>, <see cref="PreferenceAlignment.Run"/>)
+/// whose result is one tilt, sampled like <c>generate</c>. This class parses, prints, writes and maps exit codes only.
+/// <c>onnxalign plan align MODEL …</c> takes the same command line and puts the dual into a plan (DESIGN §10, <see cref="Plan"/>).
 /// </summary>
 internal static class AlignCommand
 {
     public static Command Create()
+    {
+        var (command, o) = Build("align", "Constrained alignment (several rewards with thresholds), a distributional objective or DPO from preference pairs, sampled exactly by one tilt.",
+                                 "Output folder.", "out/align");
+        command.SetAction(parse => Run(parse, o));
+        return command;
+    }
+
+    /// <summary>
+    /// <c>plan align</c>: align's command line; the dual (or the preference fit) runs once, its θ goes beside the plan
+    /// (hashed in it) and its report block into the plan's set-up, and the plan's shards sample the tilt through
+    /// generate's <c>--tilt</c> path (DESIGN §10).
+    /// </summary>
+    public static Command CreatePlan()
+    {
+        var (command, o) = Build("align", "Run align's dual (or preference fit) once and write a plan whose shards (generate --plan PLAN.json --shard i/n) sample its tilt; θ is written beside the plan as PLAN.theta.npy.",
+                                 "The plan file to write.", "plan.json");
+        command.SetAction(parse => Plan(parse, o));
+        return command;
+    }
+
+    /// <summary>The command's options.</summary>
+    private sealed record AlignOptions(Argument<string> Model, Option<string[]> Constraints, Option<string> Method, Option<int> PerIteration, Option<int> Iterations,
+                                       Option<string?> Preferences, Option<string?> Objective, Option<double> Beta, Option<double> L2, Option<int> Count, Option<int> Steps,
+                                       Option<string?> Sampler, Option<long> Seed, Option<int> Batch, Option<string> Out, Option<bool> Overwrite,
+                                       RuntimeOptions Runtime, TiltOptions Tilt)
+    {
+        /// <summary>The options that choose the tilt: align's own, which a plan's shards (generate) do not take.</summary>
+        public IEnumerable<Option> DualOptions => [Constraints, Method, PerIteration, Iterations, Preferences, Objective, Beta, L2];
+    }
+
+    private static (Command Command, AlignOptions Options) Build(string name, string description, string outDescription, string outDefault)
     {
         var model = new Argument<string>("model") { Description = "Model file or folder." };
         var constraints = new Option<string[]>("--constraint") { Description = "REWARD>=B, REWARD<=B or REWARD==B with a linear reward; B a number, mean, or mean±Astd (relative to the base law). Repeatable.", AllowMultipleArgumentsPerToken = false };
@@ -32,209 +66,251 @@ internal static class AlignCommand
         var sampler = new Option<string?>("--sampler") { Description = "Sampler (default: the config's)." };
         var seed = new Option<long>("--seed") { Description = "Sample i uses noise stream seed+i; dual iterates use offset seeds.", DefaultValueFactory = _ => 0 };
         var batch = RuntimeOptions.Batch();
-        var output = new Option<string>("--out") { Description = "Output folder.", DefaultValueFactory = _ => "out/align" };
+        var output = new Option<string>("--out") { Description = outDescription, DefaultValueFactory = _ => outDefault };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
-        var command = new Command("align", "Constrained alignment (several rewards with thresholds) or DPO from preference pairs, sampled exactly by one tilt.")
+        var command = new Command(name, description)
         {
             model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
         };
         var runtime = new RuntimeOptions();
         var tilt = new TiltOptions();
         foreach (var option in runtime.All.Concat(tilt.ModeOptions)) command.Options.Add(option);
-        command.SetAction(parse =>
+        return (command, new AlignOptions(model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch,
+                                          output, overwrite, runtime, tilt));
+    }
+
+    /// <summary>What the command line asks for, checked before anything is written: one of the three problems and how its tilt is sampled.</summary>
+    private sealed record Job(DiffusionModel Model, Sampler Sampler, DataRange? Range, GenerationRequest Request, KlTiltMode Mode,
+                              Constraint[] Constraints, ConstrainedSettings? Constrained,
+                              FeatureReward? Features, string? ObjectiveSpec, DualAveragingSettings? Averaging,
+                              PreferenceData? Preferences, PreferenceSettings? PreferenceSettings)
+    {
+        /// <summary>The block of report.json the problem writes (and a plan's set-up records).</summary>
+        public string Key => Constraints.Length > 0 ? "constrained" : Features is not null ? "objective" : "preferences";
+    }
+
+    /// <summary>Reads every option and input; opens nothing that writes. <paramref name="network"/> gives the sample shape the specs are read against.</summary>
+    private static Job Read(ParseResult parse, AlignOptions o, DiffusionModel located, IDenoiser network)
+    {
+        int n = GenerateCommand.Positive(parse.GetValue(o.Count), "--count");
+        int b = GenerateCommand.Positive(parse.GetValue(o.Batch), "--batch");
+        var s = GenerateCommand.CreateSampler(parse.GetValue(o.Sampler), located.Config, GenerateCommand.Positive(parse.GetValue(o.Steps), "--steps"), 0);
+        var constraintTexts = parse.GetValue(o.Constraints) ?? [];
+        string? preferenceDir = parse.GetValue(o.Preferences), objectiveSpec = parse.GetValue(o.Objective);
+        if ((constraintTexts.Length > 0 ? 1 : 0) + (preferenceDir is null ? 0 : 1) + (objectiveSpec is null ? 0 : 1) != 1)
+            throw new UsageException("give one of --constraint (one or more), --objective SPEC or --preferences DIR");
+        var dualMethod = parse.GetValue(o.Method) switch
         {
-            var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            GenerateCommand.RefusePipeline(located, "align");
-            string outDir = parse.GetValue(output)!;
-            int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
-            int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
-            var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
-            var constraintTexts = parse.GetValue(constraints) ?? [];
-            string? preferenceDir = parse.GetValue(preferences), objectiveSpec = parse.GetValue(objective);
-            if ((constraintTexts.Length > 0 ? 1 : 0) + (preferenceDir is null ? 0 : 1) + (objectiveSpec is null ? 0 : 1) != 1)
-                throw new UsageException("give one of --constraint (one or more), --objective SPEC or --preferences DIR");
-            var dualMethod = parse.GetValue(method) switch
+            "newton" => DualMethod.Newton,
+            "ascent" => DualMethod.ProjectedAscent,
+            var m => throw new UsageException($"--method '{m}': expected newton or ascent"),
+        };
+        long seed = parse.GetValue(o.Seed);
+        var mode = o.Tilt.ReadMode(parse);
+        if (mode == KlTiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
+        var exact = o.Tilt.ReadExact(parse);
+        var range = o.Tilt.DataRange(parse, located);
+        var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seed };
+        // The dual's iterates draw from seeds offset from the final samples' (seed+i), so the two batches are independent.
+        long dualSeed = seed + 5_000_011;
+        int PerIteration() => GenerateCommand.Positive(parse.GetValue(o.PerIteration), "--samples-per-iteration");
+        int Iterations() => GenerateCommand.Positive(parse.GetValue(o.Iterations), "--iterations");
+        // One --tilt-mode for the iterates and the final tilt: exact iterates with an exact final tilt, or fast ones.
+        var iterateExact = mode == KlTiltMode.Exact ? exact : null;
+        var job = new Job(located, s, range, request, mode, [], null, null, null, null, null, null);
+        if (constraintTexts.Length > 0)
+            return job with
             {
-                "newton" => DualMethod.Newton,
-                "ascent" => DualMethod.ProjectedAscent,
-                var m => throw new UsageException($"--method '{m}': expected newton or ascent"),
+                Constraints = constraintTexts.Select(t => Constraint.Parse(t, network.SampleShape, located.Directory)).ToArray(),
+                Constrained = new ConstrainedSettings
+                {
+                    Method = dualMethod, SamplesPerIteration = PerIteration(), MaxIterations = Iterations(), BatchSize = b, Seed = dualSeed,
+                    Exact = iterateExact, FinalMode = mode,
+                },
             };
-            long seedValue = parse.GetValue(seed);
-            var finalMode = tilt.ReadMode(parse);
-            if (finalMode == KlTiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
-            var exactSettings = tilt.ReadExact(parse);
-            var range = tilt.DataRange(parse, located);
-            using var network = located.OpenDenoiser(runtime.For(parse));
-            // The dual iterates' tilts and the base statistics use the projected base law (DESIGN §1d); tilting it projects the tilt.
-            var denoiser = ExactTilt.BaseLaw(network, range);
-            var parsed = constraintTexts.Select(t => Constraint.Parse(t, denoiser.SampleShape, located.Directory)).ToArray();
-            var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = s.Name, ["steps"] = s.Steps, ["seed"] = seedValue };
-            float[] theta;
-            long setupEvaluations = 0;
-            OutputLock? folderLock = null;
-            using var releaseLock = new Releaser(() => folderLock?.Dispose());
-            if (parsed.Length > 0)
+        if (objectiveSpec is not null)
+        {
+            var features = RewardSpec.Parse(objectiveSpec, network.SampleShape, located.Directory) as FeatureReward
+                ?? throw new UsageException($"--objective '{objectiveSpec}': expected a function of features, e.g. sq-dist:T1,T2(LINEAR|LINEAR)");
+            var averaging = new DualAveragingSettings
             {
-                var settings = new ConstrainedSettings
+                Beta = parse.GetValue(o.Beta), MaxIterations = Iterations(), SamplesPerIteration = PerIteration(), BatchSize = b, Seed = dualSeed,
+                Exact = iterateExact, FinalMode = mode,
+            };
+            DistributionalAlignment.Check(features, averaging);
+            return job with { Features = features, ObjectiveSpec = objectiveSpec, Averaging = averaging };
+        }
+        var settings = new PreferenceSettings { Beta = parse.GetValue(o.Beta), L2 = parse.GetValue(o.L2), FinalMode = mode, Exact = exact }.Validated();
+        return job with { Preferences = PreferenceData.Read(preferenceDir!, network.SampleShape), PreferenceSettings = settings };
+    }
+
+    private static int Run(ParseResult parse, AlignOptions o)
+    {
+        var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);
+        GenerateCommand.RefusePipeline(located, "align");
+        string outDir = parse.GetValue(o.Out)!;
+        using var network = located.OpenDenoiser(o.Runtime.For(parse));
+        var job = Read(parse, o, located, network);
+        var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = job.Sampler.Name, ["steps"] = job.Sampler.Steps, ["seed"] = job.Request.Seed };
+        // Only now, with every input checked, is the output folder created: bad input writes nothing.
+        using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(o.Overwrite));
+        string title = job.Mode == KlTiltMode.Exact ? "align (the dual, then the chosen tilt, exact)" : "align (the dual, then the chosen tilt)";
+        FinalTilt final;
+        float[] theta;
+        long setupEvaluations;
+        if (job.Constrained is { } constrained)
+        {
+            var result = ProgressReporter.Run(title, progress => ConstrainedAlignment.Run(network, job.Range, job.Sampler, job.Constraints, constrained, job.Request,
+                Iterates<DualIterate>(progress, constrained.MaxIterations, Describe), new SyncProgress<GenerationProgress>(progress)));
+            report["constrained"] = ReportJson.ToNode(result.Report);
+            Plot(Path.Combine(outDir, "dual_trace.png"), job.Constraints, result.Dual);
+            if (result.Dual.Infeasible is { } which)
+            {
+                report["status"] = "infeasible";
+                RunReport.Write(outDir, report);
+                Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges (report.json, dual_trace.png in {Path.GetFullPath(outDir)})");
+                return 4;
+            }
+            Converged(result.Dual.Converged, result.Dual.Trace.Count);
+            (final, theta, setupEvaluations) = (result.Final!, result.Dual.Theta, result.Dual.NetworkEvaluations);
+        }
+        else if (job.Averaging is { } averaging)
+        {
+            var result = ProgressReporter.Run(title, progress => DistributionalAlignment.Run(network, job.Range, job.Sampler, job.Features!, job.ObjectiveSpec!, averaging,
+                job.Request, Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe), new SyncProgress<GenerationProgress>(progress)));
+            report["objective"] = ReportJson.ToNode(result.Report);
+            PlotObjective(Path.Combine(outDir, "dual_trace.png"), result.Dual);
+            Converged(result.Dual.Converged, result.Dual.Trace.Count);
+            (final, theta, setupEvaluations) = (result.Final, result.Dual.Theta, result.Dual.NetworkEvaluations);
+        }
+        else
+        {
+            var result = ProgressReporter.Run(title, progress => PreferenceAlignment.Run(network, job.Range, job.Sampler, job.Preferences!, job.PreferenceSettings!,
+                job.Request, new SyncProgress<GenerationProgress>(progress)));
+            report["preferences"] = ReportJson.ToNode(result.Report);
+            DescribeFit(result.Fit);
+            (final, theta, setupEvaluations) = (result.Final, result.Fit.Theta, 0);
+        }
+        report["final_tilt"] = ReportJson.ToNode(final.Report);
+        var samples = final.Result.Samples;
+        NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, network.SampleShape);
+        SampleSetWriter.BeginReplacing(outDir);
+        var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, network.SampleShape).Append("theta.npy").ToList();
+        SampleSetWriter.RemoveStale(outDir, files);
+        report["network_evaluations"] = samples.NetworkEvaluations + setupEvaluations;
+        report["statistics"] = RunReport.Statistics(samples.Samples, network.SampleSize);
+        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
+        RunReport.Write(outDir, report);
+        Console.WriteLine($"wrote {samples.Count} aligned samples to {Path.GetFullPath(outDir)} ({string.Join(", ", RunReport.Summary(files))})");
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>plan align</c>: the dual (or fit) once, as align runs it, then generate's plan of its tilt (PlanCommand, the
+    /// one plan path: its checks and refusals apply) with θ in a file beside the plan, hashed in the plan, and the dual's
+    /// report block in the plan's set-up, so every shard's report and the merge's carry it (DESIGN §10).
+    /// </summary>
+    private static int Plan(ParseResult parse, AlignOptions o)
+    {
+        string path = parse.GetValue(o.Out)!;
+        bool overwrite = parse.GetValue(o.Overwrite);
+        PlanCommand.CheckOut(path, overwrite);
+        string thetaPath = ThetaPath(path);
+        if (File.Exists(thetaPath) && !overwrite) throw new UsageException($"--out {path}: {thetaPath} exists; pass --overwrite to replace it");
+        var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);
+        GenerateCommand.RefusePipeline(located, "plan align");
+        float[] theta;
+        var setup = new JsonObject();
+        IReadOnlyList<int> shape;
+        using (var network = located.OpenDenoiser(o.Runtime.For(parse)))
+        {
+            shape = network.SampleShape;
+            var job = Read(parse, o, located, network);
+            var baseLaw = ExactTilt.BaseLaw(network, job.Range);
+            Console.WriteLine("set-up: the dual, once for every shard …");
+            if (job.Constrained is { } constrained)
+            {
+                var dual = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(baseLaw, job.Sampler, job.Constraints, constrained,
+                    Iterates<DualIterate>(progress, constrained.MaxIterations, Describe)));
+                if (dual.Infeasible is { } which)
                 {
-                    Method = dualMethod, SamplesPerIteration = GenerateCommand.Positive(parse.GetValue(perIteration), "--samples-per-iteration"),
-                    MaxIterations = GenerateCommand.Positive(parse.GetValue(iterations), "--iterations"), BatchSize = b, Seed = seedValue + 5_000_011,
-                    Exact = finalMode == KlTiltMode.Exact ? exactSettings : null,
-                };
-                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
-                var result = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(denoiser, s, parsed, settings, it =>
-                {
-                    progress(new GenerationProgress(it.Iteration, settings.MaxIterations, it.Iteration, settings.MaxIterations));
-                    Console.WriteLine($"  iterate {it.Iteration}: μ = [{string.Join(", ", it.Mu.Select(v => v.ToString("G4")))}], slacks [{string.Join(", ", it.Slacks.Select(v => v.ToString("G4")))}], KL {it.KlDivergence:G4}");
-                }));
-                report["constrained"] = ConstrainedReport(parsed, result, dualMethod);
-                Plot(Path.Combine(outDir, "dual_trace.png"), parsed, result);
-                setupEvaluations = result.NetworkEvaluations;
-                if (result.Infeasible is { } which)
-                {
-                    report["status"] = "infeasible";
-                    RunReport.Write(outDir, report);
-                    Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges (report.json, dual_trace.png in {Path.GetFullPath(outDir)})");
+                    Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges; no plan written");
                     return 4;
                 }
-                theta = result.Theta;
-                Console.WriteLine(result.Converged ? $"converged after {result.Trace.Count} iterates" : $"warning: not converged after {result.Trace.Count} iterates (see report.json)");
+                Converged(dual.Converged, dual.Trace.Count);
+                (theta, setup[job.Key]) = (dual.Theta, ReportJson.ToNode(dual.Report));
             }
-            else if (objectiveSpec is not null)
+            else if (job.Averaging is { } averaging)
             {
-                var features = RewardSpec.Parse(objectiveSpec, denoiser.SampleShape, located.Directory) as FeatureReward
-                    ?? throw new UsageException($"--objective '{objectiveSpec}': expected a function of features, e.g. sq-dist:T1,T2(LINEAR|LINEAR)");
-                if (features.Function.Curvature != Curvature.Convex)
-                    throw new UsageException($"--objective '{objectiveSpec}': Φ = {features.Function.Name} is not convex (convex: sq-dist, cross-entropy, variance, quadratic with M ⪰ 0, …)");
-                double betaValue = parse.GetValue(beta);
-                if (!(betaValue > 0) || !double.IsFinite(betaValue)) throw new UsageException($"--beta {betaValue}: expected a finite value > 0");
-                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
-                var settings = new DualAveragingSettings
-                {
-                    Beta = betaValue, MaxIterations = GenerateCommand.Positive(parse.GetValue(iterations), "--iterations"),
-                    SamplesPerIteration = GenerateCommand.Positive(parse.GetValue(perIteration), "--samples-per-iteration"), BatchSize = b, Seed = seedValue + 5_000_011,
-                    Exact = finalMode == KlTiltMode.Exact ? exactSettings : null,
-                };
-                var result = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(denoiser, s, features, settings, it =>
-                {
-                    progress(new GenerationProgress(it.Iteration, settings.MaxIterations, it.Iteration, settings.MaxIterations));
-                    Console.WriteLine($"  iterate {it.Iteration}: E[z] = [{string.Join(", ", it.Moments.Select(v => v.ToString("G4")))}], objective {it.Objective:G5}, ‖Δθ‖ {it.ThetaChange:G3}");
-                }));
-                theta = result.Theta;
-                setupEvaluations = result.NetworkEvaluations;
-                report["objective"] = new JsonObject
-                {
-                    ["spec"] = objectiveSpec, ["beta"] = betaValue, ["converged"] = result.Converged, ["u"] = new JsonArray(result.U.Select(v => (JsonNode)v).ToArray()),
-                    ["trace"] = new JsonArray(result.Trace.Select(it => (JsonNode)new JsonObject
-                    {
-                        ["iteration"] = it.Iteration, ["moments"] = new JsonArray(it.Moments.Select(v => (JsonNode)v).ToArray()),
-                        ["objective"] = it.Objective, ["kl_divergence"] = it.KlDivergence, ["theta_change"] = it.ThetaChange,
-                    }).ToArray()),
-                };
-                var iterationsAxis = result.Trace.Select(t => (double)t.Iteration).ToArray();
-                var objectivePlot = new ScottPlot.Plot();
-                objectivePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.Objective).ToArray());
-                objectivePlot.Title("Φ(E_q z) + β·KL");
-                var changePlot = new ScottPlot.Plot();
-                changePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.ThetaChange).ToArray());
-                changePlot.Title("‖θ_k − θ_{k−1}‖");
-                foreach (var p in new[] { objectivePlot, changePlot }) p.XLabel("iterate");
-                Panels.Save(Path.Combine(outDir, "dual_trace.png"), [objectivePlot, changePlot], 560);
-                Console.WriteLine(result.Converged ? $"converged after {result.Trace.Count} iterates" : $"warning: not converged after {result.Trace.Count} iterates (see report.json)");
+                var dual = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(baseLaw, job.Sampler, job.Features!, averaging,
+                    Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe)));
+                Converged(dual.Converged, dual.Trace.Count);
+                (theta, setup[job.Key]) = (dual.Theta, ReportJson.ToNode(dual.Report(job.ObjectiveSpec!, averaging.Beta)));
             }
             else
             {
-                var fit = FitPreferences(preferenceDir!, denoiser.SampleShape, parse.GetValue(beta), parse.GetValue(l2));
-                folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
-                theta = fit.Theta;
-                report["preferences"] = new JsonObject
-                {
-                    ["folder"] = preferenceDir, ["beta"] = parse.GetValue(beta), ["l2"] = parse.GetValue(l2), ["theta_norm"] = Math.Sqrt(theta.Sum(v => (double)v * v)),
-                    ["intercept"] = fit.Intercept, ["train_count"] = fit.TrainCount, ["train_accuracy"] = fit.TrainAccuracy,
-                    ["held_out_count"] = fit.HeldOutCount, ["held_out_accuracy"] = fit.HeldOutAccuracy,
-                };
-                Console.WriteLine($"preference fit: train accuracy {fit.TrainAccuracy:P1} on {fit.TrainCount}, held-out {fit.HeldOutAccuracy:P1} on {fit.HeldOutCount}");
+                var (fit, fitReport) = PreferenceAlignment.Fit(job.Preferences!, network.SampleSize, job.PreferenceSettings!);
+                DescribeFit(fit);
+                (theta, setup[job.Key]) = (fit.Theta, ReportJson.ToNode(fitReport));
             }
-            var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seedValue };
-            // The chosen tilt, sampled by the library's KL aligner: exactly by default (SMC with exact weights: the
-            // returned law is p·e^{⟨θ,x⟩} whatever the network's error), or the fast projected tilt.
-            var final = ProgressReporter.Run(finalMode == KlTiltMode.Exact ? "generate (aligned, exact tilt)" : "generate (aligned)", progress =>
-                KlAlignment.RunTilt(network, range, s, theta, new KlAlignmentSettings { Mode = finalMode, Exact = exactSettings }, request,
-                                    new SyncProgress<GenerationProgress>(progress)));
-            var samples = final.Samples;
-            if (final.Exact is { } exact)
-                report["final_tilt"] = new JsonObject
-                {
-                    ["mode"] = "exact", ["algorithm"] = exact.Method, ["effective_sample_size"] = exact.Particles.EffectiveSampleSize,
-                    ["particles"] = exact.Particles.Count, ["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample,
-                    ["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value), ["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError),
-                    ["distinct_samples"] = exact.DistinctSamples,
-                    ["iterates"] = "every dual iterate was sampled by the exact tilt too (its moments and KL are of q_θ itself)",
-                };
-            else
-                report["final_tilt"] = new JsonObject { ["mode"] = "fast", ["drifting"] = final.Drift!.IsDrifting };
-            NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, denoiser.SampleShape);
-            SampleSetWriter.BeginReplacing(outDir);
-            var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, denoiser.SampleShape).Append("theta.npy").ToList();
-            SampleSetWriter.RemoveStale(outDir, files);
-            report["network_evaluations"] = samples.NetworkEvaluations + setupEvaluations;
-            report["statistics"] = RunReport.Statistics(samples.Samples, denoiser.SampleSize);
-            report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
-            RunReport.Write(outDir, report);
-            Console.WriteLine($"wrote {n} aligned samples to {Path.GetFullPath(outDir)} ({string.Join(", ", RunReport.Summary(files))})");
-            return 0;
-        });
-        return command;
+        }
+        NpyFile.Write(thetaPath, theta, shape);
+        // generate's own command line for the chosen tilt: align's sample options as given, θ from the file, no log Z
+        // quadrature (align's final tilt estimates none; the dual's block carries KL).
+        var args = new List<string> { parse.GetValue(o.Model)!, "--tilt", Path.GetFullPath(thetaPath), "--logz-samples", "0", "--out", path };
+        var own = o.DualOptions.Append(o.Out).Select(option => option.Name).ToHashSet();
+        foreach (var result in parse.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>())
+        {
+            if (result.Implicit || own.Contains(result.Option.Name)) continue;
+            if (result.Option.ValueType == typeof(bool)) { if (result.GetValueOrDefault<bool>()) args.Add(result.Option.Name); }
+            else foreach (var token in result.Tokens) { args.Add(result.Option.Name); args.Add(token.Value); }
+        }
+        var (generate, options) = GenerateCommand.Build("plan", "", "", "plan.json");
+        var planned = generate.Parse(args);
+        if (planned.Errors.Count > 0) throw new UsageException(planned.Errors[0].Message);
+        try { return PlanCommand.Run(planned, options, new JsonObject { ["align"] = setup }); }
+        catch
+        {
+            File.Delete(thetaPath);   // no plan, no θ beside it
+            throw;
+        }
     }
 
-    private static JsonObject ConstrainedReport(IReadOnlyList<Constraint> constraints, ConstrainedResult result, DualMethod method)
-    {
-        JsonArray Array(IEnumerable<double> values) => new(values.Select(v => (JsonNode)v).ToArray());
-        return new JsonObject
-        {
-            ["method"] = method == DualMethod.Newton ? "newton" : "projected-ascent",
-            ["constraints"] = new JsonArray(constraints.Select((c, i) => (JsonNode)new JsonObject
-            {
-                ["text"] = c.Text, ["threshold"] = result.Thresholds[i], ["base_mean"] = result.BaseMeans[i], ["base_std"] = result.BaseStds[i],
-                ["multiplier"] = result.Mu[i], ["fresh_mean"] = result.Check.Expected[i], ["fresh_standard_error"] = result.Check.StandardErrors[i],
-                ["fresh_slack"] = result.Check.Slacks[i], ["met"] = result.Check.Slacks[i] >= -3 * result.Check.StandardErrors[i],
-            }).ToArray()),
-            ["converged"] = result.Converged,
-            ["infeasible_constraint"] = result.Infeasible,
-            ["kl_divergence"] = result.Trace[^1].KlDivergence,
-            ["trace"] = new JsonArray(result.Trace.Select(it => (JsonNode)new JsonObject
-            {
-                ["iteration"] = it.Iteration, ["mu"] = Array(it.Mu), ["expected"] = Array(it.Expected), ["standard_errors"] = Array(it.StandardErrors),
-                ["slacks"] = Array(it.Slacks), ["kl_divergence"] = it.KlDivergence,
-            }).ToArray()),
-            ["network_evaluations"] = result.NetworkEvaluations,
-        };
-    }
+    /// <summary>Where <c>plan align</c> writes θ: beside the plan, <c>PLAN.theta.npy</c>.</summary>
+    internal static string ThetaPath(string planPath) => Path.ChangeExtension(planPath, null) + ".theta.npy";
 
-    /// <summary>Pairs from preferred/ + rejected/, or unpaired labels from desirable/ + undesirable/.</summary>
-    private static PreferenceFit FitPreferences(string dir, IReadOnlyList<int> shape, double beta, double l2)
+    /// <summary>Each iterate as a progress step and a printed line.</summary>
+    private static SyncProgress<T> Iterates<T>(Action<GenerationProgress> progress, int max, Func<T, (int Iteration, string Line)> describe) => new(it =>
     {
-        if (!(beta > 0) || !double.IsFinite(beta)) throw new UsageException($"--beta {beta}: expected a finite value > 0");
-        if (!(l2 > 0) || !double.IsFinite(l2)) throw new UsageException($"--l2 {l2}: expected a finite value > 0");
-        int size = shape.Aggregate(1, (a, b) => a * b);
-        SampleSet Read(string sub)
-        {
-            var set = UsageException.ForFlag("--preferences", () => SampleSetReader.Read(Path.Combine(dir, sub)));
-            if (set.Samples.Length != set.Count * size) throw new ConfigException($"{Path.Combine(dir, sub)}: samples of shape [{string.Join(", ", set.SampleShape)}], the model's are [{string.Join(", ", shape)}]");
-            return set;
-        }
-        if (Directory.Exists(Path.Combine(dir, "preferred")) && Directory.Exists(Path.Combine(dir, "rejected")))
-        {
-            var (w, l) = (Read("preferred"), Read("rejected"));
-            if (w.Count != l.Count) throw new ConfigException($"{dir}: {w.Count} preferred but {l.Count} rejected samples; pairs are matched by sorted name");
-            return PreferenceAlignment.FitPairs(w.Samples, l.Samples, size, beta, l2);
-        }
-        if (Directory.Exists(Path.Combine(dir, "desirable")) && Directory.Exists(Path.Combine(dir, "undesirable")))
-        {
-            var (good, bad) = (Read("desirable"), Read("undesirable"));
-            return PreferenceAlignment.FitUnpaired([.. good.Samples, .. bad.Samples], [.. Enumerable.Repeat(true, good.Count), .. Enumerable.Repeat(false, bad.Count)], size, beta, l2);
-        }
-        throw new ConfigException($"--preferences {dir}: expected subfolders preferred/ and rejected/ (pairs) or desirable/ and undesirable/ (unpaired)");
+        var (k, line) = describe(it);
+        progress(new GenerationProgress(k, max, k, max));
+        Console.WriteLine(line);
+    });
+
+    private static (int, string) Describe(DualIterate it) =>
+        (it.Iteration, $"  iterate {it.Iteration}: μ = [{string.Join(", ", it.Mu.Select(v => v.ToString("G4")))}], slacks [{string.Join(", ", it.Slacks.Select(v => v.ToString("G4")))}], KL {it.KlDivergence:G4}");
+
+    private static (int, string) Describe(AveragingIterate it) =>
+        (it.Iteration, $"  iterate {it.Iteration}: E[z] = [{string.Join(", ", it.Moments.Select(v => v.ToString("G4")))}], objective {it.Objective:G5}, ‖Δθ‖ {it.ThetaChange:G3}");
+
+    private static void Converged(bool converged, int iterates) =>
+        Console.WriteLine(converged ? $"converged after {iterates} iterates" : $"warning: not converged after {iterates} iterates (see report.json)");
+
+    private static void DescribeFit(PreferenceFit fit) =>
+        Console.WriteLine($"preference fit: train accuracy {fit.TrainAccuracy:P1} on {fit.TrainCount}, held-out {fit.HeldOutAccuracy:P1} on {fit.HeldOutCount}");
+
+    /// <summary>Two panels: the objective and the change of θ per iterate.</summary>
+    private static void PlotObjective(string path, DistributionalResult result)
+    {
+        var iterationsAxis = result.Trace.Select(t => (double)t.Iteration).ToArray();
+        var objectivePlot = new ScottPlot.Plot();
+        objectivePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.Objective).ToArray());
+        objectivePlot.Title("Φ(E_q z) + β·KL");
+        var changePlot = new ScottPlot.Plot();
+        changePlot.Add.Scatter(iterationsAxis, result.Trace.Select(t => t.ThetaChange).ToArray());
+        changePlot.Title("‖θ_k − θ_{k−1}‖");
+        foreach (var p in new[] { objectivePlot, changePlot }) p.XLabel("iterate");
+        Panels.Save(path, [objectivePlot, changePlot], 560);
     }
 
     /// <summary>Two panels: the multipliers and the slacks (in base standard deviations) per iterate.</summary>
@@ -257,11 +333,5 @@ internal static class AlignCommand
             plots.Add(plot);
         }
         Panels.Save(path, plots, 560);
-    }
-
-    /// <summary>Runs an action on dispose (the output lock taken in one of the branches).</summary>
-    private sealed class Releaser(Action release) : IDisposable
-    {
-        public void Dispose() => release();
     }
 }

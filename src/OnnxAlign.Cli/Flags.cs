@@ -13,6 +13,10 @@ internal static partial class Flags
     {
         ["reward"] = "--reward",
         ["constraint"] = "--constraint",
+        ["objective"] = "--objective",
+        ["preferences"] = "--preferences",
+        ["beta"] = "--beta",
+        ["l2"] = "--l2",
         ["lambda"] = "--lambda",
         ["theta"] = "--tilt",
         ["mode"] = "--tilt-mode",

@@ -415,11 +415,18 @@ internal static class GenerateCommand
     }
 
     /// <summary>The run's identity and plan in report.json: merge joins the shards of one run by it.</summary>
-    private static void AddRun(JsonObject report, Checked run) => report["run"] = new JsonObject
+    private static void AddRun(JsonObject report, Checked run)
     {
-        ["id"] = run.RunId,
-        ["plan"] = run.PlanPath is null ? null : Path.GetFullPath(run.PlanPath),
-    };
+        report["run"] = new JsonObject
+        {
+            ["id"] = run.RunId,
+            ["plan"] = run.PlanPath is null ? null : Path.GetFullPath(run.PlanPath),
+        };
+        // A plan of align's tilt (plan align) carries the dual that chose θ, run once (DESIGN §10): every shard's report,
+        // and so the merge's, has its block (constrained, objective or preferences) where align's report has it.
+        if (run.PlanFile?.Setup["align"] is JsonObject blocks)
+            foreach (var (key, block) in blocks) report[key] = block?.DeepClone();
+    }
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)
     {

@@ -18,20 +18,29 @@ internal static class PlanCommand
             "Check a generate command line, run its global set-up once and write the plan its shards run (generate --plan PLAN.json --shard i/n or auto, then merge).",
             "The plan file to write.", "plan.json");
         command.SetAction(parse => Run(parse, options));
+        // plan align MODEL …: align's command line, its dual run once into the plan (DESIGN §10).
+        command.Subcommands.Add(AlignCommand.CreatePlan());
         return command;
     }
 
-    private static int Run(ParseResult parse, GenerateCommand.GenerateOptions o)
+    /// <summary>Refuses a plan path that is a folder, exists without --overwrite, or lies in no folder.</summary>
+    internal static void CheckOut(string path, bool overwrite)
+    {
+        if (Directory.Exists(path)) throw new UsageException($"--out {path}: is a folder; plan writes one file (e.g. --out {Path.Combine(path, "plan.json")})");
+        if (File.Exists(path) && !overwrite) throw new UsageException($"--out {path}: exists; pass --overwrite to replace it");
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is null || !Directory.Exists(folder)) throw new UsageException($"--out {path}: its folder does not exist");
+    }
+
+    /// <summary>Checks generate's command line, runs its global set-up and writes the plan; <paramref name="setupOf"/> adds set-up a caller ran before (align's dual).</summary>
+    internal static int Run(ParseResult parse, GenerateCommand.GenerateOptions o, JsonObject? setupOf = null)
     {
         if (parse.GetValue(o.Plan) is not null) throw new UsageException("--plan: plan writes a plan; generate --plan runs one");
         foreach (var option in new Option[] { o.Shard, o.Shards, o.Resume })
             if (parse.GetResult(option) is { Implicit: false })
                 throw new UsageException($"{option.Name}: belongs to each shard's command (generate --plan PLAN.json {option.Name} …); a plan is for all of them");
         string path = parse.GetValue(o.Out)!;
-        if (Directory.Exists(path)) throw new UsageException($"--out {path}: is a folder; plan writes one file (e.g. --out {Path.Combine(path, "plan.json")})");
-        if (File.Exists(path) && !parse.GetValue(o.Overwrite)) throw new UsageException($"--out {path}: exists; pass --overwrite to replace it");
-        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (folder is null || !Directory.Exists(folder)) throw new UsageException($"--out {path}: its folder does not exist");
+        CheckOut(path, parse.GetValue(o.Overwrite));
 
         var located = GenerateCommand.Locate(parse, o);
         RunReport.CheckReference(located);
@@ -72,6 +81,7 @@ internal static class PlanCommand
         foreach (string name in PlanFile.InputSettings)
             if (settings.GetValueOrDefault(name) is { } input) settings[name] = Path.GetFullPath(input);
         PlanFile.RecordInputs(settings, setup, located.Directory);
+        foreach (var (key, value) in setupOf ?? []) setup[key] = value?.DeepClone();
         var plan = PlanFile.Create("generate", located, settings, setup);
         plan.Write(path);
         Console.WriteLine($"wrote plan {plan.Id} to {Path.GetFullPath(path)}: run its shards with generate --plan {path} --shard i/n (or --shard auto in an array job) --out DIR_i, then onnxalign merge --out DIR DIR_0 … DIR_n-1");

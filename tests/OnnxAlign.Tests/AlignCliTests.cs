@@ -78,6 +78,22 @@ public class AlignCliTests
     }
 }
 
+/// <summary>A preference folder the library cannot read is refused with the flag, before anything is written.</summary>
+public class PreferenceFolderCliTests
+{
+    [Fact]
+    public void AFolderWithoutPairsOrLabelsIsRefusedAndNothingIsWritten()
+    {
+        string dir = TestSupport.TempDirectory(), output = Path.Combine(dir, "never");
+        Directory.CreateDirectory(Path.Combine(dir, "prefs", "preferred"));
+        var (code, _, stderr) = Onnxalign("align", TestSupport.Toy("gmm2d"), "--preferences", Path.Combine(dir, "prefs"), "--out", output);
+        Assert.Equal(2, code);
+        Assert.Contains("--preferences", stderr);
+        Assert.Contains("expected subfolders preferred/ and rejected/", stderr);
+        Assert.False(Directory.Exists(output));
+    }
+}
+
 /// <summary><c>align --objective</c>: dual averaging from the command line.</summary>
 public class ObjectiveCliTests
 {

@@ -60,6 +60,50 @@ public sealed class CancellationTests
     }
 
     /// <summary>
+    /// The constrained dual (issue #16) enters its token for every network call below it: a cancel in the first tilted
+    /// iterate (call 25, after the 20 calls of the base batch) stops it there; through <see cref="ConstrainedAlignment.Run"/>
+    /// the request's token does the same.
+    /// </summary>
+    [Fact]
+    public void AConstrainedSolveStopsAtTheNextNetworkCall()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 10);
+        var constraints = new[] { Constraint.Parse("brightness>=mean+1std", network.SampleShape, model.Directory) };
+        var settings = new ConstrainedSettings { SamplesPerIteration = 32, BatchSize = 16, Seed = 1, FinalMode = KlTiltMode.Fast };
+
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 25, source);
+        Assert.ThrowsAny<OperationCanceledException>(() => ConstrainedAlignment.Solve(counting, sampler, constraints, settings, cancellation: source.Token));
+        Assert.Equal(25, counting.Started);
+        Assert.Equal(24, counting.Finished);
+
+        using var second = new CancellationTokenSource();
+        var run = new CountingDenoiser(network, cancelAtCall: 5, second);
+        Assert.ThrowsAny<OperationCanceledException>(() => ConstrainedAlignment.Run(run, model.DataRange, sampler, constraints, settings,
+            new GenerationRequest { Count = 8, BatchSize = 8, Cancellation = second.Token }));
+        Assert.Equal(5, run.Started);
+        Assert.Equal(4, run.Finished);
+    }
+
+    /// <summary>Dual averaging (DESIGN §5) likewise: a cancel at call 15 (in its second 10-step batch) stops it there.</summary>
+    [Fact]
+    public void DualAveragingStopsAtTheNextNetworkCall()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 10);
+        var features = (Rewards.FeatureReward)Rewards.RewardSpec.Parse("sq-dist:0.5(brightness)", network.SampleShape, model.Directory);
+        using var source = new CancellationTokenSource();
+        var counting = new CountingDenoiser(network, cancelAtCall: 15, source);
+        Assert.ThrowsAny<OperationCanceledException>(() => DistributionalAlignment.Solve(counting, sampler, features,
+            new DualAveragingSettings { SamplesPerIteration = 16, BatchSize = 16, Seed = 1 }, cancellation: source.Token));
+        Assert.Equal(15, counting.Started);
+        Assert.Equal(14, counting.Finished);
+    }
+
+    /// <summary>
     /// A cancel that arrives while ONNX Runtime runs one long batch (the trained UNet, batch 256: about a second on a
     /// CPU) ends that call inside ONNX Runtime (<c>RunOptions.Terminate</c>), not after it.
     /// </summary>

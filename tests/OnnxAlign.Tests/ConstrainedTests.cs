@@ -106,6 +106,41 @@ public class ConstrainedTests(ITestOutputHelper output)
         Assert.Contains(result.Infeasible, constraints.Select(c => c.Text));
     }
 
+    /// <summary>
+    /// The library entry point (issue #16): the dual, the chosen tilt's samples and typed report records that serialise to
+    /// report.json's blocks with their field names (align's CLI writes nothing else).
+    /// </summary>
+    [Fact]
+    public void RunReturnsTheDualTheSamplesAndTheReportBlocks()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var constraints = new[] { Parse("direction:{dir}/e0.npy>=1") };
+        var iterates = new List<DualIterate>();
+        var result = ConstrainedAlignment.Run(network, model.DataRange, Sampler.Create("ddim", model.Config, 20), constraints,
+            new ConstrainedSettings { SamplesPerIteration = 500, Seed = 5, FinalMode = KlTiltMode.Fast }, new GenerationRequest { Count = 300, BatchSize = 100, Seed = 1 },
+            new Progress(iterates.Add));
+        Assert.Equal(result.Dual.Trace, iterates);
+        Assert.NotNull(result.Final);
+        Assert.Equal(300, result.Final.Result.Samples.Count);
+        Assert.Equal(result.Dual.Theta, result.Final.Result.Theta);
+        var block = IO.ReportJson.ToNode(result.Report).AsObject();
+        Assert.Equal(["method", "constraints", "converged", "infeasible_constraint", "kl_divergence", "trace", "network_evaluations"], block.Select(p => p.Key));
+        Assert.Equal(["text", "threshold", "base_mean", "base_std", "multiplier", "fresh_mean", "fresh_standard_error", "fresh_slack", "met"],
+                     block["constraints"]![0]!.AsObject().Select(p => p.Key));
+        Assert.Equal(["iteration", "mu", "expected", "standard_errors", "slacks", "kl_divergence"], block["trace"]![0]!.AsObject().Select(p => p.Key));
+        Assert.Equal("newton", (string?)block["method"]);
+        Assert.Null(block["infeasible_constraint"]);
+        var final = IO.ReportJson.ToNode(result.Final.Report).AsObject();
+        Assert.Equal("fast", (string?)final["mode"]);
+        Assert.NotNull(final["drifting"]);
+    }
+
+    private sealed class Progress(Action<DualIterate> report) : IProgress<DualIterate>
+    {
+        public void Report(DualIterate value) => report(value);
+    }
+
     [Theory]
     [InlineData("brightness>=0.2", Relation.AtLeast, 0.2, false)]
     [InlineData("brightness<=mean-0.5std", Relation.AtMost, -0.5, true)]

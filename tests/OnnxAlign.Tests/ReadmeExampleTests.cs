@@ -67,6 +67,7 @@ public class ReadmeExampleTests
         string printed = output.ToString();
         Assert.Matches(@"ESS \d+, KL -?\d", printed);
         Assert.Contains("ExactTilt: 64 samples", printed);
+        Assert.Matches(@"μ = -?\d[\d.]*, met: (True|False), 64 samples", printed);   // ConstrainedAlignment.Run
     }
 
     /// <summary>The own-loop block, with the variables its comment names, equals the fast tilt through the sampler.</summary>

@@ -292,6 +292,93 @@ public sealed class ScaleOutTests
     }
 
     /// <summary>
+    /// Issue #20: align's dual inside a plan. plan align runs the constrained dual once (the global set-up, DESIGN §10),
+    /// writes θ beside the plan (hashed in it) and the dual's block in its set-up; two shards merge into the unsharded
+    /// planned run byte for byte, equal to align's own samples, and the merged report carries the dual's block. An
+    /// edited plan and a changed θ are refused; an infeasible dual writes no plan (exit 4).
+    /// </summary>
+    [Fact]
+    public void APlanOfAlignsDualShardsAndMergesIntoTheUnshardedRun()
+    {
+        string dir = TestSupport.TempDirectory();
+        string plan = Path.Combine(dir, "plan.json"), theta = Path.Combine(dir, "plan.theta.npy");
+        string[] options = ["--constraint", "brightness>=mean+0.5std", "--samples-per-iteration", "200", "--iterations", "10", "--tilt-mode", "fast",
+                            "--count", "6", "--batch", "4", "--steps", "8", "--seed", "3"];
+        var made = CliTests.Onnxalign(["plan", "align", TestSupport.Toy("gmm-image"), .. options, "--out", plan]);
+        Assert.True(made.Code == 0, made.Err);
+        var written = JsonNode.Parse(File.ReadAllText(plan))!;
+        Assert.Equal(Path.GetFullPath(theta), (string?)written["settings"]!["tilt"]);
+        Assert.Equal(PlanFile.FileHash(theta), (string?)written["setup"]!["inputs"]!["tilt"]);
+        var dual = written["setup"]!["align"]!["constrained"]!;
+        Assert.Equal("brightness>=mean+0.5std", (string?)dual["constraints"]![0]!["text"]);
+
+        var whole = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "whole"));
+        Assert.True(whole.Code == 0, whole.Err);
+        for (int k = 0; k < 2; k++)
+        {
+            var shard = CliTests.Onnxalign("generate", "--plan", plan, "--shard", $"{k}/2", "--out", Path.Combine(dir, $"s{k}"));
+            Assert.True(shard.Code == 0, shard.Err);
+        }
+        var merged = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "merged"), Path.Combine(dir, "s0"), Path.Combine(dir, "s1"));
+        Assert.True(merged.Code == 0, merged.Err);
+        AssertSameFiles(Path.Combine(dir, "whole"), Path.Combine(dir, "merged"));
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "merged", "report.json")))!;
+        Assert.True(JsonNode.DeepEquals(dual, report["constrained"]), report["constrained"]?.ToJsonString());
+
+        // The same command line through align: the same dual (θ) and the same samples.
+        var aligned = CliTests.Onnxalign(["align", TestSupport.Toy("gmm-image"), .. options, "--out", Path.Combine(dir, "align")]);
+        Assert.True(aligned.Code == 0, aligned.Err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "align", "theta.npy")), File.ReadAllBytes(theta));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "align", "samples.npy")), File.ReadAllBytes(Path.Combine(dir, "merged", "samples.npy")));
+
+        // An edited plan (its dual's block) and a changed θ are refused before a shard writes.
+        string edited = Path.Combine(dir, "edited.json");
+        var tampered = JsonNode.Parse(File.ReadAllText(plan))!;
+        tampered["setup"]!["align"]!["constrained"]!["constraints"]![0]!["multiplier"] = 0.0;
+        File.WriteAllText(edited, tampered.ToJsonString());
+        var refused = CliTests.Onnxalign("generate", "--plan", edited, "--shard", "0/2", "--out", Path.Combine(dir, "e0"));
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("edited after it was written", refused.Err);
+        NpyFile.Write(theta, Enumerable.Repeat(0.1f, 64).ToArray(), [1, 8, 8]);
+        var changed = CliTests.Onnxalign("generate", "--plan", plan, "--shard", "0/2", "--out", Path.Combine(dir, "c0"));
+        Assert.Equal(2, changed.Code);
+        Assert.Contains("changed since the plan was made", changed.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "e0")) || Directory.Exists(Path.Combine(dir, "c0")));
+
+        // Constraints that cannot be met together: exit 4, and neither a plan nor a θ.
+        string never = Path.Combine(dir, "never.json");
+        var infeasible = CliTests.Onnxalign("plan", "align", TestSupport.Toy("gmm-image"), "--constraint", "brightness>=0.5", "--constraint", "brightness<=0.2",
+                                            "--samples-per-iteration", "100", "--steps", "5", "--tilt-mode", "fast", "--out", never);
+        Assert.Equal(4, infeasible.Code);
+        Assert.Contains("cannot be met together", infeasible.Err);
+        Assert.False(File.Exists(never) || File.Exists(Path.Combine(dir, "never.theta.npy")));
+    }
+
+    /// <summary>A plan of a preference fit (plan align --preferences): the fit runs once, and the planned run's report carries its block.</summary>
+    [Fact]
+    public void APlanOfAPreferenceFitCarriesItsBlock()
+    {
+        string dir = TestSupport.TempDirectory(), plan = Path.Combine(dir, "plan.json");
+        var random = new Random(5);
+        float[] Draw() => Enumerable.Range(0, 40 * 64).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var (a, b) = (Draw(), Draw());
+        Directory.CreateDirectory(Path.Combine(dir, "prefs", "preferred"));
+        Directory.CreateDirectory(Path.Combine(dir, "prefs", "rejected"));
+        NpyFile.Write(Path.Combine(dir, "prefs", "preferred", "samples.npy"), a, [40, 1, 8, 8]);
+        NpyFile.Write(Path.Combine(dir, "prefs", "rejected", "samples.npy"), b, [40, 1, 8, 8]);
+        var made = CliTests.Onnxalign("plan", "align", TestSupport.Toy("gmm-image"), "--preferences", Path.Combine(dir, "prefs"), "--l2", "0.1",
+                                      "--tilt-mode", "fast", "--count", "4", "--steps", "5", "--out", plan);
+        Assert.True(made.Code == 0, made.Err);
+        Assert.Contains("held-out", made.Out);
+        var run = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "run"));
+        Assert.True(run.Code == 0, run.Err);
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run", "report.json")))!;
+        Assert.Equal(32, (int)report["preferences"]!["train_count"]!);
+        Assert.Equal(Path.Combine(dir, "prefs"), (string?)report["preferences"]!["folder"]);
+        Assert.NotNull(report["alignment"]);
+    }
+
+    /// <summary>
     /// The target of issue #20: a one-node Slurm cluster started on this machine by the project's script, a 4-task
     /// array (plan job → array → merge job with dependencies), and its merge equal to the single run, byte for byte.
     /// </summary>

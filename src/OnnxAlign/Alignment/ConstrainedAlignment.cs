@@ -51,9 +51,16 @@ public sealed record ConstrainedSettings
     /// tilts on trained networks, and so is the μ they lead to).
     /// </summary>
     public ExactTiltSettings? Exact { get; init; }
+
+    /// <summary>
+    /// How <see cref="ConstrainedAlignment.Run"/> samples the solution's tilt: <see cref="KlTiltMode.Exact"/> (SMC with
+    /// <see cref="Exact"/>'s settings, or the defaults when it is null) or <see cref="KlTiltMode.Fast"/>; the hybrid mode is
+    /// refused. The command line sets it and <see cref="Exact"/> together: exact iterates with an exact final tilt, or fast ones.
+    /// </summary>
+    public KlTiltMode FinalMode { get; init; } = KlTiltMode.Exact;
 }
 
-/// <summary>One iterate of the dual solver.</summary>
+/// <summary>One iterate of the dual solver (report.json's <c>constrained.trace</c> items, as <see cref="IO.ReportJson"/> writes it).</summary>
 /// <param name="Iteration">k.</param>
 /// <param name="Mu">μ_k (≥ 0 for inequalities).</param>
 /// <param name="Expected">E_{q_k}[r_i].</param>
@@ -66,12 +73,18 @@ public sealed record DualIterate(int Iteration, double[] Mu, double[] Expected, 
 /// <summary>The outcome of <see cref="ConstrainedAlignment.Solve"/>.</summary>
 public sealed class ConstrainedResult
 {
-    internal ConstrainedResult(double[] mu, float[] theta, double[] thresholds, double[] baseMeans, double[] baseStds, List<DualIterate> trace, bool converged,
-                               string? infeasible, DualIterate check, long evaluations)
+    internal ConstrainedResult(IReadOnlyList<Constraint> constraints, DualMethod method, double[] mu, float[] theta, double[] thresholds, double[] baseMeans,
+                               double[] baseStds, List<DualIterate> trace, bool converged, string? infeasible, DualIterate check, long evaluations)
     {
-        (Mu, Theta, Thresholds, BaseMeans, BaseStds, Trace, Converged, Infeasible, Check, NetworkEvaluations) =
-            (mu, theta, thresholds, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
+        (Constraints, Method, Mu, Theta, Thresholds, BaseMeans, BaseStds, Trace, Converged, Infeasible, Check, NetworkEvaluations) =
+            (constraints, method, mu, theta, thresholds, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
     }
+
+    /// <summary>The constraints solved for, in order (the multipliers' order).</summary>
+    public IReadOnlyList<Constraint> Constraints { get; }
+
+    /// <summary>The dual method used.</summary>
+    public DualMethod Method { get; }
 
     /// <summary>The multipliers μ*.</summary>
     public double[] Mu { get; }
@@ -102,6 +115,49 @@ public sealed class ConstrainedResult
 
     /// <summary>Network evaluations spent.</summary>
     public long NetworkEvaluations { get; }
+
+    /// <summary>report.json's <c>constrained</c> block of this solution.</summary>
+    public ConstrainedReport Report => new(
+        Method == DualMethod.Newton ? "newton" : "projected-ascent",
+        Constraints.Select((c, i) => new ConstraintReport(c.Text, Thresholds[i], BaseMeans[i], BaseStds[i], Mu[i], Check.Expected[i], Check.StandardErrors[i],
+                                                          Check.Slacks[i], Check.Slacks[i] >= -3 * Check.StandardErrors[i])).ToArray(),
+        Converged, Infeasible, Trace[^1].KlDivergence, Trace, NetworkEvaluations);
+}
+
+/// <summary>report.json's <c>constrained</c> block (DESIGN §4), serialised by <see cref="IO.ReportJson"/>.</summary>
+/// <param name="Method"><c>newton</c> or <c>projected-ascent</c>.</param>
+/// <param name="Constraints">Each constraint's threshold, base moments, multiplier and fresh check.</param>
+/// <param name="Converged">The KKT conditions held within the standard errors.</param>
+/// <param name="InfeasibleConstraint">The constraint that cannot be met, or null.</param>
+/// <param name="KlDivergence">KL(q‖p) of the last iterate.</param>
+/// <param name="Trace">Every iterate.</param>
+/// <param name="NetworkEvaluations">Network evaluations of the dual.</param>
+public sealed record ConstrainedReport(string Method, IReadOnlyList<ConstraintReport> Constraints, bool Converged, string? InfeasibleConstraint,
+                                       double KlDivergence, IReadOnlyList<DualIterate> Trace, long NetworkEvaluations);
+
+/// <summary>One constraint in report.json's <c>constrained.constraints</c>.</summary>
+/// <param name="Text">The constraint as given.</param>
+/// <param name="Threshold">b (a relative threshold resolved).</param>
+/// <param name="BaseMean">E_p[r] from the base batch.</param>
+/// <param name="BaseStd">std_p(r) from the base batch.</param>
+/// <param name="Multiplier">μ*.</param>
+/// <param name="FreshMean">E_q[r] on a fresh batch of the solution.</param>
+/// <param name="FreshStandardError">Its standard error.</param>
+/// <param name="FreshSlack">s·(E_q[r] − b) on that batch: ≥ 0 where met.</param>
+/// <param name="Met">The fresh slack is within 3 standard errors of met.</param>
+public sealed record ConstraintReport(string Text, double Threshold, double BaseMean, double BaseStd, double Multiplier, double FreshMean,
+                                      double FreshStandardError, double FreshSlack, bool Met);
+
+/// <summary>What <see cref="ConstrainedAlignment.Run"/> returned: the dual's solution, its report block and, when the constraints can be met, the samples.</summary>
+/// <param name="Dual">The dual solution (θ, μ, trace, fresh check, infeasible constraint, convergence).</param>
+/// <param name="Final">The solution's tilt sampled with its <c>final_tilt</c> block; null when the constraints cannot be met together (<see cref="ConstrainedResult.Infeasible"/>).</param>
+public sealed record ConstrainedAlignmentResult(ConstrainedResult Dual, FinalTilt? Final)
+{
+    /// <summary>report.json's <c>constrained</c> block.</summary>
+    public ConstrainedReport Report => Dual.Report;
+
+    /// <summary>Network evaluations of the dual and the final samples together.</summary>
+    public long NetworkEvaluations => Dual.NetworkEvaluations + (Final?.Result.Samples.NetworkEvaluations ?? 0);
 }
 
 /// <summary>
@@ -112,12 +168,46 @@ public sealed class ConstrainedResult
 /// </summary>
 public static class ConstrainedAlignment
 {
-    /// <summary>Solves the dual; <paramref name="onIterate"/> sees each iterate.</summary>
+    /// <summary>
+    /// Solves the dual, then samples its solution's tilt p·exp⟨θ*, x⟩ in <see cref="ConstrainedSettings.FinalMode"/>: the
+    /// library entry point of constrained alignment (what <c>onnxalign align --constraint</c> runs). The dual's iterates
+    /// use the base law with x̂0 projected onto <paramref name="range"/> (DESIGN §1d), as the final tilt does.
+    /// </summary>
+    /// <param name="network">The model's denoiser (not disposed here: the caller owns it).</param>
+    /// <param name="range">The data range x̂0 is projected onto; null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="constraints">The constraints (at least one).</param>
+    /// <param name="settings">The dual's settings (its seed is the iterates'; the request's seed is the final samples') and the final tilt's mode.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation of the final samples; its cancellation stops the dual too.</param>
+    /// <param name="iterates">Each dual iterate, as it is found.</param>
+    /// <param name="progress">Samples finished of the final tilt (exact tilt: effective samples of the target).</param>
+    /// <returns>The dual and, unless the constraints cannot be met together, the samples; never throws for infeasibility.</returns>
+    /// <exception cref="ConfigException">The hybrid final mode (parameter <c>mode</c>).</exception>
+    /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    public static ConstrainedAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, IReadOnlyList<Constraint> constraints, ConstrainedSettings settings,
+                                                 GenerationRequest request, IProgress<DualIterate>? iterates = null, IProgress<GenerationProgress>? progress = null)
+    {
+        FinalTilt.CheckMode(settings.FinalMode);
+        var dual = Solve(ExactTilt.BaseLaw(network, range), sampler, constraints, settings, iterates, request.Cancellation);
+        if (dual.Infeasible is not null) return new ConstrainedAlignmentResult(dual, null);
+        return new ConstrainedAlignmentResult(dual, FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress));
+    }
+
+    /// <summary>Solves the dual (the global set-up of a constrained run, DESIGN §10); <paramref name="iterates"/> sees each iterate.</summary>
+    /// <param name="denoiser">The base law p (the caller projects it, <see cref="ExactTilt.BaseLaw"/>).</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="constraints">The constraints (at least one).</param>
+    /// <param name="settings">The dual's settings; null for the defaults.</param>
+    /// <param name="iterates">Each iterate, as it is found.</param>
+    /// <param name="cancellation">Stops the solve within one network call (<see cref="NetworkCancellation"/>).</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> fired.</exception>
     public static ConstrainedResult Solve(IDenoiser denoiser, Sampler sampler, IReadOnlyList<Constraint> constraints, ConstrainedSettings? settings = null,
-                                          Action<DualIterate>? onIterate = null)
+                                          IProgress<DualIterate>? iterates = null, CancellationToken cancellation = default)
     {
         settings ??= new ConstrainedSettings();
         if (constraints.Count == 0) throw new ArgumentException("no constraints");
+        // Every network call below (iterates, SMC systems, the fresh check) sees the token, through any decorator.
+        using var cancellationScope = NetworkCancellation.Enter(cancellation);
         int m = constraints.Count, size = denoiser.SampleSize;
         var signs = constraints.Select(c => (double)c.Sign).ToArray();
         long evaluations = 0;
@@ -164,7 +254,8 @@ public static class ConstrainedAlignment
         {
             var iterate = Measure(k, mu, samples, rewards, b, signs, constraints, drawnKl ?? KlByTelescoping(mu, samples, logZ));
             trace.Add(iterate);
-            onIterate?.Invoke(iterate);
+            iterates?.Report(iterate);
+            cancellation.ThrowIfCancellationRequested();
             if (Satisfied(iterate, mu, constraints, settings.Z)) { converged = true; break; }
             if (k >= settings.MaxIterations) break;
 
@@ -190,7 +281,7 @@ public static class ConstrainedAlignment
         }
         var (checkSamples, checkRewards) = Draw(mu, settings.Seed - 104_729L);
         var check = Measure(trace.Count, mu, checkSamples, checkRewards, b, signs, constraints, drawnKl ?? KlByTelescoping(mu, checkSamples, logZ));
-        return new ConstrainedResult(mu, Theta(constraints, mu, size), b, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
+        return new ConstrainedResult(constraints.ToArray(), settings.Method, mu, Theta(constraints, mu, size), b, baseMeans, baseStds, trace, converged, infeasible, check, evaluations);
     }
 
     /// <summary>θ = Σ_i μ_i s_i a_i.</summary>

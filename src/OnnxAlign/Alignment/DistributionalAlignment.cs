@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
@@ -32,13 +34,44 @@ public sealed record DualAveragingSettings
     /// the true score only).
     /// </summary>
     public ExactTiltSettings? Exact { get; init; }
+
+    /// <summary>
+    /// How <see cref="DistributionalAlignment.Run"/> samples the fitted tilt: <see cref="KlTiltMode.Exact"/> (SMC with
+    /// <see cref="Exact"/>'s settings, or the defaults when it is null) or <see cref="KlTiltMode.Fast"/>; hybrid is refused.
+    /// </summary>
+    public KlTiltMode FinalMode { get; init; } = KlTiltMode.Exact;
 }
 
-/// <summary>One iterate: the moments m_k = E_{q_k}[z], the objective Φ(m_k) + β KL_k and the change of θ.</summary>
-public sealed record AveragingIterate(int Iteration, double[] U, double[] Moments, double Objective, double KlDivergence, double ThetaChange);
+/// <summary>
+/// One iterate: the moments m_k = E_{q_k}[z], the objective Φ(m_k) + β KL_k and the change of θ. report.json's
+/// <c>objective.trace</c> items leave u_k out (the final u is beside the trace).
+/// </summary>
+public sealed record AveragingIterate(int Iteration, [property: JsonIgnore] double[] U, double[] Moments, double Objective, double KlDivergence, double ThetaChange);
 
 /// <summary>The fitted tilt and its convergence trace.</summary>
-public sealed record DistributionalResult(double[] U, float[] Theta, IReadOnlyList<AveragingIterate> Trace, bool Converged, long NetworkEvaluations);
+public sealed record DistributionalResult(double[] U, float[] Theta, IReadOnlyList<AveragingIterate> Trace, bool Converged, long NetworkEvaluations)
+{
+    /// <summary>report.json's <c>objective</c> block for the objective <paramref name="spec"/> at <paramref name="beta"/>.</summary>
+    public ObjectiveReport Report(string spec, double beta) => new(spec, beta, Converged, U, Trace);
+}
+
+/// <summary>report.json's <c>objective</c> block (DESIGN §5), serialised by <see cref="IO.ReportJson"/>.</summary>
+/// <param name="Spec">The objective as given (a convex function of linear features).</param>
+/// <param name="Beta">β of Φ(E_q[z]) + β·KL(q‖p).</param>
+/// <param name="Converged">Dual averaging met its tolerance.</param>
+/// <param name="U">The fitted u (θ = Aᵀu).</param>
+/// <param name="Trace">Every iterate.</param>
+public sealed record ObjectiveReport(string Spec, double Beta, bool Converged, double[] U, IReadOnlyList<AveragingIterate> Trace);
+
+/// <summary>What <see cref="DistributionalAlignment.Run"/> returned.</summary>
+/// <param name="Dual">The fitted tilt and its trace.</param>
+/// <param name="Report">report.json's <c>objective</c> block.</param>
+/// <param name="Final">The fitted tilt sampled, with its <c>final_tilt</c> block.</param>
+public sealed record DistributionalAlignmentResult(DistributionalResult Dual, ObjectiveReport Report, FinalTilt Final)
+{
+    /// <summary>Network evaluations of the dual averaging and the final samples together.</summary>
+    public long NetworkEvaluations => Dual.NetworkEvaluations + Final.Result.Samples.NetworkEvaluations;
+}
 
 /// <summary>
 /// min_q Φ(E_q[z]) + β·KL(q‖p) for z = Ax + c and convex Φ (DESIGN §5). The optimum is a tilt q_u ∝ p·exp⟨u, z⟩ with
@@ -48,13 +81,61 @@ public sealed record DistributionalResult(double[] U, float[] Theta, IReadOnlyLi
 /// </summary>
 public static class DistributionalAlignment
 {
-    /// <summary>Runs dual averaging with Φ = <paramref name="features"/>' function of its features.</summary>
+    /// <summary>
+    /// Dual averaging, then the fitted tilt sampled in <see cref="DualAveragingSettings.FinalMode"/>: the library entry
+    /// point of distributional alignment (what <c>onnxalign align --objective</c> runs). The iterates use the base law
+    /// with x̂0 projected onto <paramref name="range"/> (DESIGN §1d), as the final tilt does.
+    /// </summary>
+    /// <param name="network">The model's denoiser (not disposed here: the caller owns it).</param>
+    /// <param name="range">The data range x̂0 is projected onto; null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="features">Φ of linear features (convex).</param>
+    /// <param name="spec">The objective's text, for the report.</param>
+    /// <param name="settings">β, the iterates' settings (its seed is theirs; the request's seed is the final samples') and the final tilt's mode.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation of the final samples; its cancellation stops the iterates too.</param>
+    /// <param name="iterates">Each iterate, as it is found.</param>
+    /// <param name="progress">Samples finished of the final tilt.</param>
+    /// <exception cref="ConfigException">Φ is not convex (parameter <c>objective</c>), β is not finite and positive (parameter <c>beta</c>), or the hybrid final mode (parameter <c>mode</c>).</exception>
+    /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    public static DistributionalAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward features, string spec,
+                                                    DualAveragingSettings settings, GenerationRequest request, IProgress<AveragingIterate>? iterates = null,
+                                                    IProgress<GenerationProgress>? progress = null)
+    {
+        Check(features, settings);
+        var dual = Solve(ExactTilt.BaseLaw(network, range), sampler, features, settings, iterates, request.Cancellation);
+        return new DistributionalAlignmentResult(dual, dual.Report(spec, settings.Beta),
+            FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress));
+    }
+
+    /// <summary>Checks an objective and its settings before any work is done.</summary>
+    /// <exception cref="ConfigException">Φ is not convex (parameter <c>objective</c>), β is not finite and positive (parameter <c>beta</c>), or the hybrid final mode (parameter <c>mode</c>).</exception>
+    public static void Check(FeatureReward features, DualAveragingSettings settings)
+    {
+        CheckObjective(features, settings.Beta);
+        FinalTilt.CheckMode(settings.FinalMode);
+    }
+
+    private static void CheckObjective(FeatureReward features, double beta)
+    {
+        if (features.Function.Curvature != Curvature.Convex)
+            throw ConfigException.For("objective", $"'{features.Name}': Φ = {features.Function.Name} is not convex (convex: sq-dist, cross-entropy, variance, quadratic with M ⪰ 0, …)");
+        if (!(beta > 0) || !double.IsFinite(beta)) throw ConfigException.For("beta", $"{beta}: expected a finite value > 0");
+    }
+
+    /// <summary>Runs dual averaging with Φ = <paramref name="features"/>' function of its features (the global set-up of a distributional run, DESIGN §10).</summary>
+    /// <param name="denoiser">The base law p (the caller projects it, <see cref="ExactTilt.BaseLaw"/>).</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="features">Φ of linear features (convex).</param>
+    /// <param name="settings">β and the iterates' settings; null for the defaults.</param>
+    /// <param name="iterates">Each iterate, as it is found.</param>
+    /// <param name="cancellation">Stops within one network call (<see cref="NetworkCancellation"/>).</param>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> fired.</exception>
     public static DistributionalResult Solve(IDenoiser denoiser, Sampler sampler, FeatureReward features, DualAveragingSettings? settings = null,
-                                             Action<AveragingIterate>? onIterate = null)
+                                             IProgress<AveragingIterate>? iterates = null, CancellationToken cancellation = default)
     {
         settings ??= new DualAveragingSettings();
-        if (!(settings.Beta > 0) || !double.IsFinite(settings.Beta)) throw new ArgumentException("β must be a positive finite number");
-        if (features.Function.Curvature != Curvature.Convex) throw new ArgumentException($"Φ = {features.Function.Name} is not convex");
+        using var cancellationScope = NetworkCancellation.Enter(cancellation);
+        CheckObjective(features, settings.Beta);
         var partition = new FeatureLogPartition(denoiser, sampler, features,
             new LogPartitionSettings { Nodes = 4, SamplesPerNode = settings.SamplesPerIteration, BatchSize = settings.BatchSize, Seed = settings.Seed });
         int k = features.FeatureCount;
@@ -92,7 +173,8 @@ public static class DistributionalAlignment
             double thetaChange = Norm(features.Transposed(change));
             var iterate = new AveragingIterate(iteration, (double[])u.Clone(), m, phi + settings.Beta * kl, kl, lastThetaChange);
             trace.Add(iterate);
-            onIterate?.Invoke(iterate);
+            iterates?.Report(iterate);
+            cancellation.ThrowIfCancellationRequested();
             lastThetaChange = thetaChange;
             if (iteration > 2 && Norm(change) <= settings.Tolerance * Math.Max(Norm(next), 1e-12)) { u = next; converged = true; break; }
             u = next;

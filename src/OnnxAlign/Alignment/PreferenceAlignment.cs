@@ -2,6 +2,9 @@ using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Optimization;
 using System.Numerics.Tensors;
 using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Model;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;
 
@@ -15,6 +18,115 @@ namespace OnnxAlign.Alignment;
 public sealed record PreferenceFit(float[] Theta, double Intercept, double TrainAccuracy, double HeldOutAccuracy, int TrainCount, int HeldOutCount);
 
 /// <summary>
+/// Preference data (issue #7): pairs (preferred[i] over rejected[i]) or unpaired samples labelled desirable or
+/// undesirable (KTO-style). Samples are flat, one sample's values after another.
+/// </summary>
+public sealed class PreferenceData
+{
+    private PreferenceData(float[] first, float[]? rejected, bool[]? desirable, string? source) =>
+        (Samples, Rejected, Desirable, Source) = (first, rejected, desirable, source);
+
+    /// <summary>The preferred samples of the pairs, or the unpaired samples.</summary>
+    public float[] Samples { get; }
+
+    /// <summary>The rejected sample of each pair; null for unpaired data.</summary>
+    public float[]? Rejected { get; }
+
+    /// <summary>Each unpaired sample's label (true: desirable); null for pairs.</summary>
+    public IReadOnlyList<bool>? Desirable { get; }
+
+    /// <summary>Where the data came from (the folder), for the report; null when given in memory.</summary>
+    public string? Source { get; }
+
+    /// <summary>Pairs: <paramref name="preferred"/>[i] is preferred over <paramref name="rejected"/>[i].</summary>
+    public static PreferenceData Pairs(float[] preferred, float[] rejected, string? source = null) => new(preferred, rejected, null, source);
+
+    /// <summary>Unpaired samples with one label each (true: desirable).</summary>
+    public static PreferenceData Unpaired(float[] samples, IReadOnlyList<bool> desirable, string? source = null) => new(samples, null, desirable.ToArray(), source);
+
+    /// <summary>
+    /// A preference folder: <c>preferred/</c> and <c>rejected/</c> (pairs, matched by sorted name), or <c>desirable/</c>
+    /// and <c>undesirable/</c> (unpaired); each an image folder or a <c>samples.npy</c> (<see cref="SampleSetReader"/>).
+    /// </summary>
+    /// <exception cref="ConfigException">No such subfolders, an unreadable set, samples of another shape, or unequal pair counts (parameter <c>preferences</c>).</exception>
+    public static PreferenceData Read(string folder, IReadOnlyList<int> sampleShape)
+    {
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        SampleSet Set(string sub)
+        {
+            string path = Path.Combine(folder, sub);
+            SampleSet set;
+            try { set = SampleSetReader.Read(path); }
+            catch (ConfigException e) { throw ConfigException.For("preferences", $"{folder}: {e.Message}", e); }
+            if (set.Samples.Length != set.Count * size)
+                throw ConfigException.For("preferences", $"{folder}: {path} holds samples of shape [{string.Join(", ", set.SampleShape)}], the model's are [{string.Join(", ", sampleShape)}]");
+            return set;
+        }
+        if (Directory.Exists(Path.Combine(folder, "preferred")) && Directory.Exists(Path.Combine(folder, "rejected")))
+        {
+            var (w, l) = (Set("preferred"), Set("rejected"));
+            if (w.Count != l.Count) throw ConfigException.For("preferences", $"{folder}: {w.Count} preferred but {l.Count} rejected samples; pairs are matched by sorted name");
+            return Pairs(w.Samples, l.Samples, folder);
+        }
+        if (Directory.Exists(Path.Combine(folder, "desirable")) && Directory.Exists(Path.Combine(folder, "undesirable")))
+        {
+            var (good, bad) = (Set("desirable"), Set("undesirable"));
+            return Unpaired([.. good.Samples, .. bad.Samples], [.. Enumerable.Repeat(true, good.Count), .. Enumerable.Repeat(false, bad.Count)], folder);
+        }
+        throw ConfigException.For("preferences", $"{folder}: expected subfolders preferred/ and rejected/ (pairs) or desirable/ and undesirable/ (unpaired)");
+    }
+}
+
+/// <summary>Settings of <see cref="PreferenceAlignment.Run"/>.</summary>
+public sealed record PreferenceSettings
+{
+    /// <summary>DPO's β: the implicit reward is β⟨θ, x⟩.</summary>
+    public double Beta { get; init; } = 1;
+
+    /// <summary>The L2 weight of the fit.</summary>
+    public double L2 { get; init; } = 1e-3;
+
+    /// <summary>The fraction of pairs (labels), the last ones, held out to measure the fit.</summary>
+    public double HeldOut { get; init; } = 0.2;
+
+    /// <summary>How the fitted tilt is sampled: <see cref="KlTiltMode.Exact"/> (SMC with <see cref="Exact"/>) or <see cref="KlTiltMode.Fast"/>; hybrid is refused.</summary>
+    public KlTiltMode FinalMode { get; init; } = KlTiltMode.Exact;
+
+    /// <summary>The exact mode's SMC settings (count and seed are the request's).</summary>
+    public ExactTiltSettings Exact { get; init; } = new();
+
+    /// <summary>Checks the values before any work is done.</summary>
+    /// <exception cref="ConfigException">β or the L2 weight is not finite and positive (parameters <c>beta</c>, <c>l2</c>), the held-out fraction is not in [0, 1), or the hybrid mode (parameter <c>mode</c>).</exception>
+    public PreferenceSettings Validated()
+    {
+        if (!(Beta > 0) || !double.IsFinite(Beta)) throw ConfigException.For("beta", $"{Beta}: expected a finite value > 0");
+        if (!(L2 > 0) || !double.IsFinite(L2)) throw ConfigException.For("l2", $"{L2}: expected a finite value > 0");
+        if (!(HeldOut is >= 0 and < 1)) throw ConfigException.For("heldOut", $"{HeldOut}: expected a fraction in [0, 1)");
+        FinalTilt.CheckMode(FinalMode);
+        return this;
+    }
+}
+
+/// <summary>report.json's <c>preferences</c> block, serialised by <see cref="IO.ReportJson"/>.</summary>
+/// <param name="Folder">The preference folder (null for data given in memory).</param>
+/// <param name="Beta">DPO's β.</param>
+/// <param name="L2">The L2 weight.</param>
+/// <param name="ThetaNorm">‖θ‖.</param>
+/// <param name="Intercept">The unpaired fit's reference point (0 for pairs).</param>
+/// <param name="TrainCount">Training pairs (labels).</param>
+/// <param name="TrainAccuracy">Their accuracy.</param>
+/// <param name="HeldOutCount">Held-out pairs (labels).</param>
+/// <param name="HeldOutAccuracy">Their accuracy (null in JSON when none are held out).</param>
+public sealed record PreferenceReport(string? Folder, double Beta, double L2, double ThetaNorm, double Intercept, int TrainCount, double TrainAccuracy,
+                                      int HeldOutCount, double HeldOutAccuracy);
+
+/// <summary>What <see cref="PreferenceAlignment.Run"/> returned.</summary>
+/// <param name="Fit">The fitted tilt and its accuracies.</param>
+/// <param name="Report">report.json's <c>preferences</c> block.</param>
+/// <param name="Final">The fitted tilt sampled, with its <c>final_tilt</c> block.</param>
+public sealed record PreferenceAlignmentResult(PreferenceFit Fit, PreferenceReport Report, FinalTilt Final);
+
+/// <summary>
 /// Inference-time DPO on the tilt family (DESIGN §5, issue #7): with q_θ ∝ p·exp⟨θ, x⟩ the DPO implicit reward is
 /// β log(q_θ/p) = β⟨θ, x⟩ − β log Z(θ), so the Bradley–Terry likelihood of a pair is σ(β⟨θ, x_w − x_l⟩) and fitting θ is
 /// L2-regularised logistic regression on the differences x_w − x_l (convex; L-BFGS). q_θ is then sampled exactly.
@@ -22,6 +134,39 @@ public sealed record PreferenceFit(float[] Theta, double Intercept, double Train
 /// </summary>
 public static class PreferenceAlignment
 {
+    /// <summary>
+    /// Fits θ to the preferences, then samples q_θ in <see cref="PreferenceSettings.FinalMode"/>: the library entry point
+    /// of preference alignment (what <c>onnxalign align --preferences</c> runs).
+    /// </summary>
+    /// <param name="network">The model's denoiser (not disposed here: the caller owns it).</param>
+    /// <param name="range">The data range x̂0 is projected onto; null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="data">Pairs or labelled samples of the model's sample size.</param>
+    /// <param name="settings">β, the L2 weight, the held-out fraction and the final tilt's mode.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation of the samples.</param>
+    /// <param name="progress">Samples finished (exact tilt: effective samples of the target).</param>
+    /// <exception cref="ConfigException">A setting out of range (see <see cref="PreferenceSettings.Validated"/>).</exception>
+    /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    public static PreferenceAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, PreferenceData data, PreferenceSettings settings,
+                                                GenerationRequest request, IProgress<GenerationProgress>? progress = null)
+    {
+        var (fit, report) = Fit(data, network.SampleSize, settings);
+        return new PreferenceAlignmentResult(fit, report, FinalTilt.Sample(network, range, sampler, fit.Theta, settings.FinalMode, settings.Exact, request, progress));
+    }
+
+    /// <summary>Fits θ to pairs or labels (the global set-up of a preference run, DESIGN §10), with its report block.</summary>
+    /// <exception cref="ConfigException">A setting out of range (see <see cref="PreferenceSettings.Validated"/>).</exception>
+    public static (PreferenceFit Fit, PreferenceReport Report) Fit(PreferenceData data, int size, PreferenceSettings settings)
+    {
+        settings.Validated();
+        var fit = data.Rejected is { } rejected
+            ? FitPairs(data.Samples, rejected, size, settings.Beta, settings.L2, settings.HeldOut)
+            : FitUnpaired(data.Samples, data.Desirable!, size, settings.Beta, settings.L2, settings.HeldOut);
+        var report = new PreferenceReport(data.Source, settings.Beta, settings.L2, Math.Sqrt(fit.Theta.Sum(v => (double)v * v)), fit.Intercept,
+                                          fit.TrainCount, fit.TrainAccuracy, fit.HeldOutCount, fit.HeldOutAccuracy);
+        return (fit, report);
+    }
+
     /// <summary>Fits θ to pairs (preferred[i], rejected[i]); the last <paramref name="heldOut"/> fraction is held out.</summary>
     public static PreferenceFit FitPairs(ReadOnlySpan<float> preferred, ReadOnlySpan<float> rejected, int size, double beta = 1, double l2 = 1e-3, double heldOut = 0.2)
     {
