@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
@@ -191,6 +192,73 @@ public sealed class ScaleOutTests
             Assert.Equal(a["alignment"]!["log_partition"]?.ToJsonString(), b["alignment"]!["log_partition"]?.ToJsonString());
             Assert.Equal(true, (bool?)b["alignment"]!["drift"]!["per_shard"]);
         }
+    }
+
+    /// <summary>
+    /// The library's half of a sharded SMC run (DESIGN §10): blocks of systems run separately (in another order, written
+    /// to files and read back, as shards and merge do) and combined through KlAlignment.Run equal the one-process run
+    /// with the same fixed number of systems — samples bit for bit, estimates exactly — for a deterministic and a
+    /// stochastic sampler; and the combination evaluates no potential.
+    /// </summary>
+    [Theory]
+    [InlineData("ddpm")]
+    [InlineData("ddim")]
+    public void SystemBlocksRunSeparatelyCombineToTheOneProcessRun(string samplerName)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var denoiser = model.OpenDenoiser();
+        var sampler = Sampler.Create(samplerName, model.Config, 6);
+        var reward = (OnnxAlign.Rewards.LinearReward)OnnxAlign.Rewards.RewardSpec.Parse("channel-mean:0", denoiser.SampleShape, model.Directory);
+        var request = new GenerationRequest { Count = 12, BatchSize = 4, Seed = 5 };
+        var exact = new ExactTiltSettings { Smc = new SmcSettings { ParticlesPerSystem = 8 }, MinSystems = 2, MovesPerStage = 1 };
+        var settings = new KlAlignmentSettings { Exact = exact };
+
+        // The plan's pilot: the first MinSystems systems fix M.
+        var pilot = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = 100, Block = new SystemBlock(0, 2) } }, request);
+        Assert.Null(pilot.Exact);
+        Assert.Equal(2, pilot.Block!.Finished.Count);
+        Assert.Empty(pilot.Samples.Samples);
+        int m = ExactTilt.PlanSystems(pilot.Block.Finished, denoiser.SampleSize, exact with { Count = request.Count });
+        Assert.InRange(m, 2, (exact with { Count = request.Count }).MaxSystems);
+        m = Math.Max(m, 5);   // at least three blocks of unequal size
+
+        var whole = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request).Exact!;
+        Assert.Equal(m, whole.Systems.Count);
+        string dir = TestSupport.TempDirectory();
+        var systems = new Dictionary<int, SmcSystem>();
+        foreach (int i in new[] { 2, 0, 1 })
+        {
+            var block = SystemBlock.Of(new Shard(i, 3), m);
+            var ran = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m, Block = block } }, request).Block!;
+            Assert.Equal(block, ran.Block);
+            string folder = Path.Combine(dir, $"shard{i}");
+            Directory.CreateDirectory(folder);
+            SmcSystemFiles.Write(folder, ran, denoiser.SampleShape);
+            var read = SmcSystemFiles.Read(folder);
+            Assert.Equal(block, read.Block);
+            for (int k = 0; k < read.Finished.Count; k++) systems[block.First + k] = read.Finished[k];
+        }
+        // A potential that would fail if the combination evaluated G: the systems carry theirs.
+        var merged = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request,
+                                     systems: new SmcSystemSet(systems, complete: true)).Exact!;
+        Assert.Equal(whole.Samples, merged.Samples);
+        Assert.Equal(whole.Picks, merged.Picks);
+        Assert.Equal(whole.Particles.EffectiveSampleSize, merged.Particles.EffectiveSampleSize);
+        Assert.Equal(whole.LogPartition, merged.LogPartition);
+        Assert.Equal(whole.KlDivergence, merged.KlDivergence);
+        Assert.Equal(whole.MeanPotential, merged.MeanPotential);
+        Assert.Equal(whole.Potentials, merged.Potentials);
+        Assert.Equal(whole.Particles.NetworkEvaluations, merged.Particles.NetworkEvaluations);
+        // The stored potentials are G at each particle, as a second evaluation would find them.
+        var (potential, _) = ExactTilt.TiltTarget(KlAlignment.TiltOf(reward, 0.5), 0);
+        var again = potential.Evaluate(whole.Particles.Samples, whole.Particles.Count);
+        for (int i = 0; i < again.Length; i++) if (double.IsFinite(whole.Particles.LogWeights[i])) Assert.Equal(again[i], whole.Potentials[i], 12);
+
+        // A block that is missing is an error, not a reason to run it.
+        systems.Remove(m - 1);
+        var e = Assert.Throws<InvalidOperationException>(() => KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request,
+                                                                               systems: new SmcSystemSet(systems, complete: true)));
+        Assert.Contains($"system {m - 1} is not among", e.Message);
     }
 
     [Fact]
