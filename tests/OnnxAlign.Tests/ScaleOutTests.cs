@@ -340,6 +340,30 @@ public sealed class ScaleOutTests
         Assert.False(Directory.Exists(Path.Combine(dir, "m")));
     }
 
+    /// <summary>A killed SMC shard resumes its own block (finished systems kept in .partial/) to the uninterrupted shard's files.</summary>
+    [Fact]
+    public void AKilledSmcShardResumesToTheUninterruptedShard()
+    {
+        string root = TestSupport.TempDirectory(), plan = Path.Combine(root, "plan.json"), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
+        var planned = CliTests.Onnxalign("plan", TestSupport.Toy("tiny-unet"), "--reward", "brightness", "--lambda", "0.05", "--count", "32", "--steps", "60",
+                                         "--particles", "8", "--max-particles-per-sample", "4", "--ess-per-sample", "100", "--seed", "2", "--out", plan);
+        Assert.True(planned.Code == 0, planned.Err);
+        Assert.Equal(16, (int)JsonNode.Parse(File.ReadAllText(plan))!["setup"]!["smc"]!["systems"]!);   // the budget: the target is out of reach
+        string[] shard = ["generate", "--plan", plan, "--shard", "1/2", "--threads", "1"];
+        var (code, _, stderr) = CliTests.Onnxalign([.. shard, "--out", whole]);
+        Assert.True(code == 0, stderr);
+        using (var process = CliTests.StartAndWaitFor(Path.Combine(resumed, ".partial"), "smc_system_*.json", 2, [.. shard, "--out", resumed]))
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(resumed, "systems.json")));
+        (code, var stdout, stderr) = CliTests.Onnxalign([.. shard, "--out", resumed, "--resume"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("resuming:", stdout);
+        AssertSameFiles(whole, resumed);
+    }
+
     [Fact]
     public void PlanAndPlannedRunsRefuseWhatTheyCannotDo()
     {
