@@ -128,7 +128,7 @@ internal static class GenerateCommand
     /// The single-machine run of an SMC plan whose systems its shards ran (DESIGN §10): the plan's <c>generate</c> into
     /// <paramref name="output"/>, exactly as <c>generate --plan PLAN.json</c> runs it, with every system taken from
     /// <paramref name="systems"/> instead of being run — so the merge of the shards equals that run byte for byte, and
-    /// evaluates no network (the systems carry their potentials). Returns the exit code and the report written.
+    /// evaluates neither the UNet nor the reward (the systems carry their potentials). Returns the exit code and the report written.
     /// </summary>
     internal static (int Code, JsonObject? Report) RunMerged(string planPath, string output, bool overwrite, ISmcSystemStore systems)
     {
@@ -256,7 +256,7 @@ internal static class GenerateCommand
     /// <param name="located">The model.</param>
     /// <param name="opened">Its networks.</param>
     /// <param name="planFile">The plan the run follows (its SMC set-up lets the exact methods be sharded), or null.</param>
-    /// <param name="probe">Run the network once to check it (a merge, which evaluates no network, does not).</param>
+    /// <param name="probe">Run the network once to check it (a merge, which runs no sampling network, does not).</param>
     internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, ConditionedModel opened, PlanFile? planFile = null, bool probe = true)
     {
         var denoiser = opened.Network;

@@ -12,7 +12,9 @@ namespace OnnxAlign.Cli;
 /// <summary>
 /// <c>onnxalign merge --out DIR SHARD_DIR…</c>: the shards of one run reassembled into the single-machine output
 /// (DESIGN §10; <see cref="ShardMerge"/>), with one report: the run's statistics from the merged samples, per-sample
-/// summaries pooled with their standard errors, network evaluations summed, and each shard's timings kept.
+/// summaries pooled with their standard errors, network evaluations summed, and each shard's timings kept. Shards of a
+/// planned SMC run hold systems, not samples: their merge combines the systems and resamples, through the plan's
+/// single-machine run (<see cref="GenerateCommand.RunMerged"/>).
 /// </summary>
 internal static class MergeCommand
 {
@@ -124,7 +126,7 @@ internal static class MergeCommand
     /// The merge of a planned SMC run's shards (DESIGN §10): every system once, from one plan, combined in index order by
     /// the plan's single-machine run (<see cref="GenerateCommand.RunMerged"/>: the same code path as <c>generate --plan</c>,
     /// with the systems taken from the shards), which computes the estimates, resamples the run's samples with the plan's
-    /// seed and writes them; no network is evaluated (the systems carry their potentials).
+    /// seed and writes them; neither the UNet nor the reward is evaluated (the systems carry their potentials).
     /// </summary>
     private static int MergeSystems(IReadOnlyList<ShardPart> ordered, Dictionary<int, JsonObject> reports, string output, bool overwrite, Stopwatch clock)
     {
@@ -150,7 +152,7 @@ internal static class MergeCommand
             ["systems"] = systems.Count,
             ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
             ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
-            ["how"] = "the shards' SMC systems combined in index order, the estimates computed and the samples resampled with the plan's seed, as generate --plan runs it on one machine; no network evaluated",
+            ["how"] = "the shards' SMC systems combined in index order, the estimates computed and the samples resampled with the plan's seed, as generate --plan runs it on one machine; neither the UNet nor the reward evaluated (the systems carry their potentials)",
         };
         report["shards"] = new JsonArray(ordered.Select(p => (JsonNode)new JsonObject
         {

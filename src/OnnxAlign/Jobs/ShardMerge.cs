@@ -22,7 +22,9 @@ public sealed record ShardPart(string Directory, string RunId, Shard Shard, int 
 /// Reassembles the shards of one run into the single-machine output (DESIGN §10): checks that they come from one run,
 /// cover every shard once and are complete, then writes <c>samples.npy</c> (streamed: the shards' data in shard order
 /// under one header, so its bytes equal the unsharded run's), the PNGs under their run-wide indices (copied) and
-/// <c>grid.png</c> (from the first samples, as the unsharded run draws it).
+/// <c>grid.png</c> (from the first samples, as the unsharded run draws it). Shards of a planned SMC run are checked the
+/// same way over the plan's systems (<see cref="ShardPart.Unit"/> <c>systems</c>); their systems are combined and
+/// resampled by the plan's run (DESIGN §10), not concatenated.
 /// </summary>
 public static class ShardMerge
 {
