@@ -337,6 +337,9 @@ internal static class GenerateCommand
         AddRun(partial, run);
         RunReport.AddConditioning(partial, run.Opened);
         partial["status"] = "stopped";
+        // A stopped SMC shard is still a shard of systems: merge names it as stopped, not as a shard of samples.
+        if (run.Plan?.Exact is { Block: { } block, Systems: { } systems })
+            partial["smc_shard"] = new JsonObject { ["systems"] = systems, ["first"] = block.First, ["end"] = block.End };
         partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
         partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
         RunReport.Write(run.Output, partial);
