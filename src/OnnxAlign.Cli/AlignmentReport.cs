@@ -17,7 +17,7 @@ internal static class AlignmentReport
     /// alignment section of report.json; finished work goes to the checkpoint, so --resume repeats none.
     /// </summary>
     public static KlAlignmentResult Run(JsonObject alignment, TiltOptions.Plan plan, IDenoiser denoiser, DataRange? range, Sampler sampler,
-                                        GenerationRequest request, BatchCheckpoint checkpoint)
+                                        GenerationRequest request, BatchCheckpoint checkpoint, ISmcSystemStore? systems = null)
     {
         string label = plan.Algorithm switch
         {
@@ -30,16 +30,33 @@ internal static class AlignmentReport
         };
         var sideRequest = request with { Checkpoint = null };
         if (plan.Algorithm == KlAlgorithm.BlackBox && sampler.IsStochastic && plan.Settings.BlackBox.Method is BlackBoxMethod.TiltSmc or BlackBoxMethod.TiltImportance
-            && checkpoint.ReadNote(BlackBoxAlignment.FitNote) is null)
+            && plan.Settings.BlackBox.Fitted is null && checkpoint.ReadNote(BlackBoxAlignment.FitNote) is null)
             Console.WriteLine($"fitting the proposal tilt: {plan.Settings.BlackBox.Fit.PilotRounds} pilot rounds of {plan.Settings.BlackBox.Fit.PilotSamples} samples " +
                               $"({plan.Settings.BlackBox.Fit.PilotRounds * plan.Settings.BlackBox.Fit.PilotSamples * sampler.Steps} network evaluations) …");
         var run = ProgressReporter.Run(label, progress =>
         {
             var report = new SyncProgress<GenerationProgress>(progress);
             return plan.Reward is { } reward && plan.Lambda is { } lambda
-                ? KlAlignment.Run(denoiser, range, sampler, reward, lambda, plan.Settings, sideRequest, report, checkpoint)
-                : KlAlignment.RunTilt(denoiser, range, sampler, plan.Theta, plan.Settings, sideRequest, report, checkpoint);
+                ? KlAlignment.Run(denoiser, range, sampler, reward, lambda, plan.Settings, sideRequest, report, checkpoint, systems)
+                : KlAlignment.RunTilt(denoiser, range, sampler, plan.Theta, plan.Settings, sideRequest, report, checkpoint, systems);
         });
+        if (run.Block is { } block)
+        {
+            // A shard's block: what it ran; the estimates are the merge's, over every shard's systems (DESIGN §10).
+            alignment["method"] = plan.Algorithm switch { KlAlgorithm.BlackBox => "kl-black-box", KlAlgorithm.ExactReward => "kl-exact-smc", _ => "kl-linear-tilt" };
+            alignment["reward"] = plan.Reward?.Name;
+            alignment["lambda"] = plan.Lambda;
+            alignment["smc"] = new JsonObject
+            {
+                ["algorithm"] = block.Method, ["systems"] = block.Systems, ["block"] = new JsonArray(block.Block.First, block.Block.End),
+                ["particles_per_system"] = plan.Exact.Smc.ParticlesPerSystem, ["resamplings"] = block.Finished.Sum(s => s.Resamplings),
+                ["non_finite_particles"] = block.Finished.Sum(s => s.NonFinite),
+            };
+            if (run.BlackBox?.Fit is { } blockFit) alignment["tilt_fit"] = blockFit.ToJson(withTheta: false);
+            if (run.BlackBox is { } box) alignment["black_box_method"] = BlackBoxAlignment.Name(box.Method);
+            alignment["setup_network_evaluations"] = run.SetupEvaluations;
+            return run;
+        }
         switch (plan.Algorithm)
         {
             case KlAlgorithm.ExactTilt: ReportExact(alignment, plan, run.Exact!, denoiser, range, sampler, request); break;

@@ -97,22 +97,13 @@ internal static class GenerateCommand
     /// <summary>A planned run: the plan's settings become the command line, with this process's output, shard and runtime options.</summary>
     private static int RunPlanned(ParseResult parse, GenerateOptions o, string planPath)
     {
-        var plan = PlanFile.Read(planPath);
-        if (plan.Command != "generate") throw ConfigException.For("plan", $"{planPath}: a plan of '{plan.Command}', which generate does not run");
+        var plan = ReadPlan(planPath);
         var command = parse.CommandResult.Command;
         var given = parse.CommandResult.Children.OfType<System.CommandLine.Parsing.OptionResult>()
             .Where(r => !r.Implicit && !ShardOwn.Contains(r.Option.Name) && r.Option.Name != "--plan").Select(r => r.Option.Name).ToList();
         if (given.Count > 0 || parse.GetValue(o.Model) is not null)
             throw new UsageException($"{(given.Count > 0 ? string.Join(", ", given) : "MODEL")}: comes from --plan {planPath}; a planned run takes only {string.Join(", ", ShardOwn)}");
-        var args = new List<string> { plan.Model };
-        foreach (var (name, value) in plan.Settings.OrderBy(p => p.Key, StringComparer.Ordinal))
-        {
-            var option = command.Options.FirstOrDefault(x => x.Name == "--" + name)
-                ?? throw ConfigException.For("plan", $"{planPath}: setting '{name}' is not an option of this version's generate");
-            if (value is null) continue;
-            if (option.ValueType == typeof(bool)) { if (value == "True") args.Add(option.Name); }
-            else { args.Add(option.Name); args.Add(value); }
-        }
+        var args = PlannedArguments(plan, planPath, command);
         foreach (string name in ShardOwn)
         {
             var option = command.Options.First(x => x.Name == name);
@@ -126,11 +117,57 @@ internal static class GenerateCommand
         return Execute(planned, o, plan, planPath);
     }
 
+    private static PlanFile ReadPlan(string planPath)
+    {
+        var plan = PlanFile.Read(planPath);
+        if (plan.Command != "generate") throw ConfigException.For("plan", $"{planPath}: a plan of '{plan.Command}', which generate does not run");
+        return plan;
+    }
+
+    /// <summary>
+    /// The single-machine run of an SMC plan whose systems its shards ran (DESIGN §10): the plan's <c>generate</c> into
+    /// <paramref name="output"/>, exactly as <c>generate --plan PLAN.json</c> runs it, with every system taken from
+    /// <paramref name="systems"/> instead of being run — so the merge of the shards equals that run byte for byte, and
+    /// evaluates neither the UNet nor the reward (the systems carry their potentials). Returns the exit code and the report written.
+    /// </summary>
+    internal static (int Code, JsonObject? Report) RunMerged(string planPath, string output, bool overwrite, ISmcSystemStore systems)
+    {
+        var plan = ReadPlan(planPath);
+        var (command, o) = Build("generate", "", "", "out");
+        var args = PlannedArguments(plan, planPath, command);
+        args.AddRange(["--out", output]);
+        if (overwrite) args.Add("--overwrite");
+        var parse = command.Parse(args);
+        if (parse.Errors.Count > 0) throw ConfigException.For("plan", $"{planPath}: its settings do not parse here ({parse.Errors[0].Message})");
+        int code = Execute(parse, o, plan, planPath, systems);
+        return (code, File.Exists(Path.Combine(output, "report.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json"))) as JsonObject : null);
+    }
+
+    /// <summary>The plan's model and settings as generate's command line (without this process's own options).</summary>
+    private static List<string> PlannedArguments(PlanFile plan, string planPath, Command command)
+    {
+        var args = new List<string> { plan.Model };
+        foreach (var (name, value) in plan.Settings.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            var option = command.Options.FirstOrDefault(x => x.Name == "--" + name)
+                ?? throw ConfigException.For("plan", $"{planPath}: setting '{name}' is not an option of this version's generate");
+            if (value is null) continue;
+            if (option.ValueType == typeof(bool)) { if (value == "True") args.Add(option.Name); }
+            else { args.Add(option.Name); args.Add(value); }
+        }
+        return args;
+    }
+
     /// <summary>Reads and checks, then samples (plain, KL-aligned or with the W2 prox stage), writes and reports.</summary>
     private static int Run(ParseResult parse, GenerateOptions o) =>
         parse.GetValue(o.Plan) is { } planPath ? RunPlanned(parse, o, planPath) : Execute(parse, o, null, null);
 
-    private static int Execute(ParseResult parse, GenerateOptions o, PlanFile? planFile, string? planPath)
+    /// <param name="parse">The command line (a planned run's: the plan's settings and this process's options).</param>
+    /// <param name="o">The options.</param>
+    /// <param name="planFile">The plan, or null.</param>
+    /// <param name="planPath">Where the plan is.</param>
+    /// <param name="systems">A merge's SMC systems (from the shards), taken instead of running them; null otherwise.</param>
+    private static int Execute(ParseResult parse, GenerateOptions o, PlanFile? planFile, string? planPath, ISmcSystemStore? systems = null)
     {
         var clock = Stopwatch.StartNew();
         var located = Locate(parse, o);
@@ -140,12 +177,14 @@ internal static class GenerateCommand
         RunReport.CheckReference(located);
         using var opened = Open(parse, o, located);
         var denoiser = opened.Network;
-        var run = Check(parse, o, located, opened) with { PlanFile = planFile, PlanPath = planPath };
+        var run = Check(parse, o, located, opened, planFile, probe: systems is null) with { PlanFile = planFile, PlanPath = planPath };
         run = run with { RunId = planFile?.Id ?? PlanFile.ShortHash(RunPlan.For("generate", located, PlanSettings(parse)).ToCanonicalJson()) };
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt } hybrid && planFile?.Setup["data_variance"] is JsonValue planned)
             run = run with { Plan = hybrid with { Settings = hybrid.Settings with { DataVariance = planned.GetValue<double>() } } };
         if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture } mixture && planFile?.Setup["mixture_envelope"] is JsonObject envelope)
             run = run with { Plan = mixture with { Settings = mixture.Settings with { Envelope = MixtureEnvelope.FromJson(envelope.ToJsonString(), $"{planPath}: setup.mixture_envelope") } } };
+        // The plan fixed the SMC's systems and its proposal (DESIGN §10); a shard of several runs its block of them.
+        if (run.Plan is { IsSmc: true } smc) run = run with { Plan = smc.WithSmcSetup(planFile?.Setup["smc"] as JsonObject, run.Request.Shard) };
         using var rewardNetwork = run.Plan?.Reward;   // a network reward holds a session
 
         // Only now, with every input checked, is the output folder created: bad input writes nothing.
@@ -168,7 +207,7 @@ internal static class GenerateCommand
         {
             if (run.Plan is { } plan)
             {
-                aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint);
+                aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint, systems);
                 result = aligned.Samples;
             }
             else
@@ -178,6 +217,12 @@ internal static class GenerateCommand
         {
             WriteStopped(run, denoiser, request, fault);
             return 3;
+        }
+        if (aligned?.Block is { } block)
+        {
+            WriteSystems(run, denoiser, request, aligned, block, alignment, clock);
+            checkpoint.Complete();
+            return 0;
         }
         if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, run.Law, run.Range, run.Sampler, request, result);
         if (planFile?.Setup["data_variance_source"] is { } varianceSource) alignment["data_variance_source"] = $"the plan: {varianceSource}";
@@ -208,7 +253,13 @@ internal static class GenerateCommand
     }
 
     /// <summary>Reads every option and checks every input, shape and memory need; writes nothing.</summary>
-    internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, ConditionedModel opened)
+    /// <param name="parse">The command line.</param>
+    /// <param name="o">The options.</param>
+    /// <param name="located">The model.</param>
+    /// <param name="opened">Its networks.</param>
+    /// <param name="planFile">The plan the run follows (its SMC set-up lets the exact methods be sharded), or null.</param>
+    /// <param name="probe">Run the network once to check it (a merge, which runs no sampling network, does not).</param>
+    internal static Checked Check(ParseResult parse, GenerateOptions o, DiffusionModel located, ConditionedModel opened, PlanFile? planFile = null, bool probe = true)
     {
         var denoiser = opened.Network;
         int n = Positive(parse.GetValue(o.Count), "--count");
@@ -218,7 +269,9 @@ internal static class GenerateCommand
         // η = 1 is DDPM's posterior variance; beyond it the DDIM step loses its ε term and is no longer of the family.
         if (!(etaValue is >= 0 and <= 1)) throw new UsageException($"--eta {etaValue}: expected a value in [0, 1]");
         var shardValue = ReadShard(parse, o);
-        if (shardValue.Range(n).Length == 0)
+        // A planned SMC run is sharded by its systems, not its samples (checked below, once the plan's set-up is read).
+        int? plannedSystems = planFile?.Setup["smc"]?["systems"] is JsonValue m ? (int)m : null;
+        if (plannedSystems is null && shardValue.Range(n).Length == 0)
             throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds no samples of --count {n} (use at most {n} shards)");
         string output = parse.GetValue(o.Out)!;
         if (string.IsNullOrWhiteSpace(output)) throw new UsageException("--out: expected a folder, got an empty path");
@@ -260,11 +313,17 @@ internal static class GenerateCommand
             Resources.CheckSamples((long)Math.Ceiling(n * plan.Exact.MaxParticlesPerSample), denoiser.SampleSize, "--count × --max-particles-per-sample");
         if (plan is { Algorithm: KlAlgorithm.TiltMixture } && init is not null)
             throw new UsageException("--init-noise: does not apply to the KL mixture (each sample draws a new x_T for every proposal from its stream)");
-        if (plan is { IsExact: true } && (shardValue != Shard.Whole || init is not null))
-            throw new UsageException("--shard and --init-noise do not apply to the exact tilt (its SMC systems draw their own noise); --tilt-mode fast takes them");
+        if (plan is { IsExact: true } && init is not null)
+            throw new UsageException("--init-noise does not apply to the exact methods (their SMC systems draw their own noise); --tilt-mode fast takes it");
+        if (plan is { IsSmc: true } && plannedSystems is { } systems && shardValue.Range(systems).Length == 0)
+            throw new UsageException($"--shard {shardValue.Index}/{shardValue.Count}: holds none of the plan's {systems} SMC systems (use at most {systems} shards)");
+        if (plan is { IsExact: true } && shardValue != Shard.Whole && (plannedSystems is null || !plan.IsSmc))
+            throw new UsageException(plan.IsSmc
+                ? "--shard: the exact methods' SMC is sharded by its systems, whose number is a global set-up: make a plan (onnxalign plan … --out PLAN.json), then run generate --plan PLAN.json --shard i/n"
+                : "--shard: best-of-N cannot be split into shards yet; run it on one machine");
         if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))
             throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
-        opened.Probe();   // a network that loads but cannot run (with this conditioning) is bad input too, found before the folder exists
+        if (probe) opened.Probe();   // a network that loads but cannot run (with this conditioning) is bad input too, found before the folder exists
         var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(o.Seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
         return new Checked(located, opened, samplerInstance, request, output, plan, oracle, range);
     }
@@ -280,6 +339,9 @@ internal static class GenerateCommand
         AddRun(partial, run);
         RunReport.AddConditioning(partial, run.Opened);
         partial["status"] = "stopped";
+        // A stopped SMC shard is still a shard of systems: merge names it as stopped, not as a shard of samples.
+        if (run.Plan?.Exact is { Block: { } block, Systems: { } systems })
+            partial["smc_shard"] = new JsonObject { ["systems"] = systems, ["first"] = block.First, ["end"] = block.End };
         partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
         partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
         RunReport.Write(run.Output, partial);
@@ -327,6 +389,37 @@ internal static class GenerateCommand
         RunReport.Write(output, report);
         Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
         return report;
+    }
+
+    /// <summary>
+    /// A shard of a planned SMC run (DESIGN §10): its finished systems (<see cref="SmcSystemFiles"/>: particles, weights,
+    /// potentials) instead of samples, and its report (run id, shard, block of systems); the merge combines the systems
+    /// of all shards, computes the estimates and resamples, as the single run does.
+    /// </summary>
+    private static void WriteSystems(Checked run, OnnxDenoiser denoiser, GenerationRequest request, KlAlignmentResult aligned, SmcBlock block,
+                                     JsonObject alignment, Stopwatch clock)
+    {
+        string output = run.Output;
+        var ioClock = Stopwatch.StartNew();
+        SampleSetWriter.BeginReplacing(output);
+        var files = SmcSystemFiles.Write(output, block, run.Opened.Network.SampleShape);
+        SampleSetWriter.RemoveStale(output, files);
+        var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, aligned.Samples);
+        AddRun(report, run);
+        RunReport.AddConditioning(report, run.Opened);
+        report["smc_shard"] = new JsonObject
+        {
+            ["systems"] = block.Systems, ["first"] = block.Block.First, ["end"] = block.Block.End,
+            ["particles"] = block.Finished.Sum(s => s.LogWeights.Length),
+            ["reason"] = "a shard of an SMC run holds systems, not samples: merge combines every shard's systems and resamples the run's samples",
+        };
+        report["alignment"] = alignment;
+        report["network_evaluations"] = block.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
+        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
+        RunReport.AddTimes(report, aligned.Samples, ioClock.Elapsed, clock.Elapsed);
+        RunReport.Write(output, report);
+        Console.WriteLine($"wrote SMC systems {block.Block} of {block.Systems} ({block.Finished.Sum(s => s.LogWeights.Length)} particles) to {Path.GetFullPath(output)} " +
+                          "(systems.npy, systems.json); merge the shards to get the samples");
     }
 
     /// <summary>

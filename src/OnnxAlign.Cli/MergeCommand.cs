@@ -12,7 +12,9 @@ namespace OnnxAlign.Cli;
 /// <summary>
 /// <c>onnxalign merge --out DIR SHARD_DIR…</c>: the shards of one run reassembled into the single-machine output
 /// (DESIGN §10; <see cref="ShardMerge"/>), with one report: the run's statistics from the merged samples, per-sample
-/// summaries pooled with their standard errors, network evaluations summed, and each shard's timings kept.
+/// summaries pooled with their standard errors, network evaluations summed, and each shard's timings kept. Shards of a
+/// planned SMC run hold systems, not samples: their merge combines the systems and resamples, through the plan's
+/// single-machine run (<see cref="GenerateCommand.RunMerged"/>).
 /// </summary>
 internal static class MergeCommand
 {
@@ -44,6 +46,7 @@ internal static class MergeCommand
             if (Path.GetFullPath(folder).TrimEnd('/') == Path.GetFullPath(output).TrimEnd('/'))
                 throw new UsageException($"--out {output}: is one of the shards; merge into another folder");
         var ordered = ShardMerge.Check(parts);
+        if (ordered[0].Unit == "systems") return MergeSystems(ordered, parts.Zip(reports).ToDictionary(p => p.First.Shard.Index, p => p.Second), output, overwrite, clock);
         var byIndex = parts.Zip(reports).ToDictionary(p => p.First.Shard.Index, p => p.Second);
         var first = byIndex[0];
         var sampleShape = first["model"]!["sample_shape"]!.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
@@ -94,6 +97,14 @@ internal static class MergeCommand
             if ((string?)report["command"] != "generate") throw new FormatException($"a report of '{report["command"]}', not of generate");
             string id = (string?)report["run"]?["id"] ?? throw new FormatException("no run id (written by an older version?)");
             var shard = new Shard((int)report["shard"]!["index"]!, (int)report["shard"]!["count"]!);
+            if (report["smc_shard"] is JsonObject smc)
+            {
+                // A shard of a planned SMC run: its block is of the plan's systems (DESIGN §10).
+                int systems = (int)smc["systems"]!, first = (int)smc["first"]!, end = (int)smc["end"]!;
+                string? smcStatus = (string?)report["status"] is "stopped" ? $"stopped at a NaN/±∞ sample ({report["error"]?.ToJsonString()}); rerun it"
+                    : BatchCheckpoint.Exists(folder) ? "its .partial/ holds unfinished work" : null;
+                return (new ShardPart(folder, id, shard, systems, first, Enumerable.Range(first, end - first).ToList(), smcStatus, "systems"), report);
+            }
             int total = (int)report["count"]!;
             int firstSample = (int)report["shard"]!["first_sample"]!;
             var (start, length) = shard.Range(total);
@@ -109,6 +120,52 @@ internal static class MergeCommand
         {
             throw ConfigException.For("shards", $": {path} is not a shard report ({e.Message})");
         }
+    }
+
+    /// <summary>
+    /// The merge of a planned SMC run's shards (DESIGN §10): every system once, from one plan, combined in index order by
+    /// the plan's single-machine run (<see cref="GenerateCommand.RunMerged"/>: the same code path as <c>generate --plan</c>,
+    /// with the systems taken from the shards), which computes the estimates, resamples the run's samples with the plan's
+    /// seed and writes them; neither the UNet nor the reward is evaluated (the systems carry their potentials).
+    /// </summary>
+    private static int MergeSystems(IReadOnlyList<ShardPart> ordered, Dictionary<int, JsonObject> reports, string output, bool overwrite, Stopwatch clock)
+    {
+        var first = reports[ordered[0].Shard.Index];
+        string planPath = (string?)first["run"]?["plan"] ?? throw ConfigException.For("shards", $": {ordered[0].Directory} names no plan; an SMC shard runs a plan (generate --plan)");
+        var plan = PlanFile.Read(planPath);
+        if (plan.Id != ordered[0].RunId)
+            throw ConfigException.For("shards", $": the plan {planPath} (id {plan.Id}) is not the one the shards ran ({ordered[0].RunId}); it was remade after them");
+        var systems = new Dictionary<int, OnnxAlign.Alignment.SmcSystem>();
+        foreach (var part in ordered)
+        {
+            var block = OnnxAlign.Alignment.SmcSystemFiles.Read(part.Directory);
+            var (start, length) = part.Shard.Range(part.Total);
+            if (block.Systems != part.Total || block.Block.First != start || block.Block.End != start + length)
+                throw ConfigException.For("shards", $": {Path.Combine(part.Directory, OnnxAlign.Alignment.SmcSystemFiles.DescriptionFile)} holds systems {block.Block} of {block.Systems}, its report says [{start}, {start + length}) of {part.Total}");
+            for (int k = 0; k < block.Finished.Count; k++) systems[block.Block.First + k] = block.Finished[k];
+        }
+        var (code, report) = GenerateCommand.RunMerged(planPath, output, overwrite, new OnnxAlign.Alignment.SmcSystemSet(systems, complete: true));
+        if (code != 0 || report is null) return code;
+        report["merge"] = new JsonObject
+        {
+            ["shards"] = ordered.Count,
+            ["systems"] = systems.Count,
+            ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
+            ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
+            ["how"] = "the shards' SMC systems combined in index order, the estimates computed and the samples resampled with the plan's seed, as generate --plan runs it on one machine; neither the UNet nor the reward evaluated (the systems carry their potentials)",
+        };
+        report["shards"] = new JsonArray(ordered.Select(p => (JsonNode)new JsonObject
+        {
+            ["index"] = p.Shard.Index,
+            ["folder"] = Path.GetFullPath(p.Directory),
+            ["systems"] = new JsonArray(p.FirstSample, p.FirstSample + p.Indices.Count),
+            ["network_evaluations"] = reports[p.Shard.Index]["network_evaluations"]?.DeepClone(),
+            ["time_seconds"] = reports[p.Shard.Index]["time_seconds"]?.DeepClone(),
+            ["device"] = reports[p.Shard.Index]["model"]?["device"]?.DeepClone(),
+        }).ToArray());
+        RunReport.Write(output, report);
+        Console.WriteLine($"merged {ordered.Count} SMC shards ({systems.Count} systems) of run {plan.Id} into {Path.GetFullPath(output)} in {clock.Elapsed.TotalSeconds:F2} s");
+        return 0;
     }
 
     /// <summary>

@@ -48,11 +48,9 @@ internal static class PlanCommand
         var run = GenerateCommand.Check(parse, o, located, opened);
         var denoiser = run.Law;
         using var rewardNetwork = run.Plan?.Reward;
-        // What cannot be split by sample index is refused here, with why, rather than planned wrongly.
-        if (run.Plan is { IsExact: true })
-            throw new UsageException("--tilt-mode exact: the exact tilt cannot be split into shards yet: its SMC adds systems until the run-wide ESS target and resamples " +
-                                     "across all of them (a global step); run it on one machine, or plan --tilt-mode fast (one network call per step, sharded by sample)");
-
+        // What cannot be split is refused here, with why, rather than planned wrongly.
+        if (run.Plan is { IsExact: true, IsSmc: false })
+            throw new UsageException("--black-box best-of-n: best-of-N cannot be split into shards yet; run it on one machine");
         var setup = new JsonObject();
         if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt, Settings.DataVariance: null } hybrid)
         {
@@ -76,6 +74,7 @@ internal static class PlanCommand
                 KlAlignment.PrepareMixture(denoiser, run.Range, run.Sampler, reward, lambda, mixture.Settings, run.Request));
             setup["mixture_envelope"] = JsonNode.Parse(envelope.ToJson());
         }
+        if (run.Plan is { IsSmc: true } smc) setup["smc"] = PlanSmc(smc, denoiser, run);
         var settings = GenerateCommand.PlanSettings(parse);
         // Input files by full path (shards may start elsewhere), and by content: a changed θ or noise file is refused.
         foreach (string name in PlanFile.InputSettings)
@@ -86,5 +85,49 @@ internal static class PlanCommand
         plan.Write(path);
         Console.WriteLine($"wrote plan {plan.Id} to {Path.GetFullPath(path)}: run its shards with generate --plan {path} --shard i/n (or --shard auto in an array job) --out DIR_i, then onnxalign merge --out DIR DIR_0 … DIR_n-1");
         return 0;
+    }
+
+    /// <summary>
+    /// The SMC's global set-up (DESIGN §10): a pilot of its first MinSystems systems (after the proposal's own set-up: a
+    /// network reward's fitted tilt, a convex reward's tangent tilt) fixes the number of systems M from their ESS per
+    /// system (<see cref="ExactTilt.PlanSystems"/>); the plan records M, the pilot and the proposal, so that every shard
+    /// runs its block of the same M systems under the same proposal and never refits.
+    /// </summary>
+    private static JsonObject PlanSmc(TiltOptions.Plan plan, OnnxAlign.Model.IDenoiser denoiser, GenerateCommand.Checked run)
+    {
+        var exact = plan.Exact with { Count = run.Request.Count };
+        int pilotSystems = Math.Min(exact.MinSystems, exact.MaxSystems);
+        Console.WriteLine($"set-up: the SMC's number of systems from a pilot of its first {pilotSystems} systems ({pilotSystems * exact.Smc.ParticlesPerSystem} particles) …");
+        var settings = plan.Settings with { Exact = exact with { Systems = exact.MaxSystems, Block = new SystemBlock(0, pilotSystems) } };
+        var pilot = plan.Reward is { } reward && plan.Lambda is { } lambda
+            ? KlAlignment.Run(denoiser, run.Range, run.Sampler, reward, lambda, settings, run.Request)
+            : KlAlignment.RunTilt(denoiser, run.Range, run.Sampler, plan.Theta, settings, run.Request);
+        var block = pilot.Block!;
+        int systems = ExactTilt.PlanSystems(block.Finished, denoiser.SampleSize, exact);
+        double ess = block.Finished.Any(s => s.LogWeights.Any(double.IsFinite)) ? ExactTilt.Combine(block.Finished, denoiser.SampleSize).EffectiveSampleSize : 0;
+        var smc = new JsonObject
+        {
+            ["systems"] = systems,
+            ["particles_per_system"] = exact.Smc.ParticlesPerSystem,
+            ["target_effective_sample_size"] = exact.TargetEssPerSample * exact.Count,
+            ["max_systems"] = exact.MaxSystems,
+            ["pilot_systems"] = pilotSystems,
+            ["pilot_effective_sample_size"] = ess,
+            ["pilot_network_evaluations"] = block.NetworkEvaluations,
+            ["rule"] = "M = clamp(⌈target ESS / (pilot ESS / pilot systems)⌉, min systems, the budget's max systems); the pilot systems are the run's first ones",
+        };
+        if (pilot.BlackBox?.Fit is { } fit)
+        {
+            // The whole fit, θ included (one sample's worth of values): shards move their particles under it and never refit.
+            smc["tilt_fit"] = fit.ToJson(withTheta: true);
+            smc["setup_network_evaluations"] = pilot.SetupEvaluations;
+        }
+        if (plan.Algorithm == KlAlgorithm.ExactReward)
+        {
+            smc["proposal_tilt"] = new JsonArray(pilot.Theta.Select(v => (JsonNode)v).ToArray());
+            smc["setup_network_evaluations"] = pilot.SetupEvaluations;
+        }
+        Console.WriteLine($"set-up: {systems} SMC systems (the pilot's ESS {ess:F1} over {pilotSystems} systems; target {exact.TargetEssPerSample * exact.Count:F0})");
+        return smc;
     }
 }

@@ -192,6 +192,24 @@ internal sealed class TiltOptions
         /// <summary>Sampled by SMC with exact weights (a linear tilt or a low-rank reward).</summary>
         public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward or KlAlgorithm.BlackBox;
 
+        /// <summary>Sampled by an SMC whose systems a plan can fix and shards can split (DESIGN §10): every exact method but best-of-N.</summary>
+        public bool IsSmc => IsExact && !(Algorithm == KlAlgorithm.BlackBox && Settings.BlackBox.Method == BlackBoxMethod.BestOfN);
+
+        /// <summary>
+        /// The plan's SMC set-up applied (DESIGN §10): its number of systems, the proposal's fit or tangent tilt, and for a
+        /// shard of several its block of systems; null <paramref name="smc"/> leaves the plan as it is.
+        /// </summary>
+        public Plan WithSmcSetup(JsonObject? smc, Shard shard)
+        {
+            if (smc is null || !IsSmc) return this;
+            int systems = (int)smc["systems"]!;
+            var exact = Settings.Exact with { Systems = systems, Block = shard.Count > 1 ? SystemBlock.Of(shard, systems) : null };
+            var settings = Settings with { Exact = exact };
+            if (smc["tilt_fit"] is JsonObject fit) settings = settings with { BlackBox = settings.BlackBox with { Fitted = TiltFit.FromJson(fit) } };
+            if (smc["proposal_tilt"] is JsonArray tilt) settings = settings with { ProposalTilt = tilt.Select(v => (float)v!).ToArray() };
+            return this with { Settings = settings };
+        }
+
         public KlTiltMode Mode => Settings.Mode;
 
         public int LogZNodes => Settings.Partition.Nodes;

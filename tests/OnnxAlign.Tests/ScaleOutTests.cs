@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
@@ -236,15 +237,190 @@ public sealed class ScaleOutTests
         }
     }
 
+    /// <summary>
+    /// The library's half of a sharded SMC run (DESIGN §10): blocks of systems run separately (in another order, written
+    /// to files and read back, as shards and merge do) and combined through KlAlignment.Run equal the one-process run
+    /// with the same fixed number of systems — samples bit for bit, estimates exactly — for a deterministic and a
+    /// stochastic sampler; and the combination evaluates no potential.
+    /// </summary>
+    [Theory]
+    [InlineData("ddpm")]
+    [InlineData("ddim")]
+    public void SystemBlocksRunSeparatelyCombineToTheOneProcessRun(string samplerName)
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var denoiser = model.OpenDenoiser();
+        var sampler = Sampler.Create(samplerName, model.Config, 6);
+        var reward = (OnnxAlign.Rewards.LinearReward)OnnxAlign.Rewards.RewardSpec.Parse("channel-mean:0", denoiser.SampleShape, model.Directory);
+        var request = new GenerationRequest { Count = 12, BatchSize = 4, Seed = 5 };
+        var exact = new ExactTiltSettings { Smc = new SmcSettings { ParticlesPerSystem = 8 }, MinSystems = 2, MovesPerStage = 1 };
+        var settings = new KlAlignmentSettings { Exact = exact };
+
+        // The plan's pilot: the first MinSystems systems fix M.
+        var pilot = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = 100, Block = new SystemBlock(0, 2) } }, request);
+        Assert.Null(pilot.Exact);
+        Assert.Equal(2, pilot.Block!.Finished.Count);
+        Assert.Empty(pilot.Samples.Samples);
+        int m = ExactTilt.PlanSystems(pilot.Block.Finished, denoiser.SampleSize, exact with { Count = request.Count });
+        Assert.InRange(m, 2, (exact with { Count = request.Count }).MaxSystems);
+        m = Math.Max(m, 5);   // at least three blocks of unequal size
+
+        var whole = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request).Exact!;
+        Assert.Equal(m, whole.Systems.Count);
+        string dir = TestSupport.TempDirectory();
+        var systems = new Dictionary<int, SmcSystem>();
+        foreach (int i in new[] { 2, 0, 1 })
+        {
+            var block = SystemBlock.Of(new Shard(i, 3), m);
+            var ran = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m, Block = block } }, request).Block!;
+            Assert.Equal(block, ran.Block);
+            string folder = Path.Combine(dir, $"shard{i}");
+            Directory.CreateDirectory(folder);
+            SmcSystemFiles.Write(folder, ran, denoiser.SampleShape);
+            var read = SmcSystemFiles.Read(folder);
+            Assert.Equal(block, read.Block);
+            for (int k = 0; k < read.Finished.Count; k++) systems[block.First + k] = read.Finished[k];
+        }
+        // A potential that would fail if the combination evaluated G: the systems carry theirs.
+        var merged = KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request,
+                                     systems: new SmcSystemSet(systems, complete: true)).Exact!;
+        Assert.Equal(whole.Samples, merged.Samples);
+        Assert.Equal(whole.Picks, merged.Picks);
+        Assert.Equal(whole.Particles.EffectiveSampleSize, merged.Particles.EffectiveSampleSize);
+        Assert.Equal(whole.LogPartition, merged.LogPartition);
+        Assert.Equal(whole.KlDivergence, merged.KlDivergence);
+        Assert.Equal(whole.MeanPotential, merged.MeanPotential);
+        Assert.Equal(whole.Potentials, merged.Potentials);
+        Assert.Equal(whole.Particles.NetworkEvaluations, merged.Particles.NetworkEvaluations);
+        // The stored potentials are G at each particle, as a second evaluation would find them.
+        var (potential, _) = ExactTilt.TiltTarget(KlAlignment.TiltOf(reward, 0.5), 0);
+        var again = potential.Evaluate(whole.Particles.Samples, whole.Particles.Count);
+        for (int i = 0; i < again.Length; i++) if (double.IsFinite(whole.Particles.LogWeights[i])) Assert.Equal(again[i], whole.Potentials[i], 12);
+
+        // A block that is missing is an error, not a reason to run it.
+        systems.Remove(m - 1);
+        var e = Assert.Throws<InvalidOperationException>(() => KlAlignment.Run(denoiser, null, sampler, reward, 0.5, settings with { Exact = exact with { Systems = m } }, request,
+                                                                               systems: new SmcSystemSet(systems, complete: true)));
+        Assert.Contains($"system {m - 1} is not among", e.Message);
+    }
+
+    /// <summary>
+    /// Issue #20's SMC item: an exact method's plan fixes the SMC's systems (a pilot of the first ones) and its proposal;
+    /// three shards run their blocks of systems in another order and the merge — which combines them, computes the
+    /// estimates and resamples — equals the unsharded run of the plan byte for byte, with the same estimates.
+    /// </summary>
+    [Theory]
+    [InlineData("exact-tilt")]
+    [InlineData("exact-low-rank")]
+    public void ThreeShardsOfAnSmcPlanMergeToThePlannedSingleRunByteForByte(string kind)
+    {
+        string[] options = kind == "exact-tilt"
+            ? ["--reward", "channel-mean:0", "--lambda", "0.5"]
+            : ["--reward", "max(channel-mean:0|brightness)", "--lambda", "0.5"];
+        CheckSmcShards(TestSupport.Toy("gmm-image"), [.. options, "--count", "12", "--steps", "8", "--sampler", "ddpm", "--particles", "8", "--ess-per-sample", "2"], kind);
+    }
+
+    /// <summary>The same for a network reward (DESIGN §8's black-box tilt-SMC): the plan holds the fitted tilt, so no shard refits.</summary>
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void ThreeShardsOfABlackBoxPlanMergeToThePlannedSingleRunByteForByte()
+    {
+        string fashion = Path.Combine(TestSupport.RepositoryRoot, "models", "fashion");
+        CheckSmcShards(fashion, ["--reward", $"onnx:{Path.Combine(fashion, "evaluator")}@Trouser", "--lambda", "1", "--count", "6", "--steps", "4", "--particles", "4",
+                                 "--ess-per-sample", "2", "--pilot-samples", "16", "--pilot-rounds", "1", "--features", "pca:2"], "black-box");
+    }
+
+    private static void CheckSmcShards(string model, string[] options, string kind)
+    {
+        string dir = TestSupport.TempDirectory(), plan = Path.Combine(dir, "plan.json");
+        var planned = CliTests.Onnxalign(["plan", model, .. options, "--out", plan]);
+        Assert.True(planned.Code == 0, planned.Err);
+        var smc = JsonNode.Parse(File.ReadAllText(plan))!["setup"]!["smc"]!;
+        int systems = (int)smc["systems"]!;
+        Assert.InRange(systems, 4, (int)smc["max_systems"]!);
+        Assert.Equal(4, (int)smc["pilot_systems"]!);
+        Assert.True((double)smc["pilot_effective_sample_size"]! > 0);
+        Assert.True((long)smc["pilot_network_evaluations"]! > 0);
+        if (kind == "exact-low-rank") Assert.Equal(64, smc["proposal_tilt"]!.AsArray().Count);
+        if (kind == "black-box") Assert.Equal(32 * 32, smc["tilt_fit"]!["theta"]!.AsArray().Count);
+
+        var single = CliTests.Onnxalign("generate", "--plan", plan, "--out", Path.Combine(dir, "single"));
+        Assert.True(single.Code == 0, single.Err);
+        foreach (int i in new[] { 2, 0, 1 })
+        {
+            var shard = CliTests.Onnxalign("generate", "--plan", plan, "--shard", $"{i}/3", "--out", Path.Combine(dir, $"shard{i}"), "--threads", "1");
+            Assert.True(shard.Code == 0, shard.Err);
+            Assert.DoesNotContain("fitting the proposal tilt", shard.Out);   // the plan's fit, not a shard's own
+            // A shard holds its systems (particles, weights, potentials), not samples: the merge resamples.
+            Assert.True(File.Exists(Path.Combine(dir, $"shard{i}", "systems.npy")) && File.Exists(Path.Combine(dir, $"shard{i}", "systems.json")));
+            Assert.False(File.Exists(Path.Combine(dir, $"shard{i}", "samples.npy")));
+        }
+        var merged = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "merged"), Path.Combine(dir, "shard1"), Path.Combine(dir, "shard2"), Path.Combine(dir, "shard0"));
+        Assert.True(merged.Code == 0, merged.Err);
+        AssertSameFiles(Path.Combine(dir, "single"), Path.Combine(dir, "merged"));
+
+        var a = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "single", "report.json")))!;
+        var b = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "merged", "report.json")))!;
+        Assert.Equal(a["run"]!["id"]!.ToJsonString(), b["run"]!["id"]!.ToJsonString());
+        Assert.Equal((long)a["network_evaluations"]!, (long)b["network_evaluations"]!);
+        Assert.Equal(systems, (int)b["alignment"]!["smc"]!["systems"]!);
+        foreach (string key in new[] { "effective_sample_size", "effective_systems", "distinct_returned_samples" })
+            Assert.Equal(a["alignment"]!["smc"]![key]!.ToJsonString(), b["alignment"]!["smc"]![key]!.ToJsonString());
+        foreach (string key in new[] { "log_partition", "kl_divergence", "reward_after", "reward_of_returned_samples" })
+            Assert.Equal(a["alignment"]![key]!["value"]?.ToJsonString() ?? a["alignment"]![key]!["mean"]!.ToJsonString(),
+                         b["alignment"]![key]!["value"]?.ToJsonString() ?? b["alignment"]![key]!["mean"]!.ToJsonString());
+        Assert.Equal(3, b["shards"]!.AsArray().Count);
+
+        // Every system once: a missing or a repeated block is named, in one line, and nothing is written.
+        var (start, length) = new Shard(1, 3).Range(systems);
+        var missing = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "m"), Path.Combine(dir, "shard0"), Path.Combine(dir, "shard2"));
+        Assert.Equal(2, missing.Code);
+        Assert.Contains($"1 of 3 shards are missing: 1 (systems [{start}, {start + length}) of {systems})", missing.Err);
+        Assert.Single(missing.Err.Trim().Split('\n'));
+        var twice = CliTests.Onnxalign("merge", "--out", Path.Combine(dir, "m"), Path.Combine(dir, "shard0"), Path.Combine(dir, "shard1"), Path.Combine(dir, "shard1"), Path.Combine(dir, "shard2"));
+        Assert.Equal(2, twice.Code);
+        Assert.Contains($"shard 1 (systems [{start}, {start + length}) of {systems}) is given twice", twice.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "m")));
+    }
+
+    /// <summary>A killed SMC shard resumes its own block (finished systems kept in .partial/) to the uninterrupted shard's files.</summary>
+    [Fact]
+    public void AKilledSmcShardResumesToTheUninterruptedShard()
+    {
+        string root = TestSupport.TempDirectory(), plan = Path.Combine(root, "plan.json"), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
+        var planned = CliTests.Onnxalign("plan", TestSupport.Toy("tiny-unet"), "--reward", "brightness", "--lambda", "0.05", "--count", "32", "--steps", "60",
+                                         "--particles", "8", "--max-particles-per-sample", "4", "--ess-per-sample", "100", "--seed", "2", "--out", plan);
+        Assert.True(planned.Code == 0, planned.Err);
+        Assert.Equal(16, (int)JsonNode.Parse(File.ReadAllText(plan))!["setup"]!["smc"]!["systems"]!);   // the budget: the target is out of reach
+        string[] shard = ["generate", "--plan", plan, "--shard", "1/2", "--threads", "1"];
+        var (code, _, stderr) = CliTests.Onnxalign([.. shard, "--out", whole]);
+        Assert.True(code == 0, stderr);
+        using (var process = CliTests.StartAndWaitFor(Path.Combine(resumed, ".partial"), "smc_system_*.json", 2, [.. shard, "--out", resumed]))
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(resumed, "systems.json")));
+        (code, var stdout, stderr) = CliTests.Onnxalign([.. shard, "--out", resumed, "--resume"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("resuming:", stdout);
+        AssertSameFiles(whole, resumed);
+    }
+
     [Fact]
     public void PlanAndPlannedRunsRefuseWhatTheyCannotDo()
     {
         string dir = TestSupport.TempDirectory();
         string plan = Path.Combine(dir, "plan.json");
-        var exact = CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--reward", "channel-mean:0", "--lambda", "1", "--out", plan);
-        Assert.Equal(2, exact.Code);
-        Assert.Contains("--tilt-mode exact: the exact tilt cannot be split into shards yet", exact.Err);
+        // Best-of-N is not shardable yet; an unplanned exact run is sharded through a plan (its systems are a global set-up).
+        string fashion = Path.Combine(TestSupport.RepositoryRoot, "models", "fashion");
+        var bestOf = CliTests.Onnxalign("plan", fashion, "--reward", $"onnx:{Path.Combine(fashion, "evaluator")}@Trouser", "--lambda", "1", "--black-box", "best-of-n", "--out", plan);
+        Assert.Equal(2, bestOf.Code);
+        Assert.Contains("best-of-N cannot be split into shards yet", bestOf.Err);
         Assert.False(File.Exists(plan));
+        var unplanned = CliTests.Onnxalign("generate", TestSupport.Toy("gmm-image"), "--reward", "channel-mean:0", "--lambda", "1", "--shard", "0/2", "--out", Path.Combine(dir, "x"));
+        Assert.Equal(2, unplanned.Code);
+        Assert.Contains("make a plan", unplanned.Err);
         Assert.Equal(2, CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--shard", "0/2", "--out", plan).Code);
 
         Assert.Equal(0, CliTests.Onnxalign("plan", TestSupport.Toy("gmm-image"), "--count", "4", "--steps", "5", "--out", plan).Code);

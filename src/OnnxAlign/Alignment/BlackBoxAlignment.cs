@@ -83,6 +83,13 @@ public sealed record BlackBoxSettings
     /// <summary>Best-of-N's N.</summary>
     public int BestOf { get; init; } = 16;
 
+    /// <summary>
+    /// The proposal's fit made before (a plan's global set-up, DESIGN §10: θ, the scale trial's choice and the fit's
+    /// report), used instead of fitting, so that every shard moves its particles under the same tilt; null fits here (or
+    /// reads the checkpoint's fit).
+    /// </summary>
+    public TiltFit? Fitted { get; init; }
+
     /// <summary>Checks the values.</summary>
     public BlackBoxSettings Validated()
     {
@@ -270,10 +277,21 @@ public static class BlackBoxAlignment
     /// the request's; the exact settings set the SMC's budget. The result's <see cref="KlAlignmentResult.Exact"/> holds the
     /// weighted particles, log Z_π = log E_p[e^{r/λ}] and KL(π‖p) from the run's own weights (null for best-of-N).
     /// </summary>
+    /// <param name="network">The model's denoiser (the range is applied here).</param>
+    /// <param name="range">The data range, or null.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="reward">The reward.</param>
+    /// <param name="lambda">λ &gt; 0.</param>
+    /// <param name="settings">Method, fit (or a fit made before) and best-of-N's N.</param>
+    /// <param name="exact">The SMC's budget, a fixed number of systems or a block of them (a shard's).</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation.</param>
+    /// <param name="progress">Effective samples of the target (a block: its systems).</param>
+    /// <param name="checkpoint">Where the fit and finished systems are kept for a resume; null for none.</param>
+    /// <param name="systems">Finished systems to take instead of running them (a merge of shards); null for none.</param>
     /// <exception cref="ConfigException">A method that needs a stochastic sampler with a deterministic one (parameter <c>sampler</c>).</exception>
     public static KlAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda, BlackBoxSettings settings,
                                         ExactTiltSettings exact, GenerationRequest request, IProgress<GenerationProgress>? progress = null,
-                                        BatchCheckpoint? checkpoint = null)
+                                        BatchCheckpoint? checkpoint = null, ISmcSystemStore? systems = null)
     {
         settings.Validated();
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
@@ -295,7 +313,13 @@ public static class BlackBoxAlignment
         TiltFit? fit = null;
         if (method is BlackBoxMethod.TiltSmc or BlackBoxMethod.TiltImportance && sampler.IsStochastic)
         {
-            if (checkpoint?.ReadNote(FitNote) is { } saved)
+            if (settings.Fitted is { } planned)
+            {
+                if (planned.Theta.Length != network.SampleSize)
+                    throw new ArgumentException($"the fitted θ has {planned.Theta.Length} values, the model's samples have {network.SampleSize}", nameof(settings));
+                fit = planned;
+            }
+            else if (checkpoint?.ReadNote(FitNote) is { } saved)
             {
                 try { fit = TiltFit.FromJson(JsonNode.Parse(saved)!.AsObject()); }
                 catch (Exception e) when (e is FormatException or System.Text.Json.JsonException)
@@ -312,16 +336,14 @@ public static class BlackBoxAlignment
         var theta = fit?.Theta ?? new float[network.SampleSize];
         var exactSettings = exact with
         {
-            Count = request.Count,
-            Smc = exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite, Resampling = method is BlackBoxMethod.TiltSmc or BlackBoxMethod.FeynmanKac },
+            Smc = exact.Smc with { Resampling = method is BlackBoxMethod.TiltSmc or BlackBoxMethod.FeynmanKac },
         };
-        var result = ExactTilt.SampleTarget(network, range, sampler, potential, theta, exactSettings, KlAlignment.EssProgress(progress), request.Cancellation,
-                                            checkpoint is null ? null : new SmcCheckpoint(checkpoint));
-        var drawn = new GenerationResult(result.Samples, 0, request.Count, result.Particles.NetworkEvaluations, TimeSpan.Zero, result.Time);
+        var (result, block, drawn) = KlAlignment.Smc(network, range, sampler, potential, theta, exactSettings, request, progress, KlAlignment.Store(checkpoint, systems));
         return new KlAlignmentResult(KlAlgorithm.BlackBox, drawn, theta)
         {
-            Exact = result, BlackBox = new BlackBoxRun(method, fit, rewardEvaluations, lambda),
-            SetupEvaluations = fit?.NetworkEvaluations ?? 0,
+            Exact = result, Block = block, BlackBox = new BlackBoxRun(method, fit, rewardEvaluations, lambda),
+            // A fit made before (a plan's) cost this run nothing.
+            SetupEvaluations = settings.Fitted is null ? fit?.NetworkEvaluations ?? 0 : 0,
         };
     }
 

@@ -47,6 +47,23 @@ public sealed record ExactTiltSettings
     /// <summary>The SMC layout (particles per system, resampling threshold, seed, NaN policy).</summary>
     public SmcSettings Smc { get; init; } = new();
 
+    /// <summary>
+    /// The number of systems, fixed in advance (a plan's global set-up, DESIGN §10: <see cref="ExactTilt.PlanSystems"/>):
+    /// exactly this many are run, whatever the ESS reaches; null (the default) adds systems until the ESS target or the
+    /// particle budget. System b's noise depends only on (seed, b), so a fixed count makes the run a function of its
+    /// systems' indices, which shards can split.
+    /// </summary>
+    public int? Systems { get; init; }
+
+    /// <summary>
+    /// Run only the systems of this block of <see cref="Systems"/> and return them, neither combined nor resampled
+    /// (<see cref="ExactTilt.RunBlock"/>: a shard's part, DESIGN §10); null runs the whole SMC.
+    /// </summary>
+    public SystemBlock? Block { get; init; }
+
+    /// <summary>The most systems the particle budget allows: ⌈<see cref="MaxParticlesPerSample"/>·<see cref="Count"/> / particles per system⌉, at least <see cref="MinSystems"/>.</summary>
+    public int MaxSystems => Math.Max(MinSystems, (int)Math.Ceiling(MaxParticlesPerSample * Count / Smc.ParticlesPerSystem));
+
     /// <summary>Checks the settings.</summary>
     public ExactTiltSettings Validated()
     {
@@ -55,9 +72,67 @@ public sealed record ExactTiltSettings
         if (!(MaxParticlesPerSample >= 1) || double.IsInfinity(MaxParticlesPerSample)) throw new ArgumentOutOfRangeException(nameof(MaxParticlesPerSample), MaxParticlesPerSample, "expected a finite value ≥ 1");
         if (MinSystems < 1) throw new ArgumentOutOfRangeException(nameof(MinSystems), MinSystems, "expected ≥ 1");
         if (!(ProposalScale is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(ProposalScale), ProposalScale, "expected a value in [0, 1]");
+        if (Systems is < 1) throw new ArgumentOutOfRangeException(nameof(Systems), Systems, "expected ≥ 1");
+        if (Block is { } block && (Systems is not { } m || block.First < 0 || block.End <= block.First || block.End > m))
+            throw new ArgumentOutOfRangeException(nameof(Block), block, $"expected a non-empty block of the {Systems?.ToString() ?? "(unset)"} systems");
         Smc.Validated();
         return this;
     }
+}
+
+/// <summary>The systems [<paramref name="First"/>, <paramref name="End"/>) of an SMC run with a fixed number of systems (a shard's part, DESIGN §10).</summary>
+/// <param name="First">The first system's index.</param>
+/// <param name="End">One past the last system's index.</param>
+public readonly record struct SystemBlock(int First, int End)
+{
+    /// <summary>Systems in the block.</summary>
+    public int Length => End - First;
+
+    /// <summary>Shard i of n of <paramref name="systems"/> systems: the contiguous block <see cref="Shard.Range"/> gives, as for samples.</summary>
+    public static SystemBlock Of(Shard shard, int systems)
+    {
+        var (start, length) = shard.Range(systems);
+        return new SystemBlock(start, start + length);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"[{First}, {End})";
+}
+
+/// <summary>A block of finished systems (<see cref="ExactTilt.RunBlock"/>): what a shard of an SMC run returns.</summary>
+/// <param name="Method"><c>twisted-smc</c> or <c>noise-space-smc</c>.</param>
+/// <param name="Block">Which systems.</param>
+/// <param name="Systems">The run's number of systems.</param>
+/// <param name="Finished">The block's systems, in index order.</param>
+/// <param name="Time">Wall time.</param>
+public sealed record SmcBlock(string Method, SystemBlock Block, int Systems, IReadOnlyList<SmcSystem> Finished, TimeSpan Time)
+{
+    /// <summary>What the block cost.</summary>
+    public long NetworkEvaluations => Finished.Sum(s => s.NetworkEvaluations);
+}
+
+/// <summary>
+/// Finished systems held in memory by index (e.g. the systems of a run's shards, DESIGN §10): a run given this store
+/// takes every system it holds instead of running it. With <c>complete: true</c>, asking for a system it does not hold
+/// is an error rather than a reason to run it (a merge runs no network).
+/// </summary>
+public sealed class SmcSystemSet(IReadOnlyDictionary<int, SmcSystem> systems, bool complete = false) : ISmcSystemStore
+{
+    /// <summary>The systems by index.</summary>
+    public IReadOnlyDictionary<int, SmcSystem> Systems { get; } = systems;
+
+    /// <inheritdoc/>
+    /// <exception cref="InvalidOperationException">A complete set without the system, or one of another size.</exception>
+    public SmcSystem? TryLoad(int system, int particles, int sampleSize)
+    {
+        if (Systems.TryGetValue(system, out var found))
+            return found.LogWeights.Length == particles && found.Samples.Length == (long)particles * sampleSize ? found
+                : throw new InvalidOperationException($"system {system} holds {found.LogWeights.Length} particles of {found.Samples.Length / Math.Max(found.LogWeights.Length, 1)} values, the run has {particles} of {sampleSize}");
+        return complete ? throw new InvalidOperationException($"system {system} is not among the {Systems.Count} given systems") : null;
+    }
+
+    /// <inheritdoc/>
+    public void Save(int system, SmcSystem finished) { }
 }
 
 /// <summary>
@@ -163,9 +238,15 @@ public static class ExactTilt
         settings = (settings ?? new ExactTiltSettings()).Validated();
         if (theta.Length != network.SampleSize)
             throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {network.SampleSize}", nameof(theta));
+        var (potential, proposalTheta) = TiltTarget(theta, settings.ProposalScale);
+        return SampleTarget(network, range, sampler, potential, proposalTheta, settings, progress, cancellation, store);
+    }
+
+    /// <summary>The target and proposal of <see cref="Sample"/>: G = ⟨θ, x⟩ and the proposal tilt s·θ (so a block of the same run is <see cref="RunBlock"/> of these).</summary>
+    public static (BatchPotential Potential, float[] ProposalTheta) TiltTarget(ReadOnlySpan<float> theta, double proposalScale)
+    {
         var thetaArray = theta.ToArray();
-        var proposalTheta = thetaArray.Select(v => (float)(v * settings.ProposalScale)).ToArray();
-        return SampleTarget(network, range, sampler, x => TensorPrimitives.Dot(thetaArray, x), proposalTheta, settings, progress, cancellation, store);
+        return (Potentials.Batch(x => TensorPrimitives.Dot(thetaArray, x)), thetaArray.Select(v => (float)(v * proposalScale)).ToArray());
     }
 
     /// <summary>
@@ -199,7 +280,70 @@ public static class ExactTilt
                                                CancellationToken cancellation = default, ISmcSystemStore? store = null)
     {
         settings = (settings ?? new ExactTiltSettings()).Validated();
+        if (settings.Block is not null) throw new ArgumentException("the settings ask for a block of systems: RunBlock runs one", nameof(settings));
         using var cancellationScope = NetworkCancellation.Enter(cancellation);
+        var (method, runSystem) = Prepare(network, range, sampler, potential, proposalTheta, settings, store);
+        return Run(method, runSystem, network.SampleSize, settings, progress, cancellation);
+    }
+
+    /// <summary>
+    /// Runs the systems of <see cref="ExactTiltSettings.Block"/> (of a run with <see cref="ExactTiltSettings.Systems"/>
+    /// systems) of the SMC <see cref="SampleTarget(IDenoiser, DataRange?, Sampler, BatchPotential, ReadOnlySpan{float}, ExactTiltSettings?, IProgress{ExactTiltProgress}?, CancellationToken, ISmcSystemStore?)"/>
+    /// would run, and returns them: a shard's part (DESIGN §10). System b is the same whichever process runs it, so the
+    /// blocks of all shards, given back as a store (<see cref="SmcSystemSet"/>), make exactly the single run.
+    /// </summary>
+    /// <param name="network">The network (not projected; the range is applied here).</param>
+    /// <param name="range">The data range, or null when unknown.</param>
+    /// <param name="sampler">The sampler whose law p is tilted.</param>
+    /// <param name="potential">G, evaluated a batch at a time.</param>
+    /// <param name="proposalTheta">The proposal tilt θ_q (stochastic samplers).</param>
+    /// <param name="settings">With <see cref="ExactTiltSettings.Systems"/> and <see cref="ExactTiltSettings.Block"/> set.</param>
+    /// <param name="progress">Reports after every system (its ESS is the block's so far).</param>
+    /// <param name="cancellation">Stops within one network call.</param>
+    /// <param name="store">Where finished systems are kept for a resumed shard.</param>
+    public static SmcBlock RunBlock(IDenoiser network, DataRange? range, Sampler sampler, BatchPotential potential, ReadOnlySpan<float> proposalTheta,
+                                    ExactTiltSettings settings, IProgress<ExactTiltProgress>? progress = null,
+                                    CancellationToken cancellation = default, ISmcSystemStore? store = null)
+    {
+        settings = settings.Validated();
+        if (settings.Block is not { } block) throw new ArgumentException("the settings name no block of systems (ExactTiltSettings.Block)", nameof(settings));
+        using var cancellationScope = NetworkCancellation.Enter(cancellation);
+        var clock = Stopwatch.StartNew();
+        var (method, runSystem) = Prepare(network, range, sampler, potential, proposalTheta, settings, store);
+        var finished = new List<SmcSystem>();
+        for (int b = block.First; b < block.End; b++)
+        {
+            finished.Add(runSystem(b, cancellation));
+            if (progress is null) continue;
+            double ess = finished.Any(s => s.LogWeights.Any(double.IsFinite)) ? Combine(finished, network.SampleSize).EffectiveSampleSize : 0;
+            progress.Report(new ExactTiltProgress(finished.Count, finished.Count * settings.Smc.ParticlesPerSystem, ess,
+                settings.TargetEssPerSample * settings.Count * block.Length / settings.Systems!.Value, finished.Sum(s => s.NetworkEvaluations)));
+        }
+        return new SmcBlock(method, block, settings.Systems!.Value, finished, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// The number of systems a plan fixes (DESIGN §10) from a pilot of the run's first systems: their ESS per system
+    /// sets M = ⌈target ESS / ESS per system⌉, held between <see cref="ExactTiltSettings.MinSystems"/> and the budget's
+    /// <see cref="ExactTiltSettings.MaxSystems"/> (the budget when the pilot has no weight at all). The adaptive run stops
+    /// at the first M whose ESS reaches the target; this is its expectation, known before any shard starts.
+    /// </summary>
+    /// <param name="pilot">The pilot systems (the run's first ones, e.g. a <see cref="RunBlock"/> of [0, MinSystems)).</param>
+    /// <param name="sampleSize">Values per sample.</param>
+    /// <param name="settings">The run's settings, with the request's <see cref="ExactTiltSettings.Count"/>.</param>
+    public static int PlanSystems(IReadOnlyList<SmcSystem> pilot, int sampleSize, ExactTiltSettings settings)
+    {
+        if (pilot.Count == 0) throw new ArgumentException("expected at least one pilot system", nameof(pilot));
+        double perSystem = pilot.Any(s => s.LogWeights.Any(double.IsFinite)) ? Combine(pilot, sampleSize).EffectiveSampleSize / pilot.Count : 0;
+        double target = settings.TargetEssPerSample * settings.Count;
+        double wanted = perSystem > 0 ? Math.Ceiling(target / perSystem) : double.PositiveInfinity;
+        return (int)Math.Clamp(wanted, settings.MinSystems, settings.MaxSystems);
+    }
+
+    /// <summary>The method's name and a function that runs (or loads from the store, and saves to it) system b.</summary>
+    private static (string Method, Func<int, CancellationToken, SmcSystem> RunSystem) Prepare(IDenoiser network, DataRange? range, Sampler sampler, BatchPotential potential,
+                                                                                             ReadOnlySpan<float> proposalTheta, ExactTiltSettings settings, ISmcSystemStore? store)
+    {
         if (proposalTheta.Length != network.SampleSize)
             throw new ArgumentException($"θ has {proposalTheta.Length} values, the model's samples have {network.SampleSize}", nameof(proposalTheta));
         var baseLaw = BaseLaw(network, range);
@@ -228,27 +372,31 @@ public static class ExactTilt
                 return finished;
             };
         }
-        return Run(method, runSystem, network.SampleSize, potential, settings, progress, cancellation);
+        return (method, runSystem);
     }
 
-    private static ExactTiltResult Run(string method, Func<int, CancellationToken, SmcSystem> runSystem, int sampleSize, BatchPotential potential,
+    private static ExactTiltResult Run(string method, Func<int, CancellationToken, SmcSystem> runSystem, int sampleSize,
                                        ExactTiltSettings settings, IProgress<ExactTiltProgress>? progress, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
         int perSystem = settings.Smc.ParticlesPerSystem;
         double target = settings.TargetEssPerSample * settings.Count;
-        int maxSystems = Math.Max(settings.MinSystems, (int)Math.Ceiling(settings.MaxParticlesPerSample * settings.Count / perSystem));
+        // A fixed count (a plan's) runs exactly its systems; otherwise systems are added until the target or the budget.
+        int maxSystems = settings.Systems ?? settings.MaxSystems;
         var systems = new List<SmcSystem>();
         WeightedParticles? particles = null;
         while (systems.Count < maxSystems)
         {
             systems.Add(runSystem(systems.Count, cancellation));
+            if (settings.Systems is not null && systems.Count < maxSystems && progress is null) continue;
             particles = Combine(systems, sampleSize);
             progress?.Report(new ExactTiltProgress(systems.Count, systems.Count * perSystem, particles.EffectiveSampleSize, target, particles.NetworkEvaluations));
-            if (systems.Count >= settings.MinSystems && particles.EffectiveSampleSize >= target) break;
+            if (settings.Systems is null && systems.Count >= settings.MinSystems && particles.EffectiveSampleSize >= target) break;
         }
-        var values = potential.Evaluate(particles!.Samples, particles.Count);
-        var mean = particles!.Mean(values);
+        particles = Combine(systems, sampleSize);
+        // G of every particle as its system evaluated it: no second evaluation of the potential (a network reward's).
+        var values = systems.SelectMany(s => s.Potentials).ToArray();
+        var mean = particles.Mean(values);
         var logZ = particles.LogNormalizer;
         var kl = new Estimate(mean.Value - logZ.Value, Math.Sqrt(mean.StandardError * mean.StandardError + logZ.StandardError * logZ.StandardError));
         var (samples, picks) = particles.Resample(settings.Count, settings.Smc.Seed);

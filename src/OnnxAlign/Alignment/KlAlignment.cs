@@ -61,6 +61,13 @@ public sealed record KlAlignmentSettings
     /// <summary>Hybrid: base samples that estimate the data variance when none is given.</summary>
     public int VarianceSamples { get; init; } = 256;
 
+    /// <summary>
+    /// A convex low-rank reward in the exact mode: the proposal tangent tilt θ computed before (a plan's global set-up,
+    /// DESIGN §10), used instead of running the pilot that places it; null runs the pilot. Any θ gives exact weights: it
+    /// only sets the ESS, never the law.
+    /// </summary>
+    public float[]? ProposalTilt { get; init; }
+
     /// <summary>A reward without structure: the method, the tilt fit and best-of-N's N (DESIGN §8).</summary>
     public BlackBoxSettings BlackBox { get; init; } = new();
 
@@ -110,6 +117,12 @@ public sealed class KlAlignmentResult
 
     /// <summary>The exact tilt's SMC run (weights, ESS, log Z and KL of the returned law); null otherwise.</summary>
     public ExactTiltResult? Exact { get; internal init; }
+
+    /// <summary>
+    /// The block of SMC systems a shard ran (<see cref="ExactTiltSettings.Block"/>, DESIGN §10): neither combined nor
+    /// resampled, so <see cref="Samples"/> is empty and <see cref="Exact"/> null; null otherwise.
+    /// </summary>
+    public SmcBlock? Block { get; internal init; }
 
     /// <summary>The fast or hybrid tilt's denoiser (largest shift ratio, surrogate steps); null otherwise.</summary>
     public LinearTilt? Tilt { get; internal init; }
@@ -191,19 +204,25 @@ public static class KlAlignment
     /// <param name="request">Count, batch, seed, NaN policy and cancellation (the shard applies to the fast and hybrid tilts and the mixture, initial noise to the fast and hybrid tilts).</param>
     /// <param name="checkpoint">Where finished work is kept so that a resumed run repeats none (SMC systems, mixture set-up and proposals, fast batches); null for none.</param>
     /// <param name="progress">Samples finished of the request's count (for the exact tilt: effective samples of the target).</param>
+    /// <param name="systems">
+    /// Finished SMC systems to take instead of running them (the shards' blocks of a planned run, <see cref="SmcSystemSet"/>),
+    /// before the checkpoint's; null for none. With <see cref="ExactTiltSettings.Block"/> set, the SMC methods run only that
+    /// block and return it (<see cref="KlAlignmentResult.Block"/>).
+    /// </param>
     /// <exception cref="ConfigException">No KL algorithm for the reward (see <see cref="Choose"/>).</exception>
     /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/>.</exception>
     /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
     public static KlAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, Reward reward, double lambda, KlAlignmentSettings settings,
-                                        GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
+                                        GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null,
+                                        ISmcSystemStore? systems = null)
     {
         var algorithm = Choose(reward, lambda, settings.Mode);
         if (algorithm == KlAlgorithm.BlackBox)
-            return Reviewed(BlackBoxAlignment.Run(network, range, sampler, reward, lambda, settings.Validated().BlackBox, settings.Exact, request, progress, checkpoint), settings.Logger);
+            return Reviewed(BlackBoxAlignment.Run(network, range, sampler, reward, lambda, settings.Validated().BlackBox, settings.Exact, request, progress, checkpoint, systems), settings.Logger);
         if (algorithm == KlAlgorithm.ExactReward)
-            return Reviewed(RunExactReward(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
+            return Reviewed(RunExactReward(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, Store(checkpoint, systems)), settings.Logger);
         if (algorithm != KlAlgorithm.TiltMixture)
-            return RunTilt(network, range, sampler, TiltOf((LinearReward)reward, lambda), settings, request, progress, checkpoint);
+            return RunTilt(network, range, sampler, TiltOf((LinearReward)reward, lambda), settings, request, progress, checkpoint, systems);
         return Reviewed(RunMixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request, progress, checkpoint), settings.Logger);
     }
 
@@ -267,16 +286,19 @@ public static class KlAlignment
     /// <param name="request">Count, batch, seed, NaN policy and cancellation.</param>
     /// <param name="progress">Samples finished of the request's count (exact tilt: effective samples of the target).</param>
     /// <param name="checkpoint">Where finished work is kept for a resume; null for none.</param>
+    /// <param name="systems">Finished SMC systems to take instead of running them (as <see cref="Run"/>'s); null for none.</param>
     public static KlAlignmentResult RunTilt(IDenoiser network, DataRange? range, Sampler sampler, float[] theta, KlAlignmentSettings settings,
-                                            GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null)
+                                            GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null,
+                                            ISmcSystemStore? systems = null)
     {
         settings.Validated();
         if (theta.Length != network.SampleSize) throw new ArgumentException($"θ has {theta.Length} values, the model's samples have {network.SampleSize}", nameof(theta));
         if (theta.Any(v => !float.IsFinite(v))) throw ConfigException.For("theta", ": contains NaN or infinite values");
         if (settings.Mode == KlTiltMode.Exact)
         {
-            return Reviewed(Smc(KlAlgorithm.ExactTilt, theta, settings, request, progress, checkpoint, setup: 0,
-                (exact, report, store) => ExactTilt.Sample(network, range, sampler, theta, exact, report, request.Cancellation, store)), settings.Logger);
+            var (potential, proposal) = ExactTilt.TiltTarget(theta, settings.Exact.ProposalScale);
+            var (exact, block, samples) = Smc(network, range, sampler, potential, proposal, settings.Exact, request, progress, Store(checkpoint, systems));
+            return Reviewed(new KlAlignmentResult(KlAlgorithm.ExactTilt, samples, theta) { Exact = exact, Block = block }, settings.Logger);
         }
 
         var baseLaw = ExactTilt.BaseLaw(network, range);
@@ -324,9 +346,17 @@ public static class KlAlignment
     /// </summary>
     private static KlAlignmentResult RunExactReward(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
                                                     KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
-                                                    BatchCheckpoint? checkpoint)
+                                                    ISmcSystemStore? store)
     {
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
+        BatchPotential potential = Potentials.Batch(x => reward.Evaluate(x) / lambda);
+        if (settings.ProposalTilt is { } planned)
+        {
+            // A plan placed the proposal once for all shards (DESIGN §10): no pilot here.
+            if (planned.Length != network.SampleSize) throw new ArgumentException($"the proposal tilt has {planned.Length} values, the model's samples have {network.SampleSize}", nameof(settings));
+            var (fixedExact, fixedBlock, fixedSamples) = Smc(network, range, sampler, potential, planned, settings.Exact, request, progress, store);
+            return new KlAlignmentResult(KlAlgorithm.ExactReward, fixedSamples, planned) { Exact = fixedExact, Block = fixedBlock };
+        }
         int k = reward.FeatureCount;
         var baseLaw = ExactTilt.BaseLaw(network, range);
         var pilot = request.SideRun(PilotSamples) with { BatchSize = Math.Min(request.BatchSize, PilotSamples), Seed = request.Seed + 3_000_017 };
@@ -351,26 +381,31 @@ public static class KlAlignment
             if (!run.Samples.All(float.IsFinite)) break;   // keep the last finite proposal; the law does not depend on it
             theta = TangentTilt(MeanFeatures(run.Samples));
         }
-        return Smc(KlAlgorithm.ExactReward, theta, settings, request, progress, checkpoint, setup,
-            (exact, report, store) => ExactTilt.SampleTarget(network, range, sampler, x => reward.Evaluate(x) / lambda, theta, exact, report, request.Cancellation, store));
+        var (exact, block, samples) = Smc(network, range, sampler, potential, theta, settings.Exact, request, progress, store);
+        return new KlAlignmentResult(KlAlgorithm.ExactReward, samples, theta) { Exact = exact, Block = block, SetupEvaluations = setup };
     }
 
     /// <summary>
-    /// An SMC run of the exact mode with the request's count, seed and NaN policy, its progress as samples and its
-    /// systems in the checkpoint; <paramref name="sample"/> is the SMC for the target (a tilt or a reward's potential).
+    /// An SMC run of the exact mode (a tilt, a low-rank reward's or a network reward's potential) with the request's count,
+    /// seed and NaN policy, its progress as samples and its systems in the store: the whole run (<see cref="ExactTiltResult"/>
+    /// and its resampled samples) or, with <see cref="ExactTiltSettings.Block"/>, a shard's block of systems (no samples).
     /// </summary>
-    private static KlAlignmentResult Smc(KlAlgorithm algorithm, float[] theta, KlAlignmentSettings settings, GenerationRequest request,
-                                         IProgress<GenerationProgress>? progress, BatchCheckpoint? checkpoint, long setup,
-                                         Func<ExactTiltSettings, IProgress<ExactTiltProgress>?, ISmcSystemStore?, ExactTiltResult> sample)
+    internal static (ExactTiltResult? Exact, SmcBlock? Block, GenerationResult Samples) Smc(IDenoiser network, DataRange? range, Sampler sampler, BatchPotential potential,
+                                                                                            float[] proposalTheta, ExactTiltSettings settings, GenerationRequest request,
+                                                                                            IProgress<GenerationProgress>? progress, ISmcSystemStore? store)
     {
-        var exactSettings = settings.Exact with
+        var exactSettings = settings with
         {
             Count = request.Count,
-            Smc = settings.Exact.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
+            Smc = settings.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
         };
-        var exact = sample(exactSettings, EssProgress(progress), checkpoint is null ? null : new SmcCheckpoint(checkpoint));
-        var samples = new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time);
-        return new KlAlignmentResult(algorithm, samples, theta) { Exact = exact, SetupEvaluations = setup };
+        if (exactSettings.Block is { } block)
+        {
+            var ran = ExactTilt.RunBlock(network, range, sampler, potential, proposalTheta, exactSettings, BlockProgress(progress, block), request.Cancellation, store);
+            return (null, ran, new GenerationResult([], 0, 0, ran.NetworkEvaluations, TimeSpan.Zero, ran.Time));
+        }
+        var exact = ExactTilt.SampleTarget(network, range, sampler, potential, proposalTheta, exactSettings, EssProgress(progress), request.Cancellation, store);
+        return (exact, null, new GenerationResult(exact.Samples, 0, request.Count, exact.Particles.NetworkEvaluations, TimeSpan.Zero, exact.Time));
     }
 
     /// <summary>The mixture sampler <see cref="Run"/> uses for a convex low-rank reward in the fast mode (its batches are the request's).</summary>
@@ -396,6 +431,10 @@ public static class KlAlignment
         using var cancellation = NetworkCancellation.Enter(request.Cancellation);
         return Mixture(network, range, sampler, (FeatureReward)reward, lambda, settings.Validated(), request).Prepare(request.Seed);
     }
+
+    /// <summary>The store an SMC run reads and fills: the given systems, else the checkpoint's (null for neither).</summary>
+    internal static ISmcSystemStore? Store(BatchCheckpoint? checkpoint, ISmcSystemStore? systems) =>
+        systems ?? (checkpoint is null ? null : new SmcCheckpoint(checkpoint));
 
     private static KlAlignmentResult RunMixture(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward reward, double lambda,
                                                 KlAlignmentSettings settings, GenerationRequest request, IProgress<GenerationProgress>? progress,
@@ -424,6 +463,10 @@ public static class KlAlignment
     {
         if (!(lambda > 0) || double.IsInfinity(lambda)) throw ConfigException.For("lambda", $"{lambda}: expected a finite value > 0");
     }
+
+    /// <summary>A block's progress as systems finished of the block's.</summary>
+    private static Progress? BlockProgress(IProgress<GenerationProgress>? progress, SystemBlock block) => progress is null ? null
+        : new Progress(p => progress.Report(new GenerationProgress(p.Systems, block.Length, p.Systems, block.Length)));
 
     /// <summary>The SMC's progress as samples: effective samples reached of the target.</summary>
     internal static Progress? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(

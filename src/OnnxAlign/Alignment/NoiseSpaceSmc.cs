@@ -113,7 +113,9 @@ public sealed class NoiseSpaceSmc
             }
         }
         logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
-        return new SmcSystem(samples, logWeights, logNormalizer, resamplings, evaluations, g.Count(v => !double.IsFinite(v)));
+        // g is G of each particle's current x0: kept with the system (0 where a dropped particle's weight is 0).
+        int dropped = g.Count(v => !double.IsFinite(v));
+        return new SmcSystem(samples, logWeights, logNormalizer, resamplings, evaluations, dropped, g.Select(v => double.IsFinite(v) ? v : 0).ToArray());
     }
 
     // x0 = Φ(x_T) for a batch and G of each; a particle that turns NaN/±∞ gets G = −∞ under Skip.

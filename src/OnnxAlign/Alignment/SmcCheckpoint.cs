@@ -15,11 +15,8 @@ internal sealed class SmcCheckpoint(BatchCheckpoint checkpoint) : ISmcSystemStor
         if (!checkpoint.TryLoad(system, samples)) return null;
         try
         {
-            var note = JsonNode.Parse(text)!.AsObject();
-            var weights = note["log_weights"]!.AsArray().Select(v => v is null ? double.NegativeInfinity : v.GetValue<double>()).ToArray();
-            if (weights.Length != particles) return null;
-            return new SmcSystem(samples, weights, note["log_normalizer"]!.GetValue<double>(), note["resamplings"]!.GetValue<int>(),
-                                 note["network_evaluations"]!.GetValue<long>(), note["non_finite"]!.GetValue<int>());
+            var saved = SmcSystem.FromJson(JsonNode.Parse(text)!.AsObject(), samples);
+            return saved is { } found && found.LogWeights.Length == particles ? found : null;
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NullReferenceException or FormatException)
         {
@@ -32,15 +29,8 @@ internal sealed class SmcCheckpoint(BatchCheckpoint checkpoint) : ISmcSystemStor
     {
         // The particles first: a note without its batch is never read as a finished system.
         checkpoint.Save(system, finished.Samples, [finished.LogWeights.Length, finished.Samples.Length / finished.LogWeights.Length]);
-        var note = new JsonObject
-        {
-            // A particle of weight 0 (dropped as NaN/±∞) is written as null.
-            ["log_weights"] = new JsonArray(finished.LogWeights.Select(w => double.IsFinite(w) ? JsonValue.Create(w) : null).ToArray<JsonNode?>()),
-            ["log_normalizer"] = finished.LogNormalizer,
-            ["resamplings"] = finished.Resamplings,
-            ["network_evaluations"] = finished.NetworkEvaluations,
-            ["non_finite"] = finished.NonFinite,
-        };
+        // A particle of weight 0 (dropped as NaN/±∞) is written with a null log weight.
+        var note = finished.ToJson();
         checkpoint.WriteNote(NoteName(system), note.ToJsonString() + "\n");
     }
 

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Text.Json.Nodes;
 using OnnxAlign.Core;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
@@ -35,14 +36,50 @@ public sealed record SmcSettings
         : this;
 }
 
-/// <summary>One finished SMC system: its particles, their log weights within it, and its log Ẑ.</summary>
+/// <summary>One finished SMC system: its particles, their log weights within it, their final potentials and its log Ẑ.</summary>
 /// <param name="Samples">The particles, sample after sample.</param>
 /// <param name="LogWeights">Log weights within the system.</param>
 /// <param name="LogNormalizer">log Ẑ, an unbiased estimate of Z = E_p[e^G] (in log).</param>
 /// <param name="Resamplings">Resampling events.</param>
 /// <param name="NetworkEvaluations">What the system cost.</param>
 /// <param name="NonFinite">Particles dropped (weight 0) because they turned NaN/±∞.</param>
-public sealed record SmcSystem(float[] Samples, double[] LogWeights, double LogNormalizer, int Resamplings, long NetworkEvaluations, int NonFinite);
+/// <param name="Potentials">
+/// G(x0) of each particle as the system evaluated it for its last weight (0 for a dropped particle, whose weight is 0):
+/// the estimates E_π[G], KL and a reward's mean need no second evaluation of G, so combining systems (a merge of shards,
+/// DESIGN §10) needs no reward network.
+/// </param>
+public sealed record SmcSystem(float[] Samples, double[] LogWeights, double LogNormalizer, int Resamplings, long NetworkEvaluations, int NonFinite, double[] Potentials)
+{
+    /// <summary>The system as JSON, without its particles (a checkpoint's note, a shard's <c>systems.json</c>); a weight-0 particle's log weight is null.</summary>
+    public JsonObject ToJson() => new()
+    {
+        ["log_weights"] = new JsonArray(LogWeights.Select(w => double.IsFinite(w) ? JsonValue.Create(w) : null).ToArray<JsonNode?>()),
+        ["potentials"] = new JsonArray(Potentials.Select(g => (JsonNode)g).ToArray()),
+        ["log_normalizer"] = LogNormalizer,
+        ["resamplings"] = Resamplings,
+        ["network_evaluations"] = NetworkEvaluations,
+        ["non_finite"] = NonFinite,
+    };
+
+    /// <summary>Reads <see cref="ToJson"/>'s output with the system's particles; null when it holds another number of particles or no potentials (written by an older version).</summary>
+    /// <exception cref="FormatException">A damaged description.</exception>
+    public static SmcSystem? FromJson(JsonObject json, float[] samples)
+    {
+        try
+        {
+            var weights = json["log_weights"]!.AsArray().Select(v => v is null ? double.NegativeInfinity : v.GetValue<double>()).ToArray();
+            if (json["potentials"] is not JsonArray potentials) return null;
+            var g = potentials.Select(v => v!.GetValue<double>()).ToArray();
+            if (g.Length != weights.Length || weights.Length == 0 || samples.Length % weights.Length != 0) return null;
+            return new SmcSystem(samples, weights, json["log_normalizer"]!.GetValue<double>(), json["resamplings"]!.GetValue<int>(),
+                                 json["network_evaluations"]!.GetValue<long>(), json["non_finite"]!.GetValue<int>(), g);
+        }
+        catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException)
+        {
+            throw new FormatException($"not an SMC system ({e.Message})", e);
+        }
+    }
+}
 
 /// <summary>
 /// Twisted SMC with exact path weights for stochastic samplers (DESIGN §1d, §8). Particles move under a proposal
@@ -198,7 +235,9 @@ public sealed class TwistedSmc
         // Every particle of the system turned NaN/±∞: nothing to weigh, whatever the policy.
         if (dead.All(v => v)) throw new NonFiniteException(steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
         logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
-        return new SmcSystem(x, logWeights, logNormalizer, resamplings, evaluations, dead.Count(v => v));
+        // The final potentials are kept with the system (0 where the weight is 0), so no estimate evaluates G again.
+        for (int b = 0; b < n; b++) if (dead[b]) final[b] = 0;
+        return new SmcSystem(x, logWeights, logNormalizer, resamplings, evaluations, dead.Count(v => v), final);
 
         void Drop(int row, int step, long index)
         {

@@ -36,7 +36,7 @@ public sealed record PlanFile
     /// <summary>The settings by name, each in invariant text (null: not given and no default); those of <see cref="RunPlan.Settings"/>.</summary>
     public required IReadOnlyDictionary<string, string?> Settings { get; init; }
 
-    /// <summary>The global set-up's results by name (e.g. <c>data_variance</c>, <c>log_partition</c>); empty when the run needs none.</summary>
+    /// <summary>The global set-up's results by name (e.g. <c>data_variance</c>, <c>log_partition</c>, <c>smc</c>: an exact method's number of systems and proposal); empty when the run needs none.</summary>
     public JsonObject Setup { get; init; } = new();
 
     /// <summary>The version of this library (its informational version, as report.json says it).</summary>

@@ -12,13 +12,19 @@ namespace OnnxAlign.Jobs;
 /// <param name="FirstSample">The run-wide index of its first sample.</param>
 /// <param name="Indices">The run-wide index of each sample it holds, in order (a sample dropped under --on-nan skip is absent).</param>
 /// <param name="Status">Null when it finished; otherwise why it is not complete (stopped, interrupted).</param>
-public sealed record ShardPart(string Directory, string RunId, Shard Shard, int Total, int FirstSample, IReadOnlyList<int> Indices, string? Status);
+/// <param name="Unit">
+/// What the indices count: <c>samples</c>, or <c>systems</c> for a shard of a planned SMC run (DESIGN §10), whose block is
+/// of the plan's systems (<paramref name="Total"/> of them) rather than of its samples.
+/// </param>
+public sealed record ShardPart(string Directory, string RunId, Shard Shard, int Total, int FirstSample, IReadOnlyList<int> Indices, string? Status, string Unit = "samples");
 
 /// <summary>
 /// Reassembles the shards of one run into the single-machine output (DESIGN §10): checks that they come from one run,
 /// cover every shard once and are complete, then writes <c>samples.npy</c> (streamed: the shards' data in shard order
 /// under one header, so its bytes equal the unsharded run's), the PNGs under their run-wide indices (copied) and
-/// <c>grid.png</c> (from the first samples, as the unsharded run draws it).
+/// <c>grid.png</c> (from the first samples, as the unsharded run draws it). Shards of a planned SMC run are checked the
+/// same way over the plan's systems (<see cref="ShardPart.Unit"/> <c>systems</c>); their systems are combined and
+/// resampled by the plan's run (DESIGN §10), not concatenated.
 /// </summary>
 public static class ShardMerge
 {
@@ -32,21 +38,30 @@ public static class ShardMerge
         {
             if (part.RunId != first.RunId)
                 throw ConfigException.For("shards", $": {part.Directory} is of another run (run id {part.RunId}) than {first.Directory} ({first.RunId}); merge the shards of one plan");
+            if (part.Unit != first.Unit)
+                throw ConfigException.For("shards", $": {part.Directory} holds {part.Unit}, {first.Directory} holds {first.Unit}; merge the shards of one run");
             if (part.Shard.Count != first.Shard.Count || part.Total != first.Total)
-                throw ConfigException.For("shards", $": {part.Directory} is shard {part.Shard} of {part.Total} samples, {first.Directory} is {first.Shard} of {first.Total}");
+                throw ConfigException.For("shards", $": {part.Directory} is shard {part.Shard} of {part.Total} {part.Unit}, {first.Directory} is {first.Shard} of {first.Total}");
         }
         var problems = new List<string>();
+        // An SMC shard is named with its block of systems too: that is what the merge lacks or has twice.
+        string Name(int index)
+        {
+            if (first.Unit == "samples") return $"{index}";
+            var (start, length) = new Shard(index, first.Shard.Count).Range(first.Total);
+            return $"{index} ({first.Unit} [{start}, {start + length}) of {first.Total})";
+        }
         var duplicates = parts.GroupBy(p => p.Shard.Index).Where(g => g.Count() > 1).ToList();
-        foreach (var twice in duplicates) problems.Add($"shard {twice.Key} is given twice ({string.Join(", ", twice.Select(p => p.Directory))})");
+        foreach (var twice in duplicates) problems.Add($"shard {Name(twice.Key)} is given twice ({string.Join(", ", twice.Select(p => p.Directory))})");
         var missing = Enumerable.Range(0, first.Shard.Count).Except(parts.Select(p => p.Shard.Index)).ToList();
         if (missing.Count > 0)
-            problems.Add($"{missing.Count} of {first.Shard.Count} shards are missing: {string.Join(", ", missing.Take(20))}{(missing.Count > 20 ? ", …" : "")}");
+            problems.Add($"{missing.Count} of {first.Shard.Count} shards are missing: {string.Join(", ", missing.Take(20).Select(Name))}{(missing.Count > 20 ? ", …" : "")}");
         foreach (var part in parts.Where(p => p.Status is not null)) problems.Add($"shard {part.Shard.Index} ({part.Directory}) is not complete: {part.Status}");
         foreach (var part in parts.Where(p => p.Status is null))
         {
             var (start, length) = part.Shard.Range(part.Total);
             if (part.FirstSample != start || part.Indices.Count > length || part.Indices.Any(i => i < start || i >= start + length))
-                problems.Add($"shard {part.Shard.Index} ({part.Directory}) holds samples outside its block [{start}, {start + length})");
+                problems.Add($"shard {part.Shard.Index} ({part.Directory}) holds {part.Unit} outside its block [{start}, {start + length})");
         }
         if (problems.Count > 0) throw ConfigException.For("shards", ": " + string.Join("; ", problems));
         return parts.OrderBy(p => p.Shard.Index).ToList();
