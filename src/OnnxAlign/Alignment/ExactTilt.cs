@@ -326,7 +326,7 @@ public static class ExactTilt
     /// The number of systems a plan fixes (DESIGN §10) from a pilot of the run's first systems: their ESS per system
     /// sets M = ⌈target ESS / ESS per system⌉, held between <see cref="ExactTiltSettings.MinSystems"/> and the budget's
     /// <see cref="ExactTiltSettings.MaxSystems"/> (the budget when the pilot has no weight at all). The adaptive run stops
-    /// at the first M whose ESS reaches the target; this is its expectation, known before any shard starts.
+    /// at the first M whose ESS reaches the target; this estimates that M from the pilot, before any shard starts (ESS is not exactly additive over systems: their normalisers weigh them).
     /// </summary>
     /// <param name="pilot">The pilot systems (the run's first ones, e.g. a <see cref="RunBlock"/> of [0, MinSystems)).</param>
     /// <param name="sampleSize">Values per sample.</param>
