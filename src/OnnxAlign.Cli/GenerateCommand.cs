@@ -366,7 +366,7 @@ internal static class GenerateCommand
         RunReport.AddConditioning(report, run.Opened);
         if (moved is not null)
         {
-            report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.FirstIndex);
+            report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.Indices);
             report["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
             report["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
             Console.WriteLine(ProxOptions.Describe(moved));

@@ -51,7 +51,7 @@ internal static class ProxCommand
                     ["count"] = set.Count,
                     ["sample_shape"] = RunReport.Array(set.SampleShape.Select(d => (double)d)),
                 },
-                ["alignment"] = ProxOptions.Report(oracle, batch, 0),
+                ["alignment"] = ProxOptions.Report(oracle, batch, Enumerable.Range(0, batch.Results.Length).ToArray()),
                 ["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray()),
                 ["time_seconds"] = new JsonObject { ["prox"] = batch.Time.TotalSeconds, ["total"] = clock.Elapsed.TotalSeconds },
             };

@@ -60,47 +60,9 @@ internal sealed class ProxOptions
         return weights;
     }
 
-    /// <summary>The report section of a prox stage: settings, per-sample results and summaries.</summary>
-    public static JsonObject Report(ProxOracle oracle, ProxBatch batch, int firstIndex)
-    {
-        var results = batch.Results;
-        JsonObject Summary(Func<ProxResult, double> value)
-        {
-            var values = results.Select(value).ToArray();
-            return new JsonObject { ["mean"] = values.Average(), ["min"] = values.Min(), ["max"] = values.Max() };
-        }
-        double tolerance = oracle.Settings.Tolerance;
-        return new JsonObject
-        {
-            ["method"] = "w2-prox",
-            ["reward"] = oracle.Reward.Name,
-            ["lambda"] = oracle.Settings.Lambda,
-            ["algorithm"] = oracle.Method,
-            ["cost"] = oracle.Settings.Cost.IsWeighted ? "weighted ½Σw(x−y)²" : "½‖x−y‖²",
-            ["box"] = oracle.Settings.Box is { } box ? new JsonArray(box.Lower, box.Upper) : null,
-            ["gap_tolerance"] = tolerance,
-            ["reward_before"] = Summary(r => r.RewardBefore),
-            ["reward_after"] = Summary(r => r.RewardAfter),
-            ["transport_cost"] = Summary(r => r.TransportCost),
-            ["objective"] = Summary(r => r.Objective),
-            ["max_certified_gap"] = batch.MaxGap,
-            ["samples_above_gap_tolerance"] = results.Count(r => r.CertifiedGap > tolerance * Math.Max(1, Math.Abs(r.Objective)) * (1 + 1e-9)),
-            ["box_active_samples"] = batch.BoxActiveCount,
-            ["samples_per_second"] = batch.SamplesPerSecond,
-            ["per_sample"] = new JsonArray(results.Select((r, i) => (JsonNode)new JsonObject
-            {
-                ["index"] = firstIndex + i,
-                ["reward_before"] = r.RewardBefore,
-                ["reward_after"] = r.RewardAfter,
-                ["transport_cost"] = r.TransportCost,
-                ["objective"] = r.Objective,
-                ["certified_gap"] = r.CertifiedGap,
-                ["box_active"] = r.BoxActive,
-                ["method"] = r.Method,
-                ["iterations"] = r.Iterations,
-            }).ToArray()),
-        };
-    }
+    /// <summary>The report section of a prox stage (the library's typed <see cref="ProxReport"/>): settings, per-sample results and summaries.</summary>
+    public static JsonObject Report(ProxOracle oracle, ProxBatch batch, IReadOnlyList<int> indices) =>
+        (JsonObject)ReportJson.ToNode(ProxReport.Of(oracle, batch, indices));
 
     /// <summary>One line for the console.</summary>
     public static string Describe(ProxBatch batch) =>

@@ -229,6 +229,37 @@ public class ProxTests
         Assert.All(parallel.Results, r => Assert.True(r.CertifiedGap <= 1e-4 * Math.Max(1, Math.Abs(r.Objective)) * 1.0001));
     }
 
+    /// <summary>
+    /// The library's Wasserstein entry point is the model's samples moved by the prox stage (the two steps generate
+    /// --align w2 runs), its report names each sample by its run-wide index (a shard's block), and a cancelled stage stops.
+    /// </summary>
+    [Fact]
+    public void Wasserstein_alignment_is_the_models_samples_moved_by_the_prox_and_reports_them()
+    {
+        var model = OnnxAlign.Model.DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
+        using var network = model.OpenDenoiser();
+        var sampler = OnnxAlign.Sampling.Sampler.Create("ddpm", model.Config, 8);
+        var reward = RewardSpec.Parse("channel-mean:0", network.SampleShape, model.Directory);
+        var oracle = new ProxOracle(reward, new ProxSettings { Lambda = 0.5, Box = ValueBox.Pixels });
+        var request = new OnnxAlign.Sampling.GenerationRequest { Count = 9, BatchSize = 4, Seed = 2, Shard = new OnnxAlign.Sampling.Shard(1, 2) };
+        var run = WassersteinAlignment.Run(network, sampler, oracle, request);
+
+        var drawn = OnnxAlign.Sampling.Generation.Run(network, sampler, request);
+        Assert.Equal(drawn.Samples, run.Base.Samples);
+        Assert.Equal(ProxStage.Apply(oracle, drawn.Samples).Samples, run.Aligned.Samples);
+        Assert.Equal(drawn.Indices, run.Report.PerSample.Select(p => p.Index));
+        Assert.Equal(run.Aligned.Results.Average(r => r.RewardAfter), run.Report.RewardAfter.Mean, 12);
+        Assert.True(run.Report.RewardAfter.Mean > run.Report.RewardBefore.Mean);
+        var json = OnnxAlign.IO.ReportJson.ToNode(run.Report);
+        Assert.Equal("w2-prox", (string?)json["method"]);
+        Assert.NotNull(json["per_sample"]![0]!["certified_gap"]);
+        Assert.NotNull(json["samples_above_gap_tolerance"]);
+
+        using var cancel = new CancellationTokenSource();
+        cancel.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => ProxStage.Apply(oracle, drawn.Samples, cancellation: cancel.Token));
+    }
+
     [Fact]
     public void Rewards_without_an_exact_prox_are_refused_with_what_is_supported()
     {

@@ -28,7 +28,9 @@ public static class ProxStage
     /// <param name="samples">N samples of <c>oracle.Reward.Size</c> values each.</param>
     /// <param name="progress">Called as samples finish (samples done of total, from any thread).</param>
     /// <param name="maxParallelism">Worker threads; default all cores.</param>
-    public static ProxBatch Apply(ProxOracle oracle, ReadOnlySpan<float> samples, Action<GenerationProgress>? progress = null, int? maxParallelism = null)
+    /// <param name="cancellation">Stops the stage between samples (<see cref="OperationCanceledException"/>).</param>
+    public static ProxBatch Apply(ProxOracle oracle, ReadOnlySpan<float> samples, Action<GenerationProgress>? progress = null, int? maxParallelism = null,
+                                  CancellationToken cancellation = default)
     {
         int size = oracle.Reward.Size;
         if (samples.Length % size != 0) throw new ArgumentException($"{samples.Length} values do not split into samples of {size}");
@@ -39,7 +41,7 @@ public static class ProxStage
         int done = 0;
         var gate = new object();
         var clock = Stopwatch.StartNew();
-        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = maxParallelism ?? Environment.ProcessorCount }, i =>
+        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = maxParallelism ?? Environment.ProcessorCount, CancellationToken = cancellation }, i =>
         {
             results[i] = oracle.Solve(input.AsSpan(i * size, size), output.AsSpan(i * size, size));
             if (progress is null) return;
