@@ -91,7 +91,7 @@ internal static class FitRewardCommand
                 ["held_out_r_squared"] = AlignmentReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = AlignmentReport.Finite(fit.HeldOutCorrelation),
                 ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = AlignmentReport.Finite(fit.TrainRSquared),
             };
-            JsonFiles.Write(Path.Combine(outDir, "fit.json"), report);
+            ReportJson.WriteFile(Path.Combine(outDir, "fit.json"), report);
             Console.WriteLine($"fitted {network.Name} by a {parse.GetValue(form)} reward on {fit.TrainSamples} samples: held-out R² {fit.HeldOutRSquared:F3}, " +
                               $"correlation {fit.HeldOutCorrelation:F3}{(fit.HeldOutArgmaxAgreement is { } a ? $", predicted class agrees on {a:P1}" : "")} " +
                               $"({fit.HeldOutSamples} held-out samples; train R² {fit.TrainRSquared:F3})");

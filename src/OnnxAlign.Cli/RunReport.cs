@@ -175,7 +175,7 @@ internal static class RunReport
     }
 
     public static void Write(string directory, JsonObject report) =>
-        JsonFiles.Write(Path.Combine(directory, "report.json"), report);
+        ReportJson.WriteFile(Path.Combine(directory, "report.json"), report);
 
     public static IEnumerable<string> Summary(IReadOnlyList<string> files)
     {

@@ -134,7 +134,7 @@ internal static class SweepCommand
                 ["base"] = baseRow.ToJson(),
                 ["rows"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject { ["method"] = r.Method, ["lambda"] = r.Lambda, ["figures"] = r.Row.ToJson() }).ToArray()),
             };
-            JsonFiles.Write(Path.Combine(outDir, "sweep.json"), json);
+            ReportJson.WriteFile(Path.Combine(outDir, "sweep.json"), json);
             var table = new StringBuilder($"| method | λ | target rate ({targetName ?? "none"}) | reward | RMS distance to base |\n|---|---|---|---|---|\n");
             table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseRow.Rate:P1} | {baseRow.Reward:F3} | 0 |\n");
             foreach (var r in rows)
