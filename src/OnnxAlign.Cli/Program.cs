@@ -120,7 +120,7 @@ namespace OnnxAlign.Cli
         {
             if (OutputFolder(parsed) is not { } folder || !File.Exists(Path.Combine(folder, "report.json"))) return "";
             var policy = parsed.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--on-nan") is { } option ? parsed.GetResult(option)?.GetValueOrDefault<object>() as string : null;
-            return $"; {e.Finished.Count} finished samples were kept in {Path.GetFullPath(folder)} (report.json: status stopped) " + policy switch
+            return $"; the finished work was kept in {Path.GetFullPath(folder)} (report.json: status stopped) " + policy switch
             {
                 "skip" => "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)",
                 null => "",
