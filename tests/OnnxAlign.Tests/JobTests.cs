@@ -135,6 +135,29 @@ public class NanStopCliTests
     }
 
     [Fact]
+    public void AlignWhoseFinalTiltTurnsNaNKeepsThetaAndTheFitsBlock()
+    {
+        // Preferences are fitted without sampling, so the first sample drawn is the final tilt's: the fit is finished work.
+        string model = NanModel([2], Path.Combine(TestSupport.Toy("tiny-unet"), "scheduler_config.json"));
+        var random = new Random(5);
+        float[] Draw() => Enumerable.Range(0, 80).Select(_ => (float)(random.NextDouble() * 4 - 2)).ToArray();
+        var (preferred, rejected) = (Draw(), Draw());
+        for (int i = 0; i < 40; i++)
+            if (preferred[2 * i] < rejected[2 * i]) (preferred[2 * i], rejected[2 * i]) = (rejected[2 * i], preferred[2 * i]);
+        foreach (var (side, data) in new[] { ("preferred", preferred), ("rejected", rejected) })
+        {
+            Directory.CreateDirectory(Path.Combine(model, "prefs", side));
+            NpyFile.Write(Path.Combine(model, "prefs", side, "samples.npy"), data, [40, 2]);
+        }
+        string output = Path.Combine(TestSupport.TempDirectory(), "run");
+        var (code, _, stderr) = Onnxalign("align", model, "--preferences", Path.Combine(model, "prefs"), "--count", "8", "--steps", "5", "--out", output);
+        AssertStopped(output, code, stderr);
+        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
+        Assert.NotNull(report["preferences"]);
+        Assert.Contains("theta.npy", report["files"]!.AsArray().Select(f => (string)f!));
+    }
+
+    [Fact]
     [Trait("Category", "Slow")]
     public void SweepOnANaNModelWritesAStoppedReportAndExitsThree()
     {
@@ -185,6 +208,9 @@ public class AlignSweepResumeTests
         (code, _, stderr) = Onnxalign([.. args, "--out", resumed]);
         Assert.Equal(2, code);
         Assert.Contains("--resume", stderr);
+        (code, _, stderr) = Onnxalign([.. args, "--seed", "5", "--out", resumed, "--resume"]);
+        Assert.Equal(2, code);
+        Assert.Contains("other settings", stderr);
 
         (code, stdout, stderr) = Onnxalign([.. args, "--out", resumed, "--resume"]);
         Assert.True(code == 0, stderr);
