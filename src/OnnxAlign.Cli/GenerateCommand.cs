@@ -128,7 +128,7 @@ internal static class GenerateCommand
     /// The single-machine run of an SMC plan whose systems its shards ran (DESIGN §10): the plan's <c>generate</c> into
     /// <paramref name="output"/>, exactly as <c>generate --plan PLAN.json</c> runs it, with every system taken from
     /// <paramref name="systems"/> instead of being run — so the merge of the shards equals that run byte for byte, and
-    /// evaluates neither the UNet nor the reward (the systems carry their potentials). Returns the exit code and the report written.
+    /// evaluates neither the UNet nor the reward (the systems carry their potentials). The merge's blocks join the report before the job writes it.
     /// </summary>
     /// <param name="planPath">The plan the shards ran.</param>
     /// <param name="output">The merged folder.</param>
