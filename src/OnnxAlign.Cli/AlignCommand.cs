@@ -4,6 +4,7 @@ using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.Guidance;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -44,7 +45,7 @@ internal static class AlignCommand
     private sealed record AlignOptions(Argument<string> Model, Option<string[]> Constraints, Option<string> Method, Option<int> PerIteration, Option<int> Iterations,
                                        Option<string?> Preferences, Option<string?> Objective, Option<double> Beta, Option<double> L2, Option<int> Count, Option<int> Steps,
                                        Option<string?> Sampler, Option<long> Seed, Option<int> Batch, Option<string> Out, Option<bool> Overwrite,
-                                       RuntimeOptions Runtime, TiltOptions Tilt)
+                                       Option<bool> Resume, Option<string> OnNan, RuntimeOptions Runtime, TiltOptions Tilt)
     {
         /// <summary>The options that choose the tilt: align's own, which a plan's shards (generate) do not take.</summary>
         public IEnumerable<Option> DualOptions => [Constraints, Method, PerIteration, Iterations, Preferences, Objective, Beta, L2];
@@ -68,15 +69,17 @@ internal static class AlignCommand
         var batch = RuntimeOptions.Batch();
         var output = new Option<string>("--out") { Description = outDescription, DefaultValueFactory = _ => outDefault };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
+        var resume = RuntimeOptions.Resume("the dual's solution and the final tilt's finished batches (or SMC systems) are");
+        var onNan = RuntimeOptions.OnNan();
         var command = new Command(name, description)
         {
-            model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite,
+            model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch, output, overwrite, resume, onNan,
         };
         var runtime = new RuntimeOptions();
         var tilt = new TiltOptions();
         foreach (var option in runtime.All.Concat(tilt.ModeOptions)) command.Options.Add(option);
         return (command, new AlignOptions(model, constraints, method, perIteration, iterations, preferences, objective, beta, l2, count, steps, sampler, seed, batch,
-                                          output, overwrite, runtime, tilt));
+                                          output, overwrite, resume, onNan, runtime, tilt));
     }
 
     /// <summary>What the command line asks for, checked before anything is written: one of the three problems and how its tilt is sampled.</summary>
@@ -87,7 +90,24 @@ internal static class AlignCommand
     {
         /// <summary>The block of report.json the problem writes (and a plan's set-up records).</summary>
         public string Key => Constraints.Length > 0 ? "constrained" : Features is not null ? "objective" : "preferences";
+
+        /// <summary>The exact tilt's settings of the final samples (the iterates' where they are exact too).</summary>
+        public ExactTiltSettings? Exact => Constrained?.Exact ?? Averaging?.Exact ?? PreferenceSettings?.Exact;
     }
+
+    /// <summary>
+    /// What the dual (or the preference fit) found: θ, its report block and cost. A job keeps it in its checkpoint
+    /// (<see cref="DualNote"/>) once found, so that a resumed align samples the tilt without solving the dual again.
+    /// </summary>
+    /// <param name="Key">The report block's name (<see cref="Job.Key"/>).</param>
+    /// <param name="Block">The block (constrained, objective or preferences).</param>
+    /// <param name="Theta">The chosen tilt.</param>
+    /// <param name="NetworkEvaluations">Network evaluations of the dual.</param>
+    /// <param name="Infeasible">The constraint that cannot be met, or null.</param>
+    private sealed record Solution(string Key, JsonNode Block, float[] Theta, long NetworkEvaluations, string? Infeasible);
+
+    /// <summary>The checkpoint note that holds the <see cref="Solution"/>.</summary>
+    private const string DualNote = "dual.json";
 
     /// <summary>Reads every option and input; opens nothing that writes. <paramref name="network"/> gives the sample shape the specs are read against.</summary>
     private static Job Read(ParseResult parse, AlignOptions o, DiffusionModel located, IDenoiser network)
@@ -110,7 +130,7 @@ internal static class AlignCommand
         if (mode == KlTiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
         var exact = o.Tilt.ReadExact(parse);
         var range = o.Tilt.DataRange(parse, located);
-        var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seed };
+        var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seed, OnNonFinite = RuntimeOptions.NanPolicy(parse.GetValue(o.OnNan)) };
         // The dual's iterates draw from seeds offset from the final samples' (seed+i), so the two batches are independent.
         long dualSeed = seed + 5_000_011;
         int PerIteration() => GenerateCommand.Positive(parse.GetValue(o.PerIteration), "--samples-per-iteration");
@@ -144,6 +164,39 @@ internal static class AlignCommand
         return job with { Preferences = PreferenceData.Read(preferenceDir!, network.SampleShape), PreferenceSettings = settings };
     }
 
+    /// <summary>
+    /// The dual (constrained, distributional) or the preference fit, printing each iterate; with <paramref name="trace"/>
+    /// its trace is plotted there. The one solve of <c>align</c> and <c>plan align</c>.
+    /// </summary>
+    private static Solution Solve(Job job, IDenoiser network, string? trace)
+    {
+        var baseLaw = ExactTilt.BaseLaw(network, job.Range);
+        if (job.Constrained is { } constrained)
+        {
+            var dual = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(baseLaw, job.Sampler, job.Constraints, constrained,
+                Iterates<DualIterate>(progress, constrained.MaxIterations, Describe), job.Request.Cancellation));
+            if (trace is not null) Plot(trace, job.Constraints, dual);
+            if (dual.Infeasible is null) Converged(dual.Converged, dual.Trace.Count);
+            return new Solution(job.Key, ReportJson.ToNode(dual.Report), dual.Theta, dual.NetworkEvaluations, dual.Infeasible);
+        }
+        if (job.Averaging is { } averaging)
+        {
+            var dual = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(baseLaw, job.Sampler, job.Features!, averaging,
+                Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe), job.Request.Cancellation));
+            if (trace is not null) PlotObjective(trace, dual);
+            Converged(dual.Converged, dual.Trace.Count);
+            return new Solution(job.Key, ReportJson.ToNode(dual.Report(job.ObjectiveSpec!, averaging.Beta)), dual.Theta, dual.NetworkEvaluations, null);
+        }
+        var (fit, fitReport) = PreferenceAlignment.Fit(job.Preferences!, network.SampleSize, job.PreferenceSettings!);
+        DescribeFit(fit);
+        return new Solution(job.Key, ReportJson.ToNode(fitReport), fit.Theta, 0, null);
+    }
+
+    /// <summary>
+    /// align: the dual (or fit), then its tilt sampled, through the one job runner: a resumed run takes the dual's
+    /// solution and the tilt's finished work from the checkpoint, and a NaN/±∞ sample leaves what was finished with a
+    /// stopped report.
+    /// </summary>
     private static int Run(ParseResult parse, AlignOptions o)
     {
         var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);
@@ -151,58 +204,58 @@ internal static class AlignCommand
         string outDir = parse.GetValue(o.Out)!;
         using var network = located.OpenDenoiser(o.Runtime.For(parse));
         var job = Read(parse, o, located, network);
-        var report = new JsonObject { ["command"] = "align", ["model"] = located.OnnxPath, ["sampler"] = job.Sampler.Name, ["steps"] = job.Sampler.Steps, ["seed"] = job.Request.Seed };
         // Only now, with every input checked, is the output folder created: bad input writes nothing.
-        using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(o.Overwrite));
-        string title = job.Mode == KlTiltMode.Exact ? "align (the dual, then the chosen tilt, exact)" : "align (the dual, then the chosen tilt)";
-        FinalTilt final;
-        float[] theta;
-        long setupEvaluations;
-        if (job.Constrained is { } constrained)
+        using var output = OutputJob.Open(outDir, new OutputJobSettings { Overwrite = parse.GetValue(o.Overwrite), Resume = parse.GetValue(o.Resume) },
+                                          RunPlan.For("align", located, GenerateCommand.PlanSettings(parse)));
+        var report = new JobReport
         {
-            var result = ProgressReporter.Run(title, progress => ConstrainedAlignment.Run(network, job.Range, job.Sampler, job.Constraints, constrained, job.Request,
-                Iterates<DualIterate>(progress, constrained.MaxIterations, Describe), new SyncProgress<GenerationProgress>(progress)));
-            report["constrained"] = ReportJson.ToNode(result.Report);
-            Plot(Path.Combine(outDir, "dual_trace.png"), job.Constraints, result.Dual);
-            if (result.Dual.Infeasible is { } which)
-            {
-                report["status"] = "infeasible";
-                RunReport.Write(outDir, report);
-                Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges (report.json, dual_trace.png in {Path.GetFullPath(outDir)})");
-                return 4;
-            }
-            Converged(result.Dual.Converged, result.Dual.Trace.Count);
-            (final, theta, setupEvaluations) = (result.Final!, result.Dual.Theta, result.Dual.NetworkEvaluations);
-        }
-        else if (job.Averaging is { } averaging)
+            Command = "align", Model = ReportModel.Of(located, network), Run = new JobRun(output.PlanHash!),
+            Blocks = new JsonObject { ["sampler"] = job.Sampler.Name, ["steps"] = job.Sampler.Steps, ["seed"] = job.Request.Seed },
+        };
+        string trace = Path.Combine(outDir, "dual_trace.png");
+        IReadOnlyList<string> Traced(IEnumerable<string> files) => [.. files, .. File.Exists(trace) ? new[] { "dual_trace.png" } : []];
+        Solution? solution = null;
+        var final = output.Run(() =>
         {
-            var result = ProgressReporter.Run(title, progress => DistributionalAlignment.Run(network, job.Range, job.Sampler, job.Features!, job.ObjectiveSpec!, averaging,
-                job.Request, Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe), new SyncProgress<GenerationProgress>(progress)));
-            report["objective"] = ReportJson.ToNode(result.Report);
-            PlotObjective(Path.Combine(outDir, "dual_trace.png"), result.Dual);
-            Converged(result.Dual.Converged, result.Dual.Trace.Count);
-            (final, theta, setupEvaluations) = (result.Final, result.Dual.Theta, result.Dual.NetworkEvaluations);
-        }
-        else
+            solution = output.Remember(DualNote, () => Solve(job, network, trace), out bool recalled);
+            if (recalled) Console.WriteLine($"resuming: the dual's solution from {Path.Combine(BatchCheckpoint.PathOf(outDir), DualNote)} (not solved again)");
+            if (solution.Infeasible is not null) return null;
+            if (output.Resumed) Console.WriteLine($"resuming: the final tilt's finished work from {BatchCheckpoint.PathOf(outDir)}");
+            return ProgressReporter.Run(job.Mode == KlTiltMode.Exact ? "final tilt (exact)" : "final tilt", progress => FinalTilt.Sample(network, job.Range, job.Sampler,
+                solution.Theta, job.Mode, job.Exact, job.Request, new SyncProgress<GenerationProgress>(progress), output.Checkpoint));
+        }, fault =>
         {
-            var result = ProgressReporter.Run(title, progress => PreferenceAlignment.Run(network, job.Range, job.Sampler, job.Preferences!, job.PreferenceSettings!,
-                job.Request, new SyncProgress<GenerationProgress>(progress)));
-            report["preferences"] = ReportJson.ToNode(result.Report);
-            DescribeFit(result.Fit);
-            (final, theta, setupEvaluations) = (result.Final, result.Fit.Theta, 0);
+            // The dual's solution is finished work too: θ and its block stay beside the samples finished before the fault.
+            var kept = fault.Finished;
+            var stopped = report with { NetworkEvaluations = (solution?.NetworkEvaluations ?? 0) + kept.NetworkEvaluations };
+            if (solution is not null) stopped.Blocks[solution.Key] = solution.Block.DeepClone();
+            return new JobOutput(stopped, () => Traced([
+                .. kept.Count == 0 ? [] : SampleSetWriter.Write(outDir, kept.Samples, kept.Count, kept.FirstIndex, network.SampleShape, indices: kept.Indices),
+                .. solution is null ? [] : WriteTheta(outDir, solution.Theta, network.SampleShape)]));
+        });
+        report.Blocks[solution!.Key] = solution.Block.DeepClone();
+        if (final is null)
+        {
+            output.Finish(new JobOutput(report with { Status = JobStatus.Infeasible, NetworkEvaluations = solution.NetworkEvaluations }, () => Traced([])));
+            Console.Error.WriteLine($"error: the constraints cannot be met together; '{solution.Infeasible}' stays violated while its multiplier diverges (report.json, dual_trace.png in {Path.GetFullPath(outDir)})");
+            return 4;
         }
-        report["final_tilt"] = ReportJson.ToNode(final.Report);
         var samples = final.Result.Samples;
-        NpyFile.Write(Path.Combine(outDir, "theta.npy"), theta, network.SampleShape);
-        SampleSetWriter.BeginReplacing(outDir);
-        var files = SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, network.SampleShape).Append("theta.npy").ToList();
-        SampleSetWriter.RemoveStale(outDir, files);
-        report["network_evaluations"] = samples.NetworkEvaluations + setupEvaluations;
-        report["statistics"] = RunReport.Statistics(samples.Samples, network.SampleSize);
-        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
-        RunReport.Write(outDir, report);
-        Console.WriteLine($"wrote {samples.Count} aligned samples to {Path.GetFullPath(outDir)} ({string.Join(", ", RunReport.Summary(files))})");
+        report.Blocks["final_tilt"] = ReportJson.ToNode(final.Report);
+        report.Blocks["statistics"] = RunReport.Statistics(samples.Samples, network.SampleSize);
+        if (samples.Skipped.Count > 0) report.Blocks["skipped_non_finite"] = new JsonArray(samples.Skipped.Select(i => (JsonNode)i).ToArray());
+        var written = output.Finish(new JobOutput(report with { NetworkEvaluations = samples.NetworkEvaluations + solution.NetworkEvaluations }, () => Traced([
+            .. SampleSetWriter.Write(outDir, samples.Samples, samples.Count, 0, network.SampleShape, indices: samples.Indices),
+            .. WriteTheta(outDir, solution.Theta, network.SampleShape)])));
+        Console.WriteLine($"wrote {samples.Count} aligned samples to {Path.GetFullPath(outDir)} ({string.Join(", ", RunReport.Summary(written["files"]!.AsArray().Select(f => (string)f!).ToList()))})");
         return 0;
+    }
+
+    /// <summary>Writes θ as <c>theta.npy</c> (one sample's shape) and returns its name.</summary>
+    private static string[] WriteTheta(string folder, float[] theta, IReadOnlyList<int> shape)
+    {
+        NpyFile.Write(Path.Combine(folder, "theta.npy"), theta, shape);
+        return ["theta.npy"];
     }
 
     /// <summary>
@@ -226,33 +279,14 @@ internal static class AlignCommand
         {
             shape = network.SampleShape;
             var job = Read(parse, o, located, network);
-            var baseLaw = ExactTilt.BaseLaw(network, job.Range);
             Console.WriteLine("set-up: the dual, once for every shard …");
-            if (job.Constrained is { } constrained)
+            var solution = Solve(job, network, trace: null);
+            if (solution.Infeasible is { } which)
             {
-                var dual = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(baseLaw, job.Sampler, job.Constraints, constrained,
-                    Iterates<DualIterate>(progress, constrained.MaxIterations, Describe)));
-                if (dual.Infeasible is { } which)
-                {
-                    Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges; no plan written");
-                    return 4;
-                }
-                Converged(dual.Converged, dual.Trace.Count);
-                (theta, setup[job.Key]) = (dual.Theta, ReportJson.ToNode(dual.Report));
+                Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges; no plan written");
+                return 4;
             }
-            else if (job.Averaging is { } averaging)
-            {
-                var dual = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(baseLaw, job.Sampler, job.Features!, averaging,
-                    Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe)));
-                Converged(dual.Converged, dual.Trace.Count);
-                (theta, setup[job.Key]) = (dual.Theta, ReportJson.ToNode(dual.Report(job.ObjectiveSpec!, averaging.Beta)));
-            }
-            else
-            {
-                var (fit, fitReport) = PreferenceAlignment.Fit(job.Preferences!, network.SampleSize, job.PreferenceSettings!);
-                DescribeFit(fit);
-                (theta, setup[job.Key]) = (fit.Theta, ReportJson.ToNode(fitReport));
-            }
+            (theta, setup[job.Key]) = (solution.Theta, solution.Block);
         }
         NpyFile.Write(thetaPath, theta, shape);
         // generate's own command line for the chosen tilt: align's sample options as given, θ from the file, no log Z

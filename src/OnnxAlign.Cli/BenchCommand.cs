@@ -48,7 +48,7 @@ internal static class BenchCommand
             {
                 var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
                 if (parse.GetValue(output) is { } file)
-                    JsonFiles.Write(file, new JsonObject { ["kl_mixture"] = rows });
+                    ReportJson.WriteFile(file, new JsonObject { ["kl_mixture"] = rows });
                 return 0;
             }
             if (parse.GetValue(blackBox))
@@ -60,7 +60,7 @@ internal static class BenchCommand
                 var blackBoxFigures = BlackBoxBench.Run(new BlackBoxBench.Settings(parse.GetValue(model)!, parse.GetValue(reward)!, values,
                     GenerateCommand.Positive(parse.GetValue(steps), "--steps"), n, GenerateCommand.Positive(reference, "--reference"), 16, 0),
                     runtime.For(parse), parse.GetValue(plot));
-                if (parse.GetValue(output) is { } file) JsonFiles.Write(file, new JsonObject { ["black_box"] = blackBoxFigures });
+                if (parse.GetValue(output) is { } file) ReportJson.WriteFile(file, new JsonObject { ["black_box"] = blackBoxFigures });
                 return 0;
             }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
@@ -144,7 +144,7 @@ internal static class BenchCommand
             foreach (var p in proxFigures)
                 Console.WriteLine($"    {p!["reward"],-26} λ={p["lambda"]!.GetValue<double>(),-9:G3} {p["algorithm"],-28} {p["samples_per_second"]!.GetValue<double>(),9:F1} samples/s   {p["per_sample_over_network_evaluation"]!.GetValue<double>(),8:F2}×");
             if (parse.GetValue(output) is { } path)
-                JsonFiles.Write(path, figures);
+                ReportJson.WriteFile(path, figures);
             return 0;
         });
         return command;

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -78,10 +79,7 @@ internal static class FitRewardCommand
             }
             var fit = RewardFit.Fit(network, data, fitForm, hold, ridgeWeight);
 
-            using var folderLock = SampleSetWriter.PrepareDirectory(outDir, parse.GetValue(overwrite));
-            NpyFile.Write(Path.Combine(outDir, "W.npy"), fit.W, [fit.Rows, denoiser.SampleSize]);
-            NpyFile.Write(Path.Combine(outDir, "b.npy"), fit.B, [fit.Rows]);
-            AtomicFile.WriteText(Path.Combine(outDir, "classes.json"), new JsonArray(fit.ClassNames.Select(c => (JsonNode)c).ToArray()).ToJsonString());
+            using var job = OutputJob.Open(outDir, new OutputJobSettings { Overwrite = parse.GetValue(overwrite) });
             string use = fitForm == RewardFitForm.Linear ? $"class:fitted@{outDir}" : $"log-prob:{fit.ClassNames[fit.Index]}@{outDir}";
             var report = new JsonObject
             {
@@ -91,7 +89,19 @@ internal static class FitRewardCommand
                 ["held_out_r_squared"] = AlignmentReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = AlignmentReport.Finite(fit.HeldOutCorrelation),
                 ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = AlignmentReport.Finite(fit.TrainRSquared),
             };
-            JsonFiles.Write(Path.Combine(outDir, "fit.json"), report);
+            job.Finish(new JobOutput(new JobReport
+            {
+                Command = "fit-reward", Model = ReportModel.Of(located, denoiser), NetworkEvaluations = (long?)source["network_evaluations"] ?? 0,
+                Blocks = new JsonObject { ["fit"] = report.DeepClone() },
+            }, () =>
+            {
+                NpyFile.Write(Path.Combine(outDir, "W.npy"), fit.W, [fit.Rows, denoiser.SampleSize]);
+                NpyFile.Write(Path.Combine(outDir, "b.npy"), fit.B, [fit.Rows]);
+                AtomicFile.WriteText(Path.Combine(outDir, "classes.json"), new JsonArray(fit.ClassNames.Select(c => (JsonNode)c).ToArray()).ToJsonString());
+                // fit.json stays the fit's own figures (what a reader of the classifier folder looks for); report.json is the job's.
+                ReportJson.WriteFile(Path.Combine(outDir, "fit.json"), report);
+                return ["W.npy", "b.npy", "classes.json", "fit.json"];
+            }));
             Console.WriteLine($"fitted {network.Name} by a {parse.GetValue(form)} reward on {fit.TrainSamples} samples: held-out R² {fit.HeldOutRSquared:F3}, " +
                               $"correlation {fit.HeldOutCorrelation:F3}{(fit.HeldOutArgmaxAgreement is { } a ? $", predicted class agrees on {a:P1}" : "")} " +
                               $"({fit.HeldOutSamples} held-out samples; train R² {fit.TrainRSquared:F3})");

@@ -43,8 +43,8 @@ internal static class GenerateCommand
         var planFile = new Option<string?>("--plan") { Description = "Run the plan written by 'onnxalign plan' (its settings and set-up; MODEL and the sample options come from it): e.g. with --shard auto in an array job." };
         var shape = new Option<string?>("--shape") { Description = "Sample shape when the model leaves it dynamic, e.g. 3x64x64." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in --out." };
-        var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out (same options); finished batches are kept in OUT/.partial/." };
-        var onNan = new Option<string>("--on-nan") { Description = "When a sample turns NaN/±∞: stop (keep the finished samples, exit 3) or skip (drop it, go on).", DefaultValueFactory = _ => "stop" };
+        var resume = RuntimeOptions.Resume("finished batches are");
+        var onNan = RuntimeOptions.OnNan();
         var align = new Option<string>("--align") { Description = "With --reward: kl (exact linear tilt, or a mixture of tilts for convex low-rank rewards, DESIGN §1–2) or w2 (generate, then the Wasserstein prox stage, DESIGN §3).", DefaultValueFactory = _ => "kl" };
 
         var tilt = new TiltOptions();
@@ -128,9 +128,14 @@ internal static class GenerateCommand
     /// The single-machine run of an SMC plan whose systems its shards ran (DESIGN §10): the plan's <c>generate</c> into
     /// <paramref name="output"/>, exactly as <c>generate --plan PLAN.json</c> runs it, with every system taken from
     /// <paramref name="systems"/> instead of being run — so the merge of the shards equals that run byte for byte, and
-    /// evaluates neither the UNet nor the reward (the systems carry their potentials). Returns the exit code and the report written.
+    /// evaluates neither the UNet nor the reward (the systems carry their potentials). The merge's blocks join the report before the job writes it.
     /// </summary>
-    internal static (int Code, JsonObject? Report) RunMerged(string planPath, string output, bool overwrite, ISmcSystemStore systems)
+    /// <param name="planPath">The plan the shards ran.</param>
+    /// <param name="output">The merged folder.</param>
+    /// <param name="overwrite">Replace a previous run there.</param>
+    /// <param name="systems">Every shard's systems.</param>
+    /// <param name="addBlocks">Adds the merge's own blocks to the report before it is written.</param>
+    internal static void RunMerged(string planPath, string output, bool overwrite, ISmcSystemStore systems, Action<JsonObject> addBlocks)
     {
         var plan = ReadPlan(planPath);
         var (command, o) = Build("generate", "", "", "out");
@@ -139,8 +144,7 @@ internal static class GenerateCommand
         if (overwrite) args.Add("--overwrite");
         var parse = command.Parse(args);
         if (parse.Errors.Count > 0) throw ConfigException.For("plan", $"{planPath}: its settings do not parse here ({parse.Errors[0].Message})");
-        int code = Execute(parse, o, plan, planPath, systems);
-        return (code, File.Exists(Path.Combine(output, "report.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json"))) as JsonObject : null);
+        Execute(parse, o, plan, planPath, systems, addBlocks);
     }
 
     /// <summary>The plan's model and settings as generate's command line (without this process's own options).</summary>
@@ -167,7 +171,9 @@ internal static class GenerateCommand
     /// <param name="planFile">The plan, or null.</param>
     /// <param name="planPath">Where the plan is.</param>
     /// <param name="systems">A merge's SMC systems (from the shards), taken instead of running them; null otherwise.</param>
-    private static int Execute(ParseResult parse, GenerateOptions o, PlanFile? planFile, string? planPath, ISmcSystemStore? systems = null)
+    /// <param name="addBlocks">A merge's own blocks, added to the report before it is written; null otherwise.</param>
+    private static int Execute(ParseResult parse, GenerateOptions o, PlanFile? planFile, string? planPath, ISmcSystemStore? systems = null,
+                               Action<JsonObject>? addBlocks = null)
     {
         var clock = Stopwatch.StartNew();
         var located = Locate(parse, o);
@@ -187,41 +193,26 @@ internal static class GenerateCommand
         if (run.Plan is { IsSmc: true } smc) run = run with { Plan = smc.WithSmcSetup(planFile?.Setup["smc"] as JsonObject, run.Request.Shard) };
         using var rewardNetwork = run.Plan?.Reward;   // a network reward holds a session
 
-        // Only now, with every input checked, is the output folder created: bad input writes nothing.
-        // The folder's lock first: a live run's .partial is not "an interrupted run", and two runs never mix files.
+        // Only now, with every input checked, is the output folder created (bad input writes nothing), through the one
+        // job runner: lock, overwrite, the interrupted-run refusal, and the checkpoint keyed by the run plan.
         string output = run.Output;
-        bool resuming = parse.GetValue(o.Resume);
-        using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(o.Overwrite));
-        if (!resuming && !parse.GetValue(o.Overwrite) && BatchCheckpoint.Exists(output))
-            throw new ConfigException($"--out {output}: holds an interrupted run; pass --resume to continue it or --overwrite to start over");
-        // Everything that determines the samples (the run plan, DESIGN §6): its canonical JSON is the fingerprint.
-        string fingerprint = Fingerprint(parse, located, run.Request.Shard);
-        var checkpoint = resuming ? BatchCheckpoint.Resume(output, fingerprint) : BatchCheckpoint.Start(output, fingerprint);
-        if (resuming) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
+        using var job = OutputJob.Open(output, new OutputJobSettings { Overwrite = parse.GetValue(o.Overwrite), Resume = parse.GetValue(o.Resume) },
+                                       Fingerprint(parse, located, run.Request.Shard));
+        var checkpoint = job.Checkpoint!;
+        if (job.Resumed) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
         var request = run.Request with { Checkpoint = checkpoint };
 
         var alignment = new JsonObject();
-        GenerationResult result;
         KlAlignmentResult? aligned = null;
-        try
+        var result = job.Run(() =>
         {
-            if (run.Plan is { } plan)
-            {
-                aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint, systems);
-                result = aligned.Samples;
-            }
-            else
-                result = ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
-        }
-        catch (NonFiniteException fault)
-        {
-            WriteStopped(run, denoiser, request, fault);
-            return 3;
-        }
+            if (run.Plan is not { } plan) return ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
+            aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint, systems);
+            return aligned.Samples;
+        }, fault => Stopped(run, denoiser, request, fault));
         if (aligned?.Block is { } block)
         {
-            WriteSystems(run, denoiser, request, aligned, block, alignment, clock);
-            checkpoint.Complete();
+            job.Finish(Systems(run, denoiser, request, aligned, block, alignment, clock));
             return 0;
         }
         if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, run.Law, run.Range, run.Sampler, request, result);
@@ -230,22 +221,24 @@ internal static class GenerateCommand
             alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
 
         ProxBatch? moved = run.Oracle is { } oracle ? ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress)) : null;
-        var report = WriteRun(run, denoiser, request, result, moved, alignment, clock);
-        checkpoint.Complete();
+        var (samples, report) = Samples(run, denoiser, request, result, moved, alignment, clock);
+        addBlocks?.Invoke(report.Blocks);
+        var written = job.Finish(samples);
+        report = report with { Files = written["files"]!.AsArray().Select(f => (string)f!).ToArray() };
+        Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(report.Files))})");
 
         if (run.Plan is { Algorithm: KlAlgorithm.FastTilt } && planFile?.Setup["log_partition"] is JsonObject)
         {
             // The plan estimated log Z and KL once for all shards (with quadrature samples of its own).
             foreach (string key in PlannedLogPartitionKeys) alignment[key] = planFile.Setup[key]?.DeepClone();
-            RunReport.Write(output, report);
+            job.WriteReport(report);
         }
         else if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fastPlan)
         {
             // After the images are written: the estimate costs more network evaluations than a small run itself.
             Console.WriteLine($"estimating log Z and KL(q‖p) ({fastPlan.LogZNodes} × {fastPlan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
             AlignmentReport.AddLogPartition(alignment, fastPlan, run.Law, run.Range, run.Sampler, request, result);
-            report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
-            RunReport.Write(output, report);
+            job.WriteReport(report with { NetworkEvaluations = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment) });
             var kl = alignment["kl_divergence"]!;
             Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");
         }
@@ -279,12 +272,7 @@ internal static class GenerateCommand
         var samplerInstance = CreateSampler(parse.GetValue(o.Sampler), located.Config, s, etaValue);
         string alignMode = parse.GetValue(o.Align)!;
         if (alignMode is not ("kl" or "w2")) throw new UsageException($"--align '{alignMode}': expected kl or w2");
-        var nanPolicy = parse.GetValue(o.OnNan) switch
-        {
-            "stop" => NonFinitePolicy.Stop,
-            "skip" => NonFinitePolicy.Skip,
-            var v => throw new UsageException($"--on-nan '{v}': expected stop or skip"),
-        };
+        var nanPolicy = RuntimeOptions.NanPolicy(parse.GetValue(o.OnNan));
         if (init is not null)
         {
             if (init.Rows != n || init.RowSize != denoiser.SampleSize)
@@ -321,74 +309,60 @@ internal static class GenerateCommand
             throw new UsageException(plan.IsSmc
                 ? "--shard: the exact methods' SMC is sharded by its systems, whose number is a global set-up: make a plan (onnxalign plan … --out PLAN.json), then run generate --plan PLAN.json --shard i/n"
                 : "--shard: best-of-N cannot be split into shards yet; run it on one machine");
-        if (parse.GetValue(o.Resume) && !BatchCheckpoint.Exists(output))
-            throw new ConfigException($"--resume: {output} holds no interrupted run (.partial/run.json)");
         if (probe) opened.Probe();   // a network that loads but cannot run (with this conditioning) is bad input too, found before the folder exists
         var request = new GenerationRequest { Count = n, BatchSize = b, Seed = parse.GetValue(o.Seed), Shard = shardValue, InitialNoise = init, OnNonFinite = nanPolicy };
         return new Checked(located, opened, samplerInstance, request, output, plan, oracle, range);
     }
 
-    /// <summary>A run stopped on a NaN/±∞ sample: every finished sample is kept, with a report that says where it stopped.</summary>
-    private static void WriteStopped(Checked run, OnnxDenoiser denoiser, GenerationRequest request, NonFiniteException fault)
+    /// <summary>A run stopped on a NaN/±∞ sample: every finished sample is kept, with the report the job marks stopped.</summary>
+    private static JobOutput Stopped(Checked run, OnnxDenoiser denoiser, GenerationRequest request, NonFiniteException fault)
     {
         var kept = fault.Finished;
-        SampleSetWriter.BeginReplacing(run.Output);
-        var keptFiles = kept.Count == 0 ? [] : WriteSamples(run, kept.Samples, kept.Count, kept.FirstIndex, "samples", kept.Indices);
-        SampleSetWriter.RemoveStale(run.Output, keptFiles);
-        var partial = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, kept);
-        AddRun(partial, run);
-        RunReport.AddConditioning(partial, run.Opened);
-        partial["status"] = "stopped";
+        var partial = Report(run, denoiser, request, kept);
         // A stopped SMC shard is still a shard of systems: merge names it as stopped, not as a shard of samples.
         if (run.Plan?.Exact is { Block: { } block, Systems: { } systems })
-            partial["smc_shard"] = new JsonObject { ["systems"] = systems, ["first"] = block.First, ["end"] = block.End };
-        partial["error"] = new JsonObject { ["kind"] = "non-finite", ["step"] = fault.Step, ["sample"] = fault.SampleIndex };
-        partial["files"] = new JsonArray(keptFiles.Select(f => (JsonNode)f).ToArray());
-        RunReport.Write(run.Output, partial);
-        Console.Error.WriteLine($"error: {fault.Message}; {kept.Count} finished samples were kept in {Path.GetFullPath(run.Output)} " +
-                                (request.OnNonFinite == NonFinitePolicy.Skip ? "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)"
-                                                                             : "(--on-nan skip drops such samples and goes on)"));
+            partial.Blocks["smc_shard"] = new JsonObject { ["systems"] = systems, ["first"] = block.First, ["end"] = block.End };
+        return new JobOutput(partial, () => kept.Count == 0 ? [] : WriteSamples(run, kept.Samples, kept.Count, kept.FirstIndex, "samples", kept.Indices));
     }
 
-    /// <summary>Writes the samples (and, after a prox stage, the base samples beside them) and report.json.</summary>
-    private static JsonObject WriteRun(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result, ProxBatch? moved,
-                                       JsonObject alignment, Stopwatch clock)
+    /// <summary>The samples (and, after a prox stage, the base samples beside them) and their report.</summary>
+    private static (JobOutput Output, JobReport Report) Samples(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result, ProxBatch? moved,
+                                                                 JsonObject alignment, Stopwatch clock)
     {
-        string output = run.Output;
-        var ioClock = Stopwatch.StartNew();
-        var files = new List<string>();
-        SampleSetWriter.BeginReplacing(output);
-        if (moved is not null) files.AddRange(WriteSamples(run, result.Samples, result.Count, result.FirstIndex, "base", null));
-        files.AddRange(WriteSamples(run, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, "samples", result.Indices));
-        SampleSetWriter.RemoveStale(output, files);
-        var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, result);
-        AddRun(report, run);
-        RunReport.AddConditioning(report, run.Opened);
+        var report = Report(run, denoiser, request, result);
         if (moved is not null)
         {
-            report["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.Indices);
-            report["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
-            report["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
+            report.Blocks["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.Indices);
+            report.Blocks["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
+            report.Blocks["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
             Console.WriteLine(ProxOptions.Describe(moved));
         }
         if (run.Plan is not null)
         {
             // What "p" is in the alignment's statements: the conditioned (or guided) law the run tilted (DESIGN §9).
             if (run.Opened.Law.Source != "none") alignment["base_law"] = run.Opened.Law.Law;
-            report["alignment"] = alignment;
-            report["network_evaluations"] = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
+            report.Blocks["alignment"] = alignment;
+            report = report with { NetworkEvaluations = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment) };
         }
         if (result.Skipped.Count > 0)
         {
-            report["skipped_non_finite"] = new JsonArray(result.Skipped.Select(i => (JsonNode)i).ToArray());
+            report.Blocks["skipped_non_finite"] = new JsonArray(result.Skipped.Select(i => (JsonNode)i).ToArray());
             Console.Error.WriteLine($"warning: skipped {result.Skipped.Count} samples that turned NaN/±∞ (indices {string.Join(", ", result.Skipped.Take(10))}{(result.Skipped.Count > 10 ? ", …" : "")})");
         }
-        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
-        RunReport.AddTimes(report, result, ioClock.Elapsed, clock.Elapsed);
-        if (moved is not null) report["time_seconds"]!["prox"] = Math.Round(moved.Time.TotalSeconds, 6);
-        RunReport.Write(output, report);
-        Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
-        return report;
+        var ioClock = new Stopwatch();
+        var times = new Dictionary<string, double>();
+        report = report with { TimeSeconds = times };
+        return (new JobOutput(report, () =>
+        {
+            ioClock.Start();
+            var files = new List<string>();
+            if (moved is not null) files.AddRange(WriteSamples(run, result.Samples, result.Count, result.FirstIndex, "base", null));
+            files.AddRange(WriteSamples(run, moved?.Samples ?? result.Samples, result.Count, result.FirstIndex, "samples", result.Indices));
+            // The times are known once the files are written, before the report that holds them.
+            foreach (var (key, value) in RunReport.Times(result, ioClock.Elapsed, clock.Elapsed)) times[key] = value;
+            if (moved is not null) times["prox"] = RunReport.Round(moved.Time.TotalSeconds);
+            return files;
+        }), report);
     }
 
     /// <summary>
@@ -396,30 +370,43 @@ internal static class GenerateCommand
     /// potentials) instead of samples, and its report (run id, shard, block of systems); the merge combines the systems
     /// of all shards, computes the estimates and resamples, as the single run does.
     /// </summary>
-    private static void WriteSystems(Checked run, OnnxDenoiser denoiser, GenerationRequest request, KlAlignmentResult aligned, SmcBlock block,
+    private static JobOutput Systems(Checked run, OnnxDenoiser denoiser, GenerationRequest request, KlAlignmentResult aligned, SmcBlock block,
                                      JsonObject alignment, Stopwatch clock)
     {
-        string output = run.Output;
-        var ioClock = Stopwatch.StartNew();
-        SampleSetWriter.BeginReplacing(output);
-        var files = SmcSystemFiles.Write(output, block, run.Opened.Network.SampleShape);
-        SampleSetWriter.RemoveStale(output, files);
-        var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, aligned.Samples);
-        AddRun(report, run);
-        RunReport.AddConditioning(report, run.Opened);
-        report["smc_shard"] = new JsonObject
+        var report = Report(run, denoiser, request, aligned.Samples);
+        report.Blocks["smc_shard"] = new JsonObject
         {
             ["systems"] = block.Systems, ["first"] = block.Block.First, ["end"] = block.Block.End,
             ["particles"] = block.Finished.Sum(s => s.LogWeights.Length),
             ["reason"] = "a shard of an SMC run holds systems, not samples: merge combines every shard's systems and resamples the run's samples",
         };
-        report["alignment"] = alignment;
-        report["network_evaluations"] = block.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment);
-        report["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
-        RunReport.AddTimes(report, aligned.Samples, ioClock.Elapsed, clock.Elapsed);
-        RunReport.Write(output, report);
-        Console.WriteLine($"wrote SMC systems {block.Block} of {block.Systems} ({block.Finished.Sum(s => s.LogWeights.Length)} particles) to {Path.GetFullPath(output)} " +
-                          "(systems.npy, systems.json); merge the shards to get the samples");
+        report.Blocks["alignment"] = alignment;
+        var times = new Dictionary<string, double>();
+        report = report with { NetworkEvaluations = block.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment), TimeSeconds = times };
+        return new JobOutput(report, () =>
+        {
+            var ioClock = Stopwatch.StartNew();
+            var files = SmcSystemFiles.Write(run.Output, block, run.Opened.Network.SampleShape);
+            foreach (var (key, value) in RunReport.Times(aligned.Samples, ioClock.Elapsed, clock.Elapsed)) times[key] = value;
+            Console.WriteLine($"wrote SMC systems {block.Block} of {block.Systems} ({block.Finished.Sum(s => s.LogWeights.Length)} particles) to {Path.GetFullPath(run.Output)} " +
+                              "(systems.npy, systems.json); merge the shards to get the samples");
+            return files;
+        });
+    }
+
+    /// <summary>A generate run's report: the samples' block, the run's identity and plan, and the conditioning.</summary>
+    private static JobReport Report(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result)
+    {
+        var report = RunReport.Create("generate", run.Model, denoiser, run.Sampler, request, result) with
+        {
+            Run = new JobRun(run.RunId, run.PlanPath is null ? null : Path.GetFullPath(run.PlanPath)),
+        };
+        // A plan of align's tilt (plan align) carries the dual that chose θ, run once (DESIGN §10): every shard's report,
+        // and so the merge's, has its block (constrained, objective or preferences) where align's report has it.
+        if (run.PlanFile?.Setup["align"] is JsonObject blocks)
+            foreach (var (key, block) in blocks) report.Blocks[key] = block?.DeepClone();
+        RunReport.AddConditioning(report, run.Opened);
+        return report;
     }
 
     /// <summary>
@@ -442,11 +429,11 @@ internal static class GenerateCommand
     /// The resume fingerprint: the run plan's canonical JSON with this process's shard (an <c>auto</c> shard resolved), so
     /// that the order of the options does not matter and a folder resumes only the shard it holds.
     /// </summary>
-    private static string Fingerprint(ParseResult parse, DiffusionModel model, Shard shard)
+    private static RunPlan Fingerprint(ParseResult parse, DiffusionModel model, Shard shard)
     {
         var settings = PlanSettings(parse);
         settings["shard"] = shard.ToString();
-        return RunPlan.For("generate", model, settings).ToCanonicalJson();
+        return RunPlan.For("generate", model, settings);
     }
 
     /// <summary>
@@ -465,6 +452,8 @@ internal static class GenerateCommand
             settings[option.Name.TrimStart('-')] = value switch
             {
                 null => null,
+                // A repeatable option (align's --constraint) by its values, in the order given (it matters there).
+                string[] list => System.Text.Json.JsonSerializer.Serialize(list),
                 double d => d.ToString("R", CultureInfo.InvariantCulture),
                 IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
                 _ => value.ToString(),
@@ -505,20 +494,6 @@ internal static class GenerateCommand
         var (shard, source) = ArrayJob.FromEnvironment(Environment.GetEnvironmentVariable, count);
         Console.WriteLine($"shard {shard} (from {source})");
         return shard;
-    }
-
-    /// <summary>The run's identity and plan in report.json: merge joins the shards of one run by it.</summary>
-    private static void AddRun(JsonObject report, Checked run)
-    {
-        report["run"] = new JsonObject
-        {
-            ["id"] = run.RunId,
-            ["plan"] = run.PlanPath is null ? null : Path.GetFullPath(run.PlanPath),
-        };
-        // A plan of align's tilt (plan align) carries the dual that chose θ, run once (DESIGN §10): every shard's report,
-        // and so the merge's, has its block (constrained, objective or preferences) where align's report has it.
-        if (run.PlanFile?.Setup["align"] is JsonObject blocks)
-            foreach (var (key, block) in blocks) report[key] = block?.DeepClone();
     }
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)

@@ -53,29 +53,37 @@ internal static class MergeCommand
         // A latent model's shards hold the latents (the samples' statistics are theirs) and the decoded images (DESIGN §9).
         var imageShape = first["latent"]?["image_shape"]?.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
 
-        using var folderLock = SampleSetWriter.PrepareDirectory(output, overwrite);
-        SampleSetWriter.BeginReplacing(output);
-        var files = new List<string>();
-        bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
-        if (imageShape is not null)
+        using var job = OutputJob.Open(output, new OutputJobSettings { Overwrite = overwrite });
+        var shards = ordered.Select(p => (p, byIndex[p.Shard.Index])).ToList();
+        // One report for the run: the first shard's (everything the plan fixes is the same in every shard), its merged figures filled in once the files are.
+        var merged = JobReport.FromJson(first) with
         {
-            if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents"));
-            files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "latents"));
-        }
-        if (withBase) files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, stem: "base"));
-        files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape));
-        SampleSetWriter.RemoveStale(output, files);
-
-        var merged = MergedReport(ordered.Select(p => (p, byIndex[p.Shard.Index])).ToList(), output, sampleShape, files);
-        merged["merge"] = new JsonObject
-        {
-            ["shards"] = ordered.Count,
-            ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
-            ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
+            Status = JobStatus.Finished, Error = null, TimeSeconds = null,
+            NetworkEvaluations = shards.Sum(s => (long)s.Item2["network_evaluations"]!),
         };
-        RunReport.Write(output, merged);
+        var written = job.Finish(new JobOutput(merged, () =>
+        {
+            var files = new List<string>();
+            bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
+            if (imageShape is not null)
+            {
+                if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents"));
+                files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "latents"));
+            }
+            if (withBase) files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, stem: "base"));
+            files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape));
+            MergeBlocks(merged.Blocks, shards, output, sampleShape);
+            merged.Blocks["merge"] = new JsonObject
+            {
+                ["shards"] = ordered.Count,
+                ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
+                ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
+            };
+            return files;
+        }));
+        var mergedFiles = written["files"]!.AsArray().Select(f => (string)f!).ToList();
         int count = ordered.Sum(p => p.Indices.Count);
-        Console.WriteLine($"merged {ordered.Count} shards of run {first["run"]!["id"]} into {Path.GetFullPath(output)}: {count} samples ({string.Join(", ", RunReport.Summary(files))}) in {clock.Elapsed.TotalSeconds:F2} s");
+        Console.WriteLine($"merged {ordered.Count} shards of run {first["run"]!["id"]} into {Path.GetFullPath(output)}: {count} samples ({string.Join(", ", RunReport.Summary(mergedFiles))}) in {clock.Elapsed.TotalSeconds:F2} s");
         return 0;
     }
 
@@ -144,38 +152,37 @@ internal static class MergeCommand
                 throw ConfigException.For("shards", $": {Path.Combine(part.Directory, OnnxAlign.Alignment.SmcSystemFiles.DescriptionFile)} holds systems {block.Block} of {block.Systems}, its report says [{start}, {start + length}) of {part.Total}");
             for (int k = 0; k < block.Finished.Count; k++) systems[block.Block.First + k] = block.Finished[k];
         }
-        var (code, report) = GenerateCommand.RunMerged(planPath, output, overwrite, new OnnxAlign.Alignment.SmcSystemSet(systems, complete: true));
-        if (code != 0 || report is null) return code;
-        report["merge"] = new JsonObject
+        GenerateCommand.RunMerged(planPath, output, overwrite, new OnnxAlign.Alignment.SmcSystemSet(systems, complete: true), report =>
         {
-            ["shards"] = ordered.Count,
-            ["systems"] = systems.Count,
-            ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
-            ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
-            ["how"] = "the shards' SMC systems combined in index order, the estimates computed and the samples resampled with the plan's seed, as generate --plan runs it on one machine; neither the UNet nor the reward evaluated (the systems carry their potentials)",
-        };
-        report["shards"] = new JsonArray(ordered.Select(p => (JsonNode)new JsonObject
-        {
-            ["index"] = p.Shard.Index,
-            ["folder"] = Path.GetFullPath(p.Directory),
-            ["systems"] = new JsonArray(p.FirstSample, p.FirstSample + p.Indices.Count),
-            ["network_evaluations"] = reports[p.Shard.Index]["network_evaluations"]?.DeepClone(),
-            ["time_seconds"] = reports[p.Shard.Index]["time_seconds"]?.DeepClone(),
-            ["device"] = reports[p.Shard.Index]["model"]?["device"]?.DeepClone(),
-        }).ToArray());
-        RunReport.Write(output, report);
+            report["merge"] = new JsonObject
+            {
+                ["shards"] = ordered.Count,
+                ["systems"] = systems.Count,
+                ["time_seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 6),
+                ["sources"] = new JsonArray(ordered.Select(p => (JsonNode)Path.GetFullPath(p.Directory)).ToArray()),
+                ["how"] = "the shards' SMC systems combined in index order, the estimates computed and the samples resampled with the plan's seed, as generate --plan runs it on one machine; neither the UNet nor the reward evaluated (the systems carry their potentials)",
+            };
+            report["shards"] = new JsonArray(ordered.Select(p => (JsonNode)new JsonObject
+            {
+                ["index"] = p.Shard.Index,
+                ["folder"] = Path.GetFullPath(p.Directory),
+                ["systems"] = new JsonArray(p.FirstSample, p.FirstSample + p.Indices.Count),
+                ["network_evaluations"] = reports[p.Shard.Index]["network_evaluations"]?.DeepClone(),
+                ["time_seconds"] = reports[p.Shard.Index]["time_seconds"]?.DeepClone(),
+                ["device"] = reports[p.Shard.Index]["model"]?["device"]?.DeepClone(),
+            }).ToArray());
+        });
         Console.WriteLine($"merged {ordered.Count} SMC shards ({systems.Count} systems) of run {plan.Id} into {Path.GetFullPath(output)} in {clock.Elapsed.TotalSeconds:F2} s");
         return 0;
     }
 
     /// <summary>
-    /// One report for the run: the first shard's (everything the plan fixes is the same in every shard), with the
-    /// statistics of the merged samples, the shard block of the whole run, evaluations summed, per-sample summaries of
-    /// the alignment pooled, and each shard's own figures under <c>shards</c>.
+    /// The run's blocks from the first shard's (everything the plan fixes is the same in every shard): the statistics of
+    /// the merged samples, the shard block of the whole run, per-sample summaries of the alignment pooled, and each
+    /// shard's own figures under <c>shards</c>.
     /// </summary>
-    private static JsonObject MergedReport(IReadOnlyList<(ShardPart Part, JsonObject Report)> shards, string output, int[] sampleShape, IReadOnlyList<string> files)
+    private static void MergeBlocks(JsonObject merged, IReadOnlyList<(ShardPart Part, JsonObject Report)> shards, string output, int[] sampleShape)
     {
-        var merged = (JsonObject)shards[0].Report.DeepClone();
         int count = shards.Sum(s => s.Part.Indices.Count);
         bool latent = shards[0].Report["latent"] is not null;
         // Streamed: the merge holds one chunk of the run's samples, not all of them.
@@ -183,10 +190,8 @@ internal static class MergeCommand
         if (shards.All(s => s.Report["base_statistics"] is not null))
             merged["base_statistics"] = RunReport.Statistics(Path.Combine(output, latent ? "base_latents.npy" : "base.npy"), sampleShape.Aggregate(1, (a, b) => a * b));
         merged["shard"] = new JsonObject { ["index"] = 0, ["count"] = 1, ["first_sample"] = 0, ["samples"] = count };
-        merged["network_evaluations"] = shards.Sum(s => (long)s.Report["network_evaluations"]!);
         var skipped = shards.SelectMany(s => s.Report["skipped_non_finite"]?.AsArray().Select(v => (int)v!) ?? []).ToList();
         if (skipped.Count > 0) merged["skipped_non_finite"] = new JsonArray(skipped.Select(i => (JsonNode)i).ToArray());
-        merged["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray());
         merged.Remove("non_finite");
         var perShard = new JsonArray();
         foreach (var (part, report) in shards)
@@ -222,7 +227,6 @@ internal static class MergeCommand
                 if (summed[key] is not null && Count(summed, numerator, count) is { } top && Count(summed, denominator, count) is { } bottom)
                     summed[key] = (double)top / Math.Max(bottom, 1);   // the single run's formula on the whole run's counts
         merged["shards"] = perShard;
-        return merged;
     }
 
     /// <summary>Counts of an alignment block that add up over disjoint shards (the KL mixture's proposals, violations, proposal evaluations).</summary>

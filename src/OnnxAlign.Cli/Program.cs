@@ -23,7 +23,7 @@ namespace OnnxAlign.Cli
 {
     /// <summary>
     /// The one error policy of every command: exit 0 done; 2 bad input (one line naming the flag or file, nothing
-    /// written); 3 stopped on a NaN/±∞ sample (generate keeps the finished batches); 4 infeasible constraints (align); 130 interrupted (Ctrl-C or
+    /// written); 3 stopped on a NaN/±∞ sample (the job keeps the finished work and a stopped report); 4 infeasible constraints (align); 130 interrupted (Ctrl-C or
     /// SIGTERM, after the current atomic write, with how to resume); 1 anything else — one line on the terminal and the
     /// details in <c>error.log</c> in the output folder (or the temporary folder). No stack trace on the terminal.
     /// </summary>
@@ -59,7 +59,7 @@ namespace OnnxAlign.Cli
             }
             catch (NonFiniteException e)
             {
-                return Say($"error: {e.Message}", 3);
+                return Say($"error: {e.Message}{Kept(parsed, e)}", 3);
             }
             catch (OnnxAlignException e)
             {
@@ -112,9 +112,25 @@ namespace OnnxAlign.Cli
             catch (Exception) { return null; }
         }
 
-        /// <summary>The full path of the checkpoint a stopped generate run leaves for --resume, or null when there is none.</summary>
+        /// <summary>
+        /// What a run stopped on a NaN/±∞ sample left (the job wrote its finished work and a stopped report), and the
+        /// remedy under the command's --on-nan policy.
+        /// </summary>
+        private static string Kept(ParseResult parsed, NonFiniteException e)
+        {
+            if (OutputFolder(parsed) is not { } folder || !File.Exists(Path.Combine(folder, "report.json"))) return "";
+            var policy = parsed.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--on-nan") is { } option ? parsed.GetResult(option)?.GetValueOrDefault<object>() as string : null;
+            return $"; the finished work was kept in {Path.GetFullPath(folder)} (report.json: status stopped) " + policy switch
+            {
+                "skip" => "(under --on-nan skip: every particle of an SMC system turned NaN/±∞, nothing was left to weigh)",
+                null => "",
+                _ => "(--on-nan skip drops such samples and goes on)",
+            };
+        }
+
+        /// <summary>The full path of the checkpoint an interrupted or stopped run leaves for --resume, or null when there is none.</summary>
         private static string? KeptBatches(ParseResult parsed) =>
-            parsed.CommandResult.Command.Name == "generate" && OutputFolder(parsed) is { } folder && Sampling.BatchCheckpoint.Exists(folder)
+            OutputFolder(parsed) is { } folder && Sampling.BatchCheckpoint.Exists(folder)
                 ? Path.GetFullPath(Sampling.BatchCheckpoint.PathOf(folder))
                 : null;
 

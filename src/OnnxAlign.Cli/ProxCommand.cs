@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment.Prox;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 
@@ -35,27 +36,25 @@ internal static class ProxCommand
             var set = UsageException.ForFlag("--in", () => SampleSetReader.Read(parse.GetValue(input)!));
             string? modelDirectory = parse.GetValue(model) is { } m ? Model.DiffusionModel.Locate(m).Directory : null;
             var oracle = prox.CreateOracle(parse, parse.GetValue(reward)!, parse.GetValue(lambda), set.SampleShape, modelDirectory);
-            using var folderLock = SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+            using var job = OutputJob.Open(output, new OutputJobSettings { Overwrite = parse.GetValue(overwrite) });
 
             var batch = ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, set.Samples, progress, workers));
-            SampleSetWriter.BeginReplacing(output);
-            var files = SampleSetWriter.Write(output, batch.Samples, set.Count, 0, set.SampleShape);
-            SampleSetWriter.RemoveStale(output, files);
-            var report = new JsonObject
+            var report = new JobReport
             {
-                ["command"] = "prox",
-                ["version"] = typeof(ProxOracle).Assembly.GetName().Version?.ToString(),
-                ["input"] = new JsonObject
+                Command = "prox",
+                TimeSeconds = new Dictionary<string, double> { ["prox"] = RunReport.Round(batch.Time.TotalSeconds), ["total"] = RunReport.Round(clock.Elapsed.TotalSeconds) },
+                Blocks = new JsonObject
                 {
-                    ["path"] = parse.GetValue(input),
-                    ["count"] = set.Count,
-                    ["sample_shape"] = RunReport.Array(set.SampleShape.Select(d => (double)d)),
+                    ["input"] = new JsonObject
+                    {
+                        ["path"] = parse.GetValue(input),
+                        ["count"] = set.Count,
+                        ["sample_shape"] = RunReport.Array(set.SampleShape.Select(d => (double)d)),
+                    },
+                    ["alignment"] = ProxOptions.Report(oracle, batch, Enumerable.Range(0, batch.Results.Length).ToArray()),
                 },
-                ["alignment"] = ProxOptions.Report(oracle, batch, Enumerable.Range(0, batch.Results.Length).ToArray()),
-                ["files"] = new JsonArray(files.Select(f => (JsonNode)f).ToArray()),
-                ["time_seconds"] = new JsonObject { ["prox"] = batch.Time.TotalSeconds, ["total"] = clock.Elapsed.TotalSeconds },
             };
-            RunReport.Write(output, report);
+            var files = job.Finish(new JobOutput(report, () => SampleSetWriter.Write(output, batch.Samples, set.Count, 0, set.SampleShape)))["files"]!.AsArray().Select(f => (string)f!).ToList();
             Console.WriteLine(ProxOptions.Describe(batch));
             Console.WriteLine($"wrote {set.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(files))})");
             return 0;

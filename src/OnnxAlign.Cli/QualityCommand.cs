@@ -121,7 +121,7 @@ internal static class QualityCommand
                 ["real_floor"] = floor is null ? null : new JsonObject { ["count"] = floor.Count, ["frechet_distance"] = floor.FrechetDistance, ["mean_confidence"] = floor.MeanConfidence },
                 ["reference_count"] = reference?.Count,
             };
-            if (parse.GetValue(output) is { } path) JsonFiles.Write(path, figures);
+            if (parse.GetValue(output) is { } path) ReportJson.WriteFile(path, figures);
             return 0;
         });
         return command;

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 
@@ -15,21 +16,15 @@ internal static class RunReport
     /// <summary>Largest dimension for which full per-coordinate moments are reported.</summary>
     private const int MomentDimensionLimit = 16;
 
-    public static JsonObject Create(string command, DiffusionModel model, OnnxDenoiser denoiser, Sampler sampler, GenerationRequest request, GenerationResult result)
+    /// <summary>
+    /// A generate run's report: the common fields (<see cref="JobReport"/>) and its blocks (config, sampler, the sample
+    /// options, shard, statistics, and the toy models' reference moments).
+    /// </summary>
+    public static JobReport Create(string command, DiffusionModel model, OnnxDenoiser denoiser, Sampler sampler, GenerationRequest request, GenerationResult result)
     {
         var c = sampler.Config;
         var report = new JsonObject
         {
-            ["command"] = command,
-            ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
-            ["model"] = new JsonObject
-            {
-                ["path"] = model.Source,
-                ["onnx"] = model.OnnxPath,
-                ["config"] = model.ConfigPath,
-                ["sample_shape"] = Array(denoiser.SampleShape.Select(d => (double)d)),
-                ["device"] = denoiser.Device,
-            },
             ["config"] = new JsonObject
             {
                 ["class_name"] = model.Config.ClassName,
@@ -43,13 +38,7 @@ internal static class RunReport
                 ["clip_sample"] = c.ClipSample,
                 ["ignored_keys"] = new JsonArray(c.IgnoredKeys.Select(k => (JsonNode)k).ToArray()),
             },
-            ["sampler"] = new JsonObject
-            {
-                ["name"] = sampler.Name,
-                ["steps"] = sampler.Steps,
-                ["eta"] = sampler is DdimSampler ddim ? ddim.Eta : null,
-                ["timesteps"] = Array(sampler.Timesteps.Select(t => (double)t)),
-            },
+            ["sampler"] = SamplerBlock(sampler),
             ["seed"] = request.Seed,
             ["count"] = request.Count,
             ["batch"] = request.BatchSize,
@@ -61,7 +50,6 @@ internal static class RunReport
                 ["first_sample"] = result.FirstIndex,
                 ["samples"] = result.Count,
             },
-            ["network_evaluations"] = result.NetworkEvaluations,
             ["statistics"] = Statistics(result.Samples, denoiser.SampleSize),
         };
         string mixturePath = Path.Combine(model.Directory, "mixture.json");
@@ -75,14 +63,23 @@ internal static class RunReport
                 ["covariance"] = Array(mixture.Covariance()),
             };
         }
-        return report;
+        return new JobReport { Command = command, Model = ReportModel.Of(model, denoiser), NetworkEvaluations = result.NetworkEvaluations, Blocks = report };
     }
+
+    /// <summary>The <c>sampler</c> block: its name, steps, DDIM's η and the timesteps.</summary>
+    public static JsonObject SamplerBlock(Sampler sampler) => new()
+    {
+        ["name"] = sampler.Name,
+        ["steps"] = sampler.Steps,
+        ["eta"] = sampler is DdimSampler ddim ? ddim.Eta : null,
+        ["timesteps"] = Array(sampler.Timesteps.Select(t => (double)t)),
+    };
 
     /// <summary>
     /// The conditioning block (DESIGN §9): where the hidden states came from, the prompts and their tokens, the guidance
     /// scale and what law that makes (never "exact" under guidance); and for a latent model the VAE and the decoded shape.
     /// </summary>
-    public static void AddConditioning(JsonObject report, Guidance.ConditionedModel opened)
+    public static void AddConditioning(JobReport report, Guidance.ConditionedModel opened)
     {
         var law = opened.Law;
         if (law.Source != "none")
@@ -93,7 +90,7 @@ internal static class RunReport
                 ["tokens"] = p.ContentTokens,
                 ["truncated_tokens"] = p.TruncatedTokens,
             };
-            report["conditioning"] = new JsonObject
+            report.Blocks["conditioning"] = new JsonObject
             {
                 ["source"] = law.Source,
                 ["prompt"] = Prompt(law.Prompt),
@@ -106,7 +103,7 @@ internal static class RunReport
             };
         }
         if (opened.Decoder is { } decoder)
-            report["latent"] = new JsonObject
+            report.Blocks["latent"] = new JsonObject
             {
                 ["vae_decoder"] = decoder.Path,
                 ["scaling_factor"] = decoder.Config.ScalingFactor,
@@ -163,19 +160,14 @@ internal static class RunReport
         };
     }
 
-    public static void AddTimes(JsonObject report, GenerationResult result, TimeSpan io, TimeSpan total)
+    /// <summary>report.json's <c>time_seconds</c> of a generation: total, network, sampler and file writing.</summary>
+    public static Dictionary<string, double> Times(GenerationResult result, TimeSpan io, TimeSpan total) => new()
     {
-        report["time_seconds"] = new JsonObject
-        {
-            ["total"] = Round(total.TotalSeconds),
-            ["model"] = Round(result.ModelTime.TotalSeconds),
-            ["sampler"] = Round(result.SamplerTime.TotalSeconds),
-            ["io"] = Round(io.TotalSeconds),
-        };
-    }
-
-    public static void Write(string directory, JsonObject report) =>
-        JsonFiles.Write(Path.Combine(directory, "report.json"), report);
+        ["total"] = Round(total.TotalSeconds),
+        ["model"] = Round(result.ModelTime.TotalSeconds),
+        ["sampler"] = Round(result.SamplerTime.TotalSeconds),
+        ["io"] = Round(io.TotalSeconds),
+    };
 
     public static IEnumerable<string> Summary(IReadOnlyList<string> files)
     {
@@ -188,5 +180,6 @@ internal static class RunReport
 
     internal static JsonArray Array(IEnumerable<double> values) => new(values.Select(v => (JsonNode)JsonValue.Create(Round(v))).ToArray());
 
-    private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;
+    /// <summary>A figure to 6 decimals (report.json's precision for times and moments).</summary>
+    internal static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using OnnxAlign.Model;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
 
@@ -11,6 +12,23 @@ internal sealed class RuntimeOptions
 
     /// <summary>--batch, the same for every command that samples.</summary>
     public static Option<int> Batch() => new("--batch") { Description = $"Samples per network call (default {DefaultBatch}; the output does not depend on it).", DefaultValueFactory = _ => DefaultBatch };
+
+    /// <summary>--resume, the same for every command whose job keeps a checkpoint; <paramref name="kept"/> says what is kept.</summary>
+    public static Option<bool> Resume(string kept) => new("--resume") { Description = $"Continue an interrupted run in --out (same options); {kept} kept in OUT/.partial/." };
+
+    /// <summary>--on-nan, the same for every command that samples (its NaN policy; <see cref="NanPolicy"/> reads it).</summary>
+    public static Option<string> OnNan() => new("--on-nan")
+    {
+        Description = "When a sample turns NaN/±∞: stop (keep the finished samples, exit 3) or skip (drop it, go on).", DefaultValueFactory = _ => "stop",
+    };
+
+    /// <summary>The policy an --on-nan value names.</summary>
+    public static NonFinitePolicy NanPolicy(string? value) => value switch
+    {
+        "stop" => NonFinitePolicy.Stop,
+        "skip" => NonFinitePolicy.Skip,
+        _ => throw new UsageException($"--on-nan '{value}': expected stop or skip"),
+    };
 
     private readonly Option<string> _device = new("--device") { Description = "cpu, cuda or cuda:N (cuda needs the GPU build: README, Performance).", DefaultValueFactory = _ => "cpu" };
     private readonly Option<int?> _threads = new("--threads") { Description = "ONNX Runtime intra-op threads (default: all cores)." };

@@ -6,6 +6,7 @@ using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
+using OnnxAlign.Jobs;
 using OnnxAlign.Model;
 using OnnxAlign.Rewards;
 using OnnxAlign.Sampling;
@@ -57,41 +58,55 @@ internal static class VerifyCommand
             var statistics = Statistics(spec, linear, denoiser.SampleShape, located.Directory);
             var range = tilt.DataRange(parse, located);
             string? output = parse.GetValue(outDir);
-            using var folderLock = output is null ? null : SampleSetWriter.PrepareDirectory(output, parse.GetValue(overwrite));
+            // The audit's job (with --out): the folder's lock, overwrite, report.json, and a stopped report on a NaN/±∞ sample.
+            using var job = output is null ? null : OutputJob.Open(output, new OutputJobSettings { Overwrite = parse.GetValue(overwrite) });
+            var report = new JobReport
+            {
+                Command = "verify", Model = ReportModel.Of(located, denoiser),
+                Blocks = new JsonObject
+                {
+                    ["sampler"] = new JsonObject { ["name"] = samplerInstance.Name, ["steps"] = samplerInstance.Steps, ["stochastic"] = samplerInstance.IsStochastic },
+                    ["reward"] = spec,
+                    ["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null,
+                },
+            };
 
             var settings = new AuditSettings
             {
                 BaseCount = nBase, Count = n, BatchSize = b, Seed = parse.GetValue(seed), Exact = modeList.Contains("exact"), Fast = modeList.Contains("fast"),
                 ExactSettings = tilt.ReadExact(parse),
             };
-            var results = TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics, settings,
-                new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …")));
+            AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics, settings,
+                new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …"))).ToArray();
+            var results = job is null ? Audit() : job.Run(Audit, fault => new JobOutput(report with { NetworkEvaluations = fault.Finished.NetworkEvaluations }, () => []));
             for (int k = 0; k < lambdas.Length; k++)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"== {spec}, λ = {lambdas[k]:G4}, {samplerInstance.Name} {samplerInstance.Steps} steps"));
                 Console.Write(Table(results[k]));
             }
-            if (output is not null)
+            if (job is not null)
             {
-                var report = new JsonObject
+                var audits = new JsonArray(results.Select((result, k) => (JsonNode)Report(result, lambdas[k])).ToArray());
+                report.Blocks["audits"] = audits;
+                long evaluations = results.Sum(x => x.Truth.NetworkEvaluations + x.Runs.Sum(run => run.NetworkEvaluations));
+                job.Finish(new JobOutput(report with { NetworkEvaluations = evaluations }, () =>
                 {
-                    ["command"] = "verify",
-                    ["version"] = typeof(Sampler).Assembly.GetName().Version?.ToString(),
-                    ["model"] = located.Source,
-                    ["sampler"] = new JsonObject { ["name"] = samplerInstance.Name, ["steps"] = samplerInstance.Steps, ["stochastic"] = samplerInstance.IsStochastic },
-                    ["reward"] = spec,
-                    ["data_range"] = range is { } r ? new JsonArray(r.Low, r.High) : null,
-                    ["audits"] = new JsonArray(results.Select((result, k) => (JsonNode)Report(result, lambdas[k])).ToArray()),
-                };
-                RunReport.Write(output, report);
-                if (ImageFiles.IsImage(denoiser.SampleShape))
+                    var files = new List<string>();
+                    if (!ImageFiles.IsImage(denoiser.SampleShape)) return files;
                     for (int k = 0; k < lambdas.Length; k++)
                     {
                         string stem = string.Create(CultureInfo.InvariantCulture, $"lambda_{lambdas[k]:G4}");
-                        ImageFiles.WritePng(Path.Combine(output, $"{stem}_mean_truth.png"), results[k].Truth.MeanSample, denoiser.SampleShape);
-                        foreach (var run in results[k].Runs) ImageFiles.WritePng(Path.Combine(output, $"{stem}_mean_{run.Mode}.png"), run.MeanSample, denoiser.SampleShape);
+                        ImageFiles.WritePng(Path.Combine(output!, $"{stem}_mean_truth.png"), results[k].Truth.MeanSample, denoiser.SampleShape);
+                        files.Add($"{stem}_mean_truth.png");
+                        foreach (var run in results[k].Runs)
+                        {
+                            ImageFiles.WritePng(Path.Combine(output!, $"{stem}_mean_{run.Mode}.png"), run.MeanSample, denoiser.SampleShape);
+                            files.Add($"{stem}_mean_{run.Mode}.png");
+                        }
                     }
-                Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine(output, "report.json"))}");
+                    return files;
+                }));
+                Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine(output!, "report.json"))}");
             }
             return 0;
         });

@@ -37,13 +37,23 @@ public sealed record FinalTilt(KlAlignmentResult Result, FinalTiltReport Report)
     /// Samples p·e^{⟨θ,x⟩} for θ chosen by a convex problem (DESIGN §4, §5) with <see cref="KlAlignment.RunTilt"/>: the
     /// one path every chosen tilt takes, exact (the returned law is the tilt whatever the network's error) or fast.
     /// </summary>
+    /// <param name="network">The model's denoiser (not disposed here).</param>
+    /// <param name="range">The data range x̂0 is projected onto; null for none.</param>
+    /// <param name="sampler">The sampler whose law is p.</param>
+    /// <param name="theta">The chosen θ.</param>
+    /// <param name="mode">Exact or fast.</param>
+    /// <param name="exact">The exact tilt's settings; null for the defaults.</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation of the samples.</param>
+    /// <param name="progress">Samples finished.</param>
+    /// <param name="checkpoint">Finished batches or SMC systems of an interrupted run, kept and reused (a resumed job's); null for none.</param>
     /// <exception cref="ConfigException">The hybrid mode (parameter <c>mode</c>): it applies to a reward's tilt, not to a chosen one.</exception>
-    internal static FinalTilt Sample(IDenoiser network, DataRange? range, Sampler sampler, float[] theta, KlTiltMode mode, ExactTiltSettings? exact,
-                                     GenerationRequest request, IProgress<GenerationProgress>? progress)
+    /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/>.</exception>
+    public static FinalTilt Sample(IDenoiser network, DataRange? range, Sampler sampler, float[] theta, KlTiltMode mode, ExactTiltSettings? exact,
+                                   GenerationRequest request, IProgress<GenerationProgress>? progress, BatchCheckpoint? checkpoint = null)
     {
         CheckMode(mode);
         var run = KlAlignment.RunTilt(network, range, sampler, theta, new KlAlignmentSettings { Mode = mode, Exact = exact ?? new ExactTiltSettings() },
-                                      request, progress);
+                                      request, progress, checkpoint);
         FinalTiltReport report = run.Exact is { } e
             ? new ExactFinalTiltReport(e.Method, e.Particles.EffectiveSampleSize, e.Particles.Count, e.Particles.EvaluationsPerEffectiveSample,
                                        e.KlDivergence.Value, e.KlDivergence.StandardError, e.DistinctSamples,

@@ -33,13 +33,20 @@ public sealed class BatchCheckpoint : IBatchStore
         return new BatchCheckpoint(dir);
     }
 
+    /// <summary>Refuses a resume where there is nothing to resume, before anything is written.</summary>
+    /// <exception cref="ConfigException">No interrupted run in <paramref name="outputDirectory"/> (parameter <c>resume</c>).</exception>
+    public static void CheckResumable(string outputDirectory)
+    {
+        if (!Exists(outputDirectory)) throw ConfigException.For("resume", $": {outputDirectory} holds no interrupted run ({Folder}/run.json)");
+    }
+
     /// <summary>Opens the checkpoint of an interrupted run; its fingerprint must equal this run's.</summary>
     /// <exception cref="ConfigException">No interrupted run there, or one with other settings.</exception>
     public static BatchCheckpoint Resume(string outputDirectory, string fingerprint)
     {
+        CheckResumable(outputDirectory);
         string dir = PathOf(outputDirectory);
         string path = Path.Combine(dir, "run.json");
-        if (!File.Exists(path)) throw ConfigException.For("resume", $": {outputDirectory} holds no interrupted run ({Folder}/run.json)");
         if (File.ReadAllText(path) != fingerprint)
             throw ConfigException.For("resume", $": the interrupted run in {outputDirectory} had other settings (see {Folder}/run.json); rerun it with the same options, or start over with {OnnxAlignException.Option("overwrite")}");
         // A kill during an atomic write leaves its hidden temporary file behind; it never became a result.
