@@ -205,55 +205,18 @@ internal static class MergeCommand
                 ["time_seconds"] = report["time_seconds"]?.DeepClone(),
                 ["device"] = report["model"]?["device"]?.DeepClone(),
             });
-        if (merged["alignment"] is JsonObject alignment)
+        if (merged["alignment"] is JsonObject)
         {
-            var blocks = shards.Select(s => s.Report["alignment"] as JsonObject).ToList();
-            foreach (var key in alignment.Select(p => p.Key).ToList())
-            {
-                var values = blocks.Select(b => b?[key]).ToList();
-                // Counts first: equal counts in every shard still add up.
-                if (AdditiveCounts.Contains(key) && values.All(v => v is JsonValue)) { alignment[key] = values.Sum(v => v!.GetValue<long>()); continue; }
-                if (RatesOfCounts.ContainsKey(key)) continue;   // recomputed from the summed counts below
-                if (values.All(v => JsonNode.DeepEquals(v, values[0]))) continue;   // fixed by the plan: the same in every shard
-                if (Pooled(values) is { } pooled) { alignment[key] = pooled; continue; }
-                // A per-shard diagnostic (e.g. the drift of the fast tilt's own samples): kept per shard, not averaged wrongly.
-                alignment[key] = new JsonObject { ["per_shard"] = true, ["reason"] = "computed from each shard's own samples; see shards[i].alignment" };
-                for (int i = 0; i < shards.Count; i++) ((JsonObject)perShard[i]!)["alignment"] ??= new JsonObject();
-                for (int i = 0; i < shards.Count; i++) ((JsonObject)perShard[i]!["alignment"]!)[key] = values[i]?.DeepClone();
-            }
+            var (alignment, perShardKeys) = ShardMerge.MergeAlignment(shards.Select(s => s.Report["alignment"] as JsonObject).ToList(), count);
+            merged["alignment"] = alignment;
+            // A per-shard diagnostic (e.g. the drift of the fast tilt's own samples): kept per shard, not averaged wrongly.
+            foreach (string key in perShardKeys)
+                for (int i = 0; i < shards.Count; i++)
+                {
+                    var own = (JsonObject)(((JsonObject)perShard[i]!)["alignment"] ??= new JsonObject());
+                    own[key] = shards[i].Report["alignment"]?[key]?.DeepClone();
+                }
         }
-        if (merged["alignment"] is JsonObject summed)
-            foreach (var (key, (numerator, denominator)) in RatesOfCounts)
-                if (summed[key] is not null && Count(summed, numerator, count) is { } top && Count(summed, denominator, count) is { } bottom)
-                    summed[key] = (double)top / Math.Max(bottom, 1);   // the single run's formula on the whole run's counts
         merged["shards"] = perShard;
-    }
-
-    /// <summary>Counts of an alignment block that add up over disjoint shards (the KL mixture's proposals, violations, proposal evaluations).</summary>
-    private static readonly HashSet<string> AdditiveCounts = ["proposed", "envelope_violations", "sampling_network_evaluations"];
-
-    /// <summary>Rates of those counts, by (numerator, denominator); <c>count</c> is the run's samples.</summary>
-    private static readonly Dictionary<string, (string Numerator, string Denominator)> RatesOfCounts = new()
-    {
-        ["acceptance_rate"] = ("count", "proposed"),
-        ["evaluations_per_accepted_sample"] = ("sampling_network_evaluations", "count"),
-    };
-
-    private static long? Count(JsonObject alignment, string key, int count) => key == "count" ? count : alignment[key]?.GetValue<long>();
-
-    /// <summary>
-    /// Summaries {mean, std, standard_error, count} of disjoint sample blocks pooled into the run's: the mean weighted by
-    /// count, the variance from the within- and between-block sums of squares (the n−1 convention of each block's std).
-    /// </summary>
-    private static JsonObject? Pooled(IReadOnlyList<JsonNode?> values)
-    {
-        if (values.Any(v => v is not JsonObject o || o["mean"] is null || o["std"] is null || o["count"] is null || o.Count != 4 || o["standard_error"] is null)) return null;
-        var blocks = values.Select(v => (N: (double)v!["count"]!, Mean: (double)v["mean"]!, Std: (double)v["std"]!)).ToList();
-        double n = blocks.Sum(b => b.N);
-        if (n < 2) return null;
-        double mean = blocks.Sum(b => b.N * b.Mean) / n;
-        double squares = blocks.Sum(b => (b.N - 1) * b.Std * b.Std + b.N * (b.Mean - mean) * (b.Mean - mean));
-        double std = Math.Sqrt(squares / (n - 1));
-        return new JsonObject { ["mean"] = mean, ["std"] = std, ["standard_error"] = std / Math.Sqrt(n), ["count"] = (int)n };
     }
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Sampling;
@@ -116,5 +117,63 @@ public static class ShardMerge
         ImageFiles.WriteGrid(Path.Combine(output, grid), head, shown, sampleShape);
         written.Add(grid);
         return written;
+    }
+
+    /// <summary>
+    /// The run's <c>alignment</c> block from its shards' (DESIGN §10: estimates combined with their standard errors):
+    /// values the plan fixes (the same in every shard) as they are; counts that add up over disjoint shards (the KL
+    /// mixture's proposals, violations and proposal evaluations) summed, and their rates recomputed from the sums with
+    /// the single run's formula; per-sample summaries {mean, std, standard_error, count} pooled; anything else each shard
+    /// computed from its own samples is marked per shard, and its key returned.
+    /// </summary>
+    /// <param name="blocks">Each shard's block in shard order (the first one's keys are the run's).</param>
+    /// <param name="count">The run's samples.</param>
+    public static (JsonObject Merged, IReadOnlyList<string> PerShardKeys) MergeAlignment(IReadOnlyList<JsonObject?> blocks, int count)
+    {
+        var merged = (JsonObject)(blocks[0] ?? new JsonObject()).DeepClone();
+        var perShard = new List<string>();
+        foreach (var key in merged.Select(p => p.Key).ToList())
+        {
+            var values = blocks.Select(b => b?[key]).ToList();
+            // Counts first: equal counts in every shard still add up.
+            if (AdditiveCounts.Contains(key) && values.All(v => v is JsonValue)) { merged[key] = values.Sum(v => v!.GetValue<long>()); continue; }
+            if (RatesOfCounts.ContainsKey(key)) continue;
+            if (values.All(v => JsonNode.DeepEquals(v, values[0]))) continue;
+            if (Pooled(values) is { } pooled) { merged[key] = pooled; continue; }
+            merged[key] = new JsonObject { ["per_shard"] = true, ["reason"] = "computed from each shard's own samples; see shards[i].alignment" };
+            perShard.Add(key);
+        }
+        foreach (var (key, (numerator, denominator)) in RatesOfCounts)
+            if (merged[key] is not null && Count(merged, numerator, count) is { } top && Count(merged, denominator, count) is { } bottom)
+                merged[key] = (double)top / Math.Max(bottom, 1);
+        return (merged, perShard);
+    }
+
+    /// <summary>Counts of an alignment block that add up over disjoint shards.</summary>
+    private static readonly HashSet<string> AdditiveCounts = ["proposed", "envelope_violations", "sampling_network_evaluations"];
+
+    /// <summary>Rates of those counts, by (numerator, denominator); <c>count</c> is the run's samples.</summary>
+    private static readonly Dictionary<string, (string Numerator, string Denominator)> RatesOfCounts = new()
+    {
+        ["acceptance_rate"] = ("count", "proposed"),
+        ["evaluations_per_accepted_sample"] = ("sampling_network_evaluations", "count"),
+    };
+
+    private static long? Count(JsonObject alignment, string key, int count) => key == "count" ? count : alignment[key]?.GetValue<long>();
+
+    /// <summary>
+    /// Summaries {mean, std, standard_error, count} of disjoint sample blocks pooled into the run's: the mean weighted by
+    /// count, the variance from the within- and between-block sums of squares (the n−1 convention of each block's std).
+    /// </summary>
+    private static JsonObject? Pooled(IReadOnlyList<JsonNode?> values)
+    {
+        if (values.Any(v => v is not JsonObject o || o["mean"] is null || o["std"] is null || o["count"] is null || o.Count != 4 || o["standard_error"] is null)) return null;
+        var blocks = values.Select(v => (N: (double)v!["count"]!, Mean: (double)v["mean"]!, Std: (double)v["std"]!)).ToList();
+        double n = blocks.Sum(b => b.N);
+        if (n < 2) return null;
+        double mean = blocks.Sum(b => b.N * b.Mean) / n;
+        double squares = blocks.Sum(b => (b.N - 1) * b.Std * b.Std + b.N * (b.Mean - mean) * (b.Mean - mean));
+        double std = Math.Sqrt(squares / (n - 1));
+        return new JsonObject { ["mean"] = mean, ["std"] = std, ["standard_error"] = std / Math.Sqrt(n), ["count"] = (int)n };
     }
 }
