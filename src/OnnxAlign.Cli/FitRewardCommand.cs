@@ -86,8 +86,8 @@ internal static class FitRewardCommand
                 ["reward"] = network.Name, ["form"] = parse.GetValue(form), ["use_as"] = use, ["rows"] = fit.Rows,
                 ["source"] = source, ["ridge"] = ridgeWeight,
                 ["train_samples"] = fit.TrainSamples, ["held_out_samples"] = fit.HeldOutSamples,
-                ["held_out_r_squared"] = AlignmentReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = AlignmentReport.Finite(fit.HeldOutCorrelation),
-                ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = AlignmentReport.Finite(fit.TrainRSquared),
+                ["held_out_r_squared"] = RunReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = RunReport.Finite(fit.HeldOutCorrelation),
+                ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = RunReport.Finite(fit.TrainRSquared),
             };
             job.Finish(new JobOutput(new JobReport
             {

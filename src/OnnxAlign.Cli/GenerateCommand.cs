@@ -202,23 +202,25 @@ internal static class GenerateCommand
         if (job.Resumed) Console.WriteLine($"resuming: {checkpoint.SavedBatches} finished batches found in {BatchCheckpoint.PathOf(output)}");
         var request = run.Request with { Checkpoint = checkpoint };
 
-        var alignment = new JsonObject();
+        // The library builds the alignment block (DESIGN §6); p is the conditioned (or guided) law when the run has one (DESIGN §9).
+        var inputs = run.Plan is { } klPlan
+            ? AlignmentReport.Inputs(klPlan, run.Law, run.Range, run.Sampler, request, run.Opened.Law.Source != "none" ? run.Opened.Law.Law : null,
+                                     planFile?.Setup["data_variance_source"]?.GetValue<string>())
+            : null;
+        KlAlignmentReport? alignment = null;
         KlAlignmentResult? aligned = null;
         var result = job.Run(() =>
         {
             if (run.Plan is not { } plan) return ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
-            aligned = AlignmentReport.Run(alignment, plan, run.Law, run.Range, run.Sampler, request, checkpoint, systems);
+            (aligned, alignment) = AlignmentReport.Run(plan, inputs!, checkpoint, systems);
             return aligned.Samples;
         }, fault => Stopped(run, denoiser, request, fault));
         if (aligned?.Block is { } block)
         {
-            job.Finish(Systems(run, denoiser, request, aligned, block, alignment, clock));
+            job.Finish(Systems(run, denoiser, request, aligned, block, alignment!, clock));
             return 0;
         }
-        if (aligned?.Tilt is not null) AlignmentReport.ReportFast(alignment, run.Plan!, aligned, run.Law, run.Range, run.Sampler, request, result);
-        if (planFile?.Setup["data_variance_source"] is { } varianceSource) alignment["data_variance_source"] = $"the plan: {varianceSource}";
-        if (run.Plan is { Algorithm: KlAlgorithm.HybridTilt })
-            alignment["kl_divergence"] = new JsonObject { ["value"] = null, ["reason"] = "the hybrid tilt's law has no known log Z: the path quadrature would give the exact tilt's, not this law's" };
+        if (aligned?.Tilt is not null) alignment = KlAlignmentReports.Of(aligned, inputs!);
 
         ProxBatch? moved = run.Oracle is { } oracle ? ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress)) : null;
         var (samples, report) = Samples(run, denoiser, request, result, moved, alignment, clock);
@@ -227,20 +229,21 @@ internal static class GenerateCommand
         report = report with { Files = written["files"]!.AsArray().Select(f => (string)f!).ToArray() };
         Console.WriteLine($"wrote {result.Count} samples to {Path.GetFullPath(output)} ({string.Join(", ", RunReport.Summary(report.Files))})");
 
-        if (run.Plan is { Algorithm: KlAlgorithm.FastTilt } && planFile?.Setup["log_partition"] is JsonObject)
+        if (alignment is FastTiltAlignmentReport { TiltMode: "fast" } fast && planFile?.Setup["log_partition"] is JsonObject)
         {
             // The plan estimated log Z and KL once for all shards (with quadrature samples of its own).
-            foreach (string key in PlannedLogPartitionKeys) alignment[key] = planFile.Setup[key]?.DeepClone();
+            report.Blocks["alignment"] = ReportJson.ToNode(fast.WithLogPartition(PlannedLogPartition(planFile.Setup)));
             job.WriteReport(report);
         }
-        else if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fastPlan)
+        else if (alignment is FastTiltAlignmentReport { TiltMode: "fast" } estimated && run.Plan is { LogZSamples: > 0 } fastPlan)
         {
             // After the images are written: the estimate costs more network evaluations than a small run itself.
             Console.WriteLine($"estimating log Z and KL(q‖p) ({fastPlan.LogZNodes} × {fastPlan.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-            AlignmentReport.AddLogPartition(alignment, fastPlan, run.Law, run.Range, run.Sampler, request, result);
-            job.WriteReport(report with { NetworkEvaluations = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment) });
-            var kl = alignment["kl_divergence"]!;
-            Console.WriteLine($"KL(q‖p) = {kl["value"]!.GetValue<double>():G4} ± {kl["standard_error"]!.GetValue<double>():G2} nats (report.json)");
+            var logZ = AlignmentReport.LogPartition(inputs!, result.Samples);
+            var withLogZ = estimated.WithLogPartition(logZ);
+            report.Blocks["alignment"] = ReportJson.ToNode(withLogZ);
+            job.WriteReport(report with { NetworkEvaluations = result.NetworkEvaluations + withLogZ.SideNetworkEvaluations() });
+            Console.WriteLine($"KL(q‖p) = {logZ.KlDivergence.Value ?? double.NaN:G4} ± {logZ.KlDivergence.StandardError ?? double.NaN:G2} nats (report.json)");
         }
         return 0;
     }
@@ -327,7 +330,7 @@ internal static class GenerateCommand
 
     /// <summary>The samples (and, after a prox stage, the base samples beside them) and their report.</summary>
     private static (JobOutput Output, JobReport Report) Samples(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result, ProxBatch? moved,
-                                                                 JsonObject alignment, Stopwatch clock)
+                                                                 KlAlignmentReport? alignment, Stopwatch clock)
     {
         var report = Report(run, denoiser, request, result);
         if (moved is not null)
@@ -337,12 +340,10 @@ internal static class GenerateCommand
             report.Blocks["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
             Console.WriteLine(ProxOptions.Describe(moved));
         }
-        if (run.Plan is not null)
+        if (alignment is not null)
         {
-            // What "p" is in the alignment's statements: the conditioned (or guided) law the run tilted (DESIGN §9).
-            if (run.Opened.Law.Source != "none") alignment["base_law"] = run.Opened.Law.Law;
-            report.Blocks["alignment"] = alignment;
-            report = report with { NetworkEvaluations = result.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment) };
+            report.Blocks["alignment"] = ReportJson.ToNode(alignment);
+            report = report with { NetworkEvaluations = result.NetworkEvaluations + alignment.SideNetworkEvaluations() };
         }
         if (result.Skipped.Count > 0)
         {
@@ -371,7 +372,7 @@ internal static class GenerateCommand
     /// of all shards, computes the estimates and resamples, as the single run does.
     /// </summary>
     private static JobOutput Systems(Checked run, OnnxDenoiser denoiser, GenerationRequest request, KlAlignmentResult aligned, SmcBlock block,
-                                     JsonObject alignment, Stopwatch clock)
+                                     KlAlignmentReport alignment, Stopwatch clock)
     {
         var report = Report(run, denoiser, request, aligned.Samples);
         report.Blocks["smc_shard"] = new JsonObject
@@ -380,9 +381,9 @@ internal static class GenerateCommand
             ["particles"] = block.Finished.Sum(s => s.LogWeights.Length),
             ["reason"] = "a shard of an SMC run holds systems, not samples: merge combines every shard's systems and resamples the run's samples",
         };
-        report.Blocks["alignment"] = alignment;
+        report.Blocks["alignment"] = ReportJson.ToNode(alignment);
         var times = new Dictionary<string, double>();
-        report = report with { NetworkEvaluations = block.NetworkEvaluations + AlignmentReport.ExtraEvaluations(alignment), TimeSeconds = times };
+        report = report with { NetworkEvaluations = block.NetworkEvaluations + alignment.SideNetworkEvaluations(), TimeSeconds = times };
         return new JobOutput(report, () =>
         {
             var ioClock = Stopwatch.StartNew();
@@ -463,7 +464,18 @@ internal static class GenerateCommand
     }
 
     /// <summary>The keys of a fast tilt's log Z estimate that a plan computes once for all shards.</summary>
-    internal static readonly string[] PlannedLogPartitionKeys = ["log_partition", "kl_divergence", "logz_network_evaluations"];
+    /// <summary>A plan's set-up entries of the fast tilt's log Z (log_partition, kl_divergence, logz_network_evaluations: the keys of the alignment block).</summary>
+    internal static void AddPlannedLogPartition(JsonObject setup, TiltLogPartitionReport estimate)
+    {
+        setup["log_partition"] = ReportJson.ToNode(estimate.LogPartition);
+        setup["kl_divergence"] = ReportJson.ToNode(estimate.KlDivergence);
+        setup["logz_network_evaluations"] = estimate.NetworkEvaluations;
+    }
+
+    /// <summary>The fast tilt's log Z a plan estimated once for all shards, read back from its set-up.</summary>
+    private static TiltLogPartitionReport PlannedLogPartition(JsonObject setup) =>
+        new(ReportJson.FromNode<QuadratureEstimate>(setup["log_partition"]!), ReportJson.FromNode<EstimateReport>(setup["kl_divergence"]!),
+            setup["logz_network_evaluations"]!.GetValue<long>());
 
     /// <summary>
     /// Commands that do not take prompts or decode latents yet refuse a Stable-Diffusion-shaped model with what serves

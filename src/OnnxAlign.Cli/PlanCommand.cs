@@ -63,9 +63,7 @@ internal static class PlanCommand
         if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fast)
         {
             Console.WriteLine($"set-up: log Z and KL(q‖p) ({fast.LogZNodes} × {fast.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-            var estimate = new JsonObject();
-            AlignmentReport.AddLogPartition(estimate, fast, denoiser, run.Range, run.Sampler, run.Request, result: null);
-            foreach (string key in GenerateCommand.PlannedLogPartitionKeys) setup[key] = estimate[key]?.DeepClone();
+            GenerateCommand.AddPlannedLogPartition(setup, AlignmentReport.LogPartition(AlignmentReport.Inputs(fast, denoiser, run.Range, run.Sampler, run.Request), tiltedSamples: null));
         }
         if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture, Reward: { } reward, Lambda: { } lambda } mixture)
         {

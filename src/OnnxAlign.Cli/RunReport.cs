@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxAlign.Core;
+using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
@@ -13,9 +14,6 @@ namespace OnnxAlign.Cli;
 /// <summary>The <c>report.json</c> every run writes: what ran, on what, how long, and what came out.</summary>
 internal static class RunReport
 {
-    /// <summary>Largest dimension for which full per-coordinate moments are reported.</summary>
-    private const int MomentDimensionLimit = 16;
-
     /// <summary>
     /// A generate run's report: the common fields (<see cref="JobReport"/>) and its blocks (config, sampler, the sample
     /// options, shard, statistics, and the toy models' reference moments).
@@ -53,7 +51,7 @@ internal static class RunReport
             ["statistics"] = Statistics(result.Samples, denoiser.SampleSize),
         };
         string mixturePath = Path.Combine(model.Directory, "mixture.json");
-        if (File.Exists(mixturePath) && denoiser.SampleSize <= MomentDimensionLimit)
+        if (File.Exists(mixturePath) && denoiser.SampleSize <= SampleStatistics.MomentDimensionLimit)
         {
             var mixture = GaussianMixture.Load(mixturePath);
             report["reference"] = new JsonObject
@@ -120,45 +118,11 @@ internal static class RunReport
         if (File.Exists(path)) GaussianMixture.Load(path);
     }
 
-    /// <summary>Per-coordinate mean and covariance for low-dimensional samples; overall value statistics otherwise.</summary>
-    public static JsonObject Statistics(float[] samples, int sampleSize) => Statistics(() => [samples], sampleSize);
+    /// <summary>The samples' statistics block (<see cref="SampleStatistics"/>).</summary>
+    public static JsonNode Statistics(float[] samples, int sampleSize) => ReportJson.ToNode(SampleStatistics.Of(samples, sampleSize));
 
-    /// <summary>
-    /// <see cref="Statistics(float[], int)"/> of the samples in a .npy file, read a chunk at a time in two passes (a merged
-    /// run of N samples needs memory for one chunk, not for N): the same values, bit for bit, as of the whole array.
-    /// </summary>
-    public static JsonObject Statistics(string npyPath, int sampleSize) =>
-        Statistics(() => NpyFile.ReadRows(npyPath, Math.Max(1, (1 << 22) / Math.Max(sampleSize, 1))).Select(chunk => chunk.Data), sampleSize);
-
-    /// <summary>The statistics over one or more passes of row chunks in order (<paramref name="pass"/> starts a pass).</summary>
-    private static JsonObject Statistics(Func<IEnumerable<float[]>> pass, int sampleSize)
-    {
-        long rows = 0;
-        if (sampleSize <= MomentDimensionLimit)
-        {
-            // Numerics' column arithmetic, row after row across chunks: ColumnMeans and ColumnCovariance of the whole.
-            var mean = new double[sampleSize];
-            foreach (var chunk in pass()) { Numerics.AddColumns(chunk, sampleSize, mean); rows += chunk.Length / sampleSize; }
-            for (int c = 0; c < sampleSize; c++) mean[c] /= rows;
-            var cov = new double[sampleSize * sampleSize];
-            foreach (var chunk in pass()) Numerics.AddCenteredProducts(chunk, sampleSize, mean, cov);
-            for (int k = 0; k < cov.Length; k++) cov[k] /= rows - 1;
-            return new JsonObject { ["mean"] = Array(mean), ["covariance"] = Array(cov) };
-        }
-        double sum = 0, sumSq = 0;
-        long values = 0;
-        foreach (var chunk in pass())
-        {
-            foreach (float v in chunk) { sum += v; sumSq += (double)v * v; }
-            values += chunk.Length;
-        }
-        double valueMean = sum / values;
-        return new JsonObject
-        {
-            ["value_mean"] = valueMean,
-            ["value_std"] = Math.Sqrt(Math.Max(sumSq / values - valueMean * valueMean, 0)),
-        };
-    }
+    /// <summary>The statistics block of the samples in a .npy file, streamed (<see cref="SampleStatistics.OfFile"/>).</summary>
+    public static JsonNode Statistics(string npyPath, int sampleSize) => ReportJson.ToNode(SampleStatistics.OfFile(npyPath, sampleSize));
 
     /// <summary>report.json's <c>time_seconds</c> of a generation: total, network, sampler and file writing.</summary>
     public static Dictionary<string, double> Times(GenerationResult result, TimeSpan io, TimeSpan total) => new()
@@ -181,5 +145,8 @@ internal static class RunReport
     internal static JsonArray Array(IEnumerable<double> values) => new(values.Select(v => (JsonNode)JsonValue.Create(Round(v))).ToArray());
 
     /// <summary>A figure to 6 decimals (report.json's precision for times and moments).</summary>
-    internal static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;
+    internal static double Round(double v) => SampleStatistics.Round(v);
+
+    /// <summary>A finite number, or null (JSON has no NaN or ∞; the reason is given beside it where it matters).</summary>
+    internal static JsonNode? Finite(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
 }

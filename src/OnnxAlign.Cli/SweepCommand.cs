@@ -149,7 +149,7 @@ internal static class SweepCommand
 
         public JsonObject ToJson()
         {
-            var json = new JsonObject { ["target_rate"] = AlignmentReport.Finite(Rate), ["reward"] = Reward, ["rms_distance_to_base"] = AlignmentReport.Finite(Distance) };
+            var json = new JsonObject { ["target_rate"] = RunReport.Finite(Rate), ["reward"] = Reward, ["rms_distance_to_base"] = RunReport.Finite(Distance) };
             foreach (var (key, value) in Extra ?? []) json[key] = value?.DeepClone();
             return json;
         }
@@ -181,8 +181,8 @@ internal static class SweepCommand
                 {
                     extra["effective_sample_size"] = exact.Particles.EffectiveSampleSize;
                     extra["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample;
-                    extra["kl_divergence"] = AlignmentReport.Finite(exact.KlDivergence.Value);
-                    extra["kl_standard_error"] = AlignmentReport.Finite(exact.KlDivergence.StandardError);
+                    extra["kl_divergence"] = RunReport.Finite(exact.KlDivergence.Value);
+                    extra["kl_standard_error"] = RunReport.Finite(exact.KlDivergence.StandardError);
                     extra["distinct_samples"] = exact.DistinctSamples;
                 }
                 else
@@ -192,7 +192,7 @@ internal static class SweepCommand
                     drift = direction.Drifts.Select(v => direction.FinalStd > 0 ? v / direction.FinalStd : 0).ToArray();
                     threshold = report.Thresholds.Relative;
                     extra["drifting"] = report.IsDrifting;
-                    extra["max_relative_drift"] = AlignmentReport.Finite(report.MaxRelativeDrift);
+                    extra["max_relative_drift"] = RunReport.Finite(report.MaxRelativeDrift);
                 }
                 break;
             case "kl-hybrid":

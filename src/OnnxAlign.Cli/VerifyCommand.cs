@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using OnnxAlign.Alignment;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
@@ -184,7 +185,7 @@ internal static class VerifyCommand
 
     private static JsonObject Report(AuditResult result, double lambda)
     {
-        static JsonObject Est(Estimate e) => new() { ["value"] = AlignmentReport.Finite(e.Value), ["standard_error"] = AlignmentReport.Finite(e.StandardError) };
+        static JsonObject Est(Estimate e) => new() { ["value"] = RunReport.Finite(e.Value), ["standard_error"] = RunReport.Finite(e.StandardError) };
         var t = result.Truth;
         return new JsonObject
         {
@@ -197,7 +198,7 @@ internal static class VerifyCommand
                 ["effective_sample_size"] = t.EffectiveSampleSize,
                 ["reliable"] = t.Reliable,
                 ["network_evaluations"] = t.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = AlignmentReport.Finite(t.EvaluationsPerEffectiveSample),
+                ["evaluations_per_effective_sample"] = RunReport.Finite(t.EvaluationsPerEffectiveSample),
                 ["kl_divergence"] = Est(t.KlDivergence),
                 ["log_partition"] = Est(t.LogPartition),
                 ["statistics"] = new JsonObject(t.Statistics.Select(s => KeyValuePair.Create(s.Name, (JsonNode?)Est(s.Mean)))),
@@ -206,16 +207,16 @@ internal static class VerifyCommand
             {
                 ["mode"] = run.Mode,
                 ["agrees"] = run.MaxAbsZ < result.ZThreshold,
-                ["max_abs_z"] = AlignmentReport.Finite(run.MaxAbsZ),
+                ["max_abs_z"] = RunReport.Finite(run.MaxAbsZ),
                 ["kl_divergence"] = Est(run.KlDivergence),
-                ["kl_z"] = AlignmentReport.Finite(run.KlZ),
+                ["kl_z"] = RunReport.Finite(run.KlZ),
                 ["effective_sample_size"] = run.EffectiveSampleSize,
                 ["network_evaluations"] = run.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = AlignmentReport.Finite(run.EvaluationsPerEffectiveSample),
+                ["evaluations_per_effective_sample"] = RunReport.Finite(run.EvaluationsPerEffectiveSample),
                 ["seconds"] = Math.Round(run.Seconds, 3),
                 ["statistics"] = new JsonObject(run.Rows.Select(row => KeyValuePair.Create(row.Statistic,
-                    (JsonNode?)new JsonObject { ["value"] = AlignmentReport.Finite(row.Run.Value), ["standard_error"] = AlignmentReport.Finite(row.Run.StandardError), ["z"] = AlignmentReport.Finite(row.Z) }))),
-                ["drift"] = run.Drift is null ? null : AlignmentReport.DriftJson(run.Drift),
+                    (JsonNode?)new JsonObject { ["value"] = RunReport.Finite(row.Run.Value), ["standard_error"] = RunReport.Finite(row.Run.StandardError), ["z"] = RunReport.Finite(row.Z) }))),
+                ["drift"] = run.Drift is null ? null : ReportJson.ToNode(DriftBlock.Of(run.Drift)),
             }).ToArray()),
         };
     }

@@ -76,7 +76,8 @@ public sealed class ScaleOutTests
         Assert.Equal((rows + chunkRows - 1) / chunkRows, chunks.Count);
         Assert.Equal(all, chunks.SelectMany(c => c.Data));
         Assert.All(chunks, c => Assert.Equal(size, c.RowSize));
-        Assert.Equal(OnnxAlign.Cli.RunReport.Statistics(all, size).ToJsonString(), OnnxAlign.Cli.RunReport.Statistics(path, size).ToJsonString());
+        Assert.Equal(OnnxAlign.IO.ReportJson.ToNode(OnnxAlign.Estimation.SampleStatistics.Of(all, size)).ToJsonString(),
+                     OnnxAlign.IO.ReportJson.ToNode(OnnxAlign.Estimation.SampleStatistics.OfFile(path, size)).ToJsonString());
         // Numerics' chunkable arithmetic over the chunks gives the one-pass covariance bit for bit.
         var mean = new double[size];
         foreach (var c in chunks) Numerics.AddColumns(c.Data, size, mean);
