@@ -4,7 +4,10 @@ using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
 
-/// <summary>The <c>alignment</c> section of report.json for a KL-aligned (tilted) run.</summary>
+/// <summary>
+/// A KL-aligned (tilted) run as generate runs it: the library's aligner with a progress bar, the library's report block
+/// (<see cref="KlAlignmentReports"/>), and what the console says about them.
+/// </summary>
 internal static class AlignmentReport
 {
     /// <summary>What the library's report of a KL-aligned run needs from the plan, with the library's texts said in the CLI's words.</summary>

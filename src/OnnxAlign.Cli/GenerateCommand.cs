@@ -232,7 +232,7 @@ internal static class GenerateCommand
         if (alignment is FastTiltAlignmentReport { TiltMode: "fast" } fast && planFile?.Setup["log_partition"] is JsonObject)
         {
             // The plan estimated log Z and KL once for all shards (with quadrature samples of its own).
-            report.Blocks["alignment"] = ReportJson.ToNode(fast.WithLogPartition(PlannedLogPartition(planFile.Setup)));
+            report.Blocks["alignment"] = ReportJson.ToNode(fast.WithLogPartition(TiltLogPartitionReport.ReadFrom(planFile.Setup)));
             job.WriteReport(report);
         }
         else if (alignment is FastTiltAlignmentReport { TiltMode: "fast" } estimated && run.Plan is { LogZSamples: > 0 } fastPlan)
@@ -462,20 +462,6 @@ internal static class GenerateCommand
         }
         return settings;
     }
-
-    /// <summary>The keys of a fast tilt's log Z estimate that a plan computes once for all shards.</summary>
-    /// <summary>A plan's set-up entries of the fast tilt's log Z (log_partition, kl_divergence, logz_network_evaluations: the keys of the alignment block).</summary>
-    internal static void AddPlannedLogPartition(JsonObject setup, TiltLogPartitionReport estimate)
-    {
-        setup["log_partition"] = ReportJson.ToNode(estimate.LogPartition);
-        setup["kl_divergence"] = ReportJson.ToNode(estimate.KlDivergence);
-        setup["logz_network_evaluations"] = estimate.NetworkEvaluations;
-    }
-
-    /// <summary>The fast tilt's log Z a plan estimated once for all shards, read back from its set-up.</summary>
-    private static TiltLogPartitionReport PlannedLogPartition(JsonObject setup) =>
-        new(ReportJson.FromNode<QuadratureEstimate>(setup["log_partition"]!), ReportJson.FromNode<EstimateReport>(setup["kl_divergence"]!),
-            setup["logz_network_evaluations"]!.GetValue<long>());
 
     /// <summary>
     /// Commands that do not take prompts or decode latents yet refuse a Stable-Diffusion-shaped model with what serves

@@ -63,7 +63,7 @@ internal static class PlanCommand
         if (run.Plan is { Algorithm: KlAlgorithm.FastTilt, LogZSamples: > 0 } fast)
         {
             Console.WriteLine($"set-up: log Z and KL(q‖p) ({fast.LogZNodes} × {fast.LogZSamples} tilted samples; --logz-samples 0 skips this) …");
-            GenerateCommand.AddPlannedLogPartition(setup, AlignmentReport.LogPartition(AlignmentReport.Inputs(fast, denoiser, run.Range, run.Sampler, run.Request), tiltedSamples: null));
+            AlignmentReport.LogPartition(AlignmentReport.Inputs(fast, denoiser, run.Range, run.Sampler, run.Request), tiltedSamples: null).WriteTo(setup);
         }
         if (run.Plan is { Algorithm: KlAlgorithm.TiltMixture, Reward: { } reward, Lambda: { } lambda } mixture)
         {

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using OnnxAlign.Core;
 using OnnxAlign.Estimation;
@@ -82,7 +83,31 @@ public sealed record QuadratureEstimate(double? Value, double? StandardError, in
 /// <param name="LogPartition">log Z(θ).</param>
 /// <param name="KlDivergence">KL(q‖p).</param>
 /// <param name="NetworkEvaluations">Network evaluations of the quadrature's samples.</param>
-public sealed record TiltLogPartitionReport(QuadratureEstimate LogPartition, EstimateReport KlDivergence, long NetworkEvaluations);
+public sealed record TiltLogPartitionReport(QuadratureEstimate LogPartition, EstimateReport KlDivergence, long NetworkEvaluations)
+{
+    /// <summary>
+    /// Writes the estimate into <paramref name="block"/> under the keys the alignment block has for it (<c>log_partition</c>,
+    /// <c>kl_divergence</c>, <c>logz_network_evaluations</c>): a plan's set-up holds it so, estimated once for all shards.
+    /// </summary>
+    public void WriteTo(JsonObject block)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        block["log_partition"] = IO.ReportJson.ToNode(LogPartition);
+        block["kl_divergence"] = IO.ReportJson.ToNode(KlDivergence);
+        block["logz_network_evaluations"] = NetworkEvaluations;
+    }
+
+    /// <summary>The estimate <see cref="WriteTo"/> wrote into <paramref name="block"/>.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The block does not hold one.</exception>
+    public static TiltLogPartitionReport ReadFrom(JsonObject block)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        static JsonNode Entry(JsonObject b, string key) => b[key] ?? throw new System.Text.Json.JsonException($"no '{key}' where a log Z estimate was expected");
+        return new TiltLogPartitionReport(IO.ReportJson.FromNode<QuadratureEstimate>(Entry(block, "log_partition")),
+                                          IO.ReportJson.FromNode<EstimateReport>(Entry(block, "kl_divergence")),
+                                          Entry(block, "logz_network_evaluations").GetValue<long>());
+    }
+}
 
 /// <summary>The drift diagnostic (DESIGN §1d) as report.json holds it.</summary>
 /// <param name="Drifting">Whether some direction drifts.</param>
@@ -267,7 +292,7 @@ public sealed record ExactAlignmentReport : KlAlignmentReport
     /// <summary>The black-box method.</summary>
     [JsonIgnore(Condition = WhenWritingNull)] public string? BlackBoxMethod { get; init; }
     /// <summary>The proposal tilt's fit.</summary>
-    [JsonIgnore(Condition = WhenWritingNull)] public System.Text.Json.Nodes.JsonObject? TiltFit { get; init; }
+    [JsonIgnore(Condition = WhenWritingNull)] public JsonObject? TiltFit { get; init; }
     /// <summary>The set-up's network evaluations.</summary>
     [JsonIgnore(Condition = WhenWritingNull)] public long? SetupNetworkEvaluations { get; init; }
     /// <summary>Reward evaluations (a network reward's).</summary>
@@ -303,7 +328,7 @@ public sealed record BestOfAlignmentReport : KlAlignmentReport
     /// <summary>The black-box method.</summary>
     public required string BlackBoxMethod { get; init; }
     /// <summary>A tilt's fit (none for best-of-N).</summary>
-    [JsonIgnore(Condition = WhenWritingNull)] public System.Text.Json.Nodes.JsonObject? TiltFit { get; init; }
+    [JsonIgnore(Condition = WhenWritingNull)] public JsonObject? TiltFit { get; init; }
     /// <summary>The set-up's network evaluations.</summary>
     public long SetupNetworkEvaluations { get; init; }
     /// <summary>Reward evaluations.</summary>
@@ -381,7 +406,7 @@ public sealed record SmcShardAlignmentReport : KlAlignmentReport
     /// <summary>The block of systems.</summary>
     public required SmcBlockReport Smc { get; init; }
     /// <summary>The proposal tilt's fit.</summary>
-    [JsonIgnore(Condition = WhenWritingNull)] public System.Text.Json.Nodes.JsonObject? TiltFit { get; init; }
+    [JsonIgnore(Condition = WhenWritingNull)] public JsonObject? TiltFit { get; init; }
     /// <summary>The black-box method.</summary>
     [JsonIgnore(Condition = WhenWritingNull)] public string? BlackBoxMethod { get; init; }
     /// <summary>The set-up's network evaluations.</summary>
