@@ -431,7 +431,7 @@ public sealed record KlReportInputs
     public Reward? Reward { get; init; }
     /// <summary>λ, or null for a raw θ.</summary>
     public double? Lambda { get; init; }
-    /// <summary>The tilt θ (a raw θ's, or the reward's).</summary>
+    /// <summary>The tilt θ (a raw θ's, or a linear reward's θ = a/λ); a low-rank or network reward's run reports its own proposal tilt instead.</summary>
     public required float[] Theta { get; init; }
     /// <summary>The alignment's settings.</summary>
     public required KlAlignmentSettings Settings { get; init; }
