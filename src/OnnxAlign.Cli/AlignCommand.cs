@@ -95,19 +95,14 @@ internal static class AlignCommand
         public ExactTiltSettings? Exact => Constrained?.Exact ?? Averaging?.Exact ?? PreferenceSettings?.Exact;
     }
 
-    /// <summary>
-    /// What the dual (or the preference fit) found: θ, its report block and cost. A job keeps it in its checkpoint
-    /// (<see cref="DualNote"/>) once found, so that a resumed align samples the tilt without solving the dual again.
-    /// </summary>
+    /// <summary>What the dual (or the preference fit) found, as align writes it: θ, its report block and cost.</summary>
     /// <param name="Key">The report block's name (<see cref="Job.Key"/>).</param>
     /// <param name="Block">The block (constrained, objective or preferences).</param>
     /// <param name="Theta">The chosen tilt.</param>
     /// <param name="NetworkEvaluations">Network evaluations of the dual.</param>
     /// <param name="Infeasible">The constraint that cannot be met, or null.</param>
-    private sealed record Solution(string Key, JsonNode Block, float[] Theta, long NetworkEvaluations, string? Infeasible);
-
-    /// <summary>The checkpoint note that holds the <see cref="Solution"/>.</summary>
-    private const string DualNote = "dual.json";
+    /// <param name="Resumed">Read back from the checkpoint of an interrupted run, not solved again.</param>
+    private sealed record Solution(string Key, JsonNode Block, float[] Theta, long NetworkEvaluations, string? Infeasible, bool Resumed);
 
     /// <summary>Reads every option and input; opens nothing that writes. <paramref name="network"/> gives the sample shape the specs are read against.</summary>
     private static Job Read(ParseResult parse, AlignOptions o, DiffusionModel located, IDenoiser network)
@@ -165,31 +160,76 @@ internal static class AlignCommand
     }
 
     /// <summary>
-    /// The dual (constrained, distributional) or the preference fit, printing each iterate; with <paramref name="trace"/>
-    /// its trace is plotted there. The one solve of <c>align</c> and <c>plan align</c>.
+    /// <c>plan align</c>'s set-up: the dual (constrained, distributional) or the preference fit alone, printing each
+    /// iterate (align runs it inside its library entry point, <see cref="Align"/>).
     /// </summary>
-    private static Solution Solve(Job job, IDenoiser network, string? trace)
+    private static Solution Solve(Job job, IDenoiser network)
     {
         var baseLaw = ExactTilt.BaseLaw(network, job.Range);
         if (job.Constrained is { } constrained)
+            return Found(job, ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(baseLaw, job.Sampler, job.Constraints, constrained,
+                Iterates<DualIterate>(progress, constrained.MaxIterations, Describe), job.Request.Cancellation)), trace: null);
+        if (job.Averaging is { } averaging)
+            return Found(job, ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(baseLaw, job.Sampler, job.Features!, averaging,
+                Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe), job.Request.Cancellation)), trace: null);
+        return Found(job, PreferenceAlignment.Fit(job.Preferences!, network.SampleSize, job.PreferenceSettings!));
+    }
+
+    /// <summary>A constrained dual's solution: plotted to <paramref name="trace"/> and its convergence printed when it was solved (not read back).</summary>
+    private static Solution Found(Job job, ConstrainedResult dual, string? trace)
+    {
+        if (!dual.Resumed)
         {
-            var dual = ProgressReporter.Run("dual", progress => ConstrainedAlignment.Solve(baseLaw, job.Sampler, job.Constraints, constrained,
-                Iterates<DualIterate>(progress, constrained.MaxIterations, Describe), job.Request.Cancellation));
             if (trace is not null) Plot(trace, job.Constraints, dual);
             if (dual.Infeasible is null) Converged(dual.Converged, dual.Trace.Count);
-            return new Solution(job.Key, ReportJson.ToNode(dual.Report), dual.Theta, dual.NetworkEvaluations, dual.Infeasible);
         }
-        if (job.Averaging is { } averaging)
+        return new Solution(job.Key, ReportJson.ToNode(dual.Report), dual.Theta, dual.NetworkEvaluations, dual.Infeasible, dual.Resumed);
+    }
+
+    /// <summary>A distributional fit: plotted and its convergence printed when it was solved.</summary>
+    private static Solution Found(Job job, DistributionalResult dual, string? trace)
+    {
+        if (!dual.Resumed)
         {
-            var dual = ProgressReporter.Run("dual averaging", progress => DistributionalAlignment.Solve(baseLaw, job.Sampler, job.Features!, averaging,
-                Iterates<AveragingIterate>(progress, averaging.MaxIterations, Describe), job.Request.Cancellation));
             if (trace is not null) PlotObjective(trace, dual);
             Converged(dual.Converged, dual.Trace.Count);
-            return new Solution(job.Key, ReportJson.ToNode(dual.Report(job.ObjectiveSpec!, averaging.Beta)), dual.Theta, dual.NetworkEvaluations, null);
         }
-        var (fit, fitReport) = PreferenceAlignment.Fit(job.Preferences!, network.SampleSize, job.PreferenceSettings!);
-        DescribeFit(fit);
-        return new Solution(job.Key, ReportJson.ToNode(fitReport), fit.Theta, 0, null);
+        return new Solution(job.Key, ReportJson.ToNode(dual.Report(job.ObjectiveSpec!, job.Averaging!.Beta)), dual.Theta, dual.NetworkEvaluations, null, dual.Resumed);
+    }
+
+    /// <summary>A preference fit: its accuracies printed when it was fitted.</summary>
+    private static Solution Found(Job job, (PreferenceFit Fit, PreferenceReport Report) fitted)
+    {
+        if (!fitted.Fit.Resumed) DescribeFit(fitted.Fit);
+        return new Solution(job.Key, ReportJson.ToNode(fitted.Report), fitted.Fit.Theta, 0, null, fitted.Fit.Resumed);
+    }
+
+    /// <summary>
+    /// align's one library call (<see cref="ConstrainedAlignment.Run"/>, <see cref="DistributionalAlignment.Run"/> or
+    /// <see cref="PreferenceAlignment.Run"/>) with the job's checkpoint: each iterate printed, the solution handed to
+    /// <paramref name="found"/> (plotted to <paramref name="trace"/>) before the final tilt, whose finished work the
+    /// checkpoint keeps. Returns the final tilt, or null when the constraints cannot be met together.
+    /// </summary>
+    private static FinalTilt? Align(Job job, IDenoiser network, string trace, BatchCheckpoint? checkpoint, Action<Solution> found)
+    {
+        string title = job.Mode == KlTiltMode.Exact ? "final tilt (exact)" : "final tilt";
+        return ProgressReporter.RunStages(stage =>
+        {
+            Action<GenerationProgress>? dualBar = null, finalBar = null;
+            SyncProgress<T> IteratesOf<T>(string name, int max, Func<T, (int, string)> describe) =>
+                Iterates(p => (dualBar ??= stage(name))(p), max, describe);
+            var progress = new SyncProgress<GenerationProgress>(p => (finalBar ??= stage(title))(p));
+            if (job.Constrained is { } constrained)
+                return ConstrainedAlignment.Run(network, job.Range, job.Sampler, job.Constraints, constrained, job.Request,
+                    IteratesOf<DualIterate>("dual", constrained.MaxIterations, Describe), progress, checkpoint,
+                    new SyncProgress<ConstrainedResult>(dual => found(Found(job, dual, trace)))).Final;
+            if (job.Averaging is { } averaging)
+                return DistributionalAlignment.Run(network, job.Range, job.Sampler, job.Features!, job.ObjectiveSpec!, averaging, job.Request,
+                    IteratesOf<AveragingIterate>("dual averaging", averaging.MaxIterations, Describe), progress, checkpoint,
+                    new SyncProgress<DistributionalResult>(dual => found(Found(job, dual, trace)))).Final;
+            return PreferenceAlignment.Run(network, job.Range, job.Sampler, job.Preferences!, job.PreferenceSettings!, job.Request, progress, checkpoint,
+                new SyncProgress<(PreferenceFit Fit, PreferenceReport Report)>(fitted => found(Found(job, fitted)))).Final;
+        });
     }
 
     /// <summary>
@@ -215,15 +255,13 @@ internal static class AlignCommand
         string trace = Path.Combine(outDir, "dual_trace.png");
         IReadOnlyList<string> Traced(IEnumerable<string> files) => [.. files, .. File.Exists(trace) ? new[] { "dual_trace.png" } : []];
         Solution? solution = null;
-        var final = output.Run(() =>
+        var final = output.Run(() => Align(job, network, trace, output.Checkpoint, found =>
         {
-            solution = output.Remember(DualNote, () => Solve(job, network, trace), out bool recalled);
-            if (recalled) Console.WriteLine($"resuming: the dual's solution from {Path.Combine(BatchCheckpoint.PathOf(outDir), DualNote)} (not solved again)");
-            if (solution.Infeasible is not null) return null;
-            if (output.Resumed) Console.WriteLine($"resuming: the final tilt's finished work from {BatchCheckpoint.PathOf(outDir)}");
-            return ProgressReporter.Run(job.Mode == KlTiltMode.Exact ? "final tilt (exact)" : "final tilt", progress => FinalTilt.Sample(network, job.Range, job.Sampler,
-                solution.Theta, job.Mode, job.Exact, job.Request, new SyncProgress<GenerationProgress>(progress), output.Checkpoint));
-        }, fault =>
+            solution = found;
+            // A resumed run's solution is the checkpoint's: printed as such, not solved (nor plotted) again.
+            if (found.Resumed) Console.WriteLine($"resuming: the dual's solution from {BatchCheckpoint.PathOf(outDir)} (not solved again)");
+            if (found.Infeasible is null && output.Resumed) Console.WriteLine($"resuming: the final tilt's finished work from {BatchCheckpoint.PathOf(outDir)}");
+        }), fault =>
         {
             // The dual's solution is finished work too: θ and its block stay beside the samples finished before the fault.
             var kept = fault.Finished;
@@ -280,7 +318,7 @@ internal static class AlignCommand
             shape = network.SampleShape;
             var job = Read(parse, o, located, network);
             Console.WriteLine("set-up: the dual, once for every shard …");
-            var solution = Solve(job, network, trace: null);
+            var solution = Solve(job, network);
             if (solution.Infeasible is { } which)
             {
                 Console.Error.WriteLine($"error: the constraints cannot be met together; '{which}' stays violated while its multiplier diverges; no plan written");

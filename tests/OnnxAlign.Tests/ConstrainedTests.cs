@@ -141,6 +141,95 @@ public class ConstrainedTests(ITestOutputHelper output)
         public void Report(DualIterate value) => report(value);
     }
 
+    private sealed class Reported<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+
+    /// <summary>Counts network calls (none of the dual's may happen on a resumed run).</summary>
+    private sealed class CountingDenoiser(IDenoiser inner) : IDenoiser
+    {
+        public int Calls;
+        public IReadOnlyList<int> SampleShape => inner.SampleShape;
+        public int SampleSize => inner.SampleSize;
+        public NoiseSchedule Schedule => inner.Schedule;
+
+        public void PredictNoise(ReadOnlySpan<float> x, int batchSize, double timestep, Span<float> noise)
+        {
+            Interlocked.Increment(ref Calls);
+            inner.PredictNoise(x, batchSize, timestep, noise);
+        }
+    }
+
+    /// <summary>
+    /// Issue #16: a constrained Run cancelled once its dual is kept and the final tilt's first batch is saved resumes
+    /// from its checkpoint: the same θ, report block and samples as an uninterrupted run, no dual iterate solved again,
+    /// and fewer network calls than the final tilt alone costs (its finished batch is reused).
+    /// </summary>
+    [Fact]
+    public void RunResumedFromItsCheckpointDoesNotSolveTheDualAgain()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddim", model.Config, 20);
+        var constraints = new[] { Parse("direction:{dir}/e0.npy>=1") };
+        var settings = new ConstrainedSettings { SamplesPerIteration = 300, Seed = 5, FinalMode = KlTiltMode.Fast };
+        GenerationRequest Request(CancellationToken token = default) => new() { Count = 300, BatchSize = 100, Seed = 1, Cancellation = token };
+        var whole = ConstrainedAlignment.Run(network, model.DataRange, sampler, constraints, settings, Request());
+        Assert.False(whole.Resumed);
+        var finalAlone = new CountingDenoiser(network);
+        FinalTilt.Sample(finalAlone, model.DataRange, sampler, whole.Dual.Theta, KlTiltMode.Fast, null, Request(), null);
+
+        string dir = TestSupport.TempDirectory();
+        const string fingerprint = "{\"test\":\"constrained resume\"}";
+        using (var source = new CancellationTokenSource())
+        {
+            var first = BatchCheckpoint.Start(dir, fingerprint);
+            Assert.ThrowsAny<OperationCanceledException>(() => ConstrainedAlignment.Run(network, model.DataRange, sampler, constraints, settings, Request(source.Token),
+                progress: new Reported<GenerationProgress>(p => { if (p.SamplesDone > 0) source.Cancel(); }), checkpoint: first));
+        }
+
+        var counting = new CountingDenoiser(network);
+        var iterates = new List<DualIterate>();
+        ConstrainedResult? solved = null;
+        var resumed = ConstrainedAlignment.Run(counting, model.DataRange, sampler, constraints, settings, Request(), new Progress(iterates.Add),
+            checkpoint: BatchCheckpoint.Resume(dir, fingerprint), solved: new Reported<ConstrainedResult>(d => solved = d));
+        Assert.True(resumed.Resumed);
+        Assert.Same(resumed.Dual, solved);
+        Assert.Empty(iterates);
+        Assert.Equal(whole.Dual.Theta, resumed.Dual.Theta);
+        Assert.Equal(whole.Dual.Mu, resumed.Dual.Mu);
+        Assert.Equal(whole.Dual.NetworkEvaluations, resumed.Dual.NetworkEvaluations);
+        Assert.Equal(ReportJson.ToNode(whole.Report).ToJsonString(), ReportJson.ToNode(resumed.Report).ToJsonString());
+        Assert.Equal(whole.Final!.Result.Samples.Samples, resumed.Final!.Result.Samples.Samples);
+        output.WriteLine($"resumed: {counting.Calls} network calls; the final tilt alone {finalAlone.Calls}, the dual {whole.Dual.NetworkEvaluations} evaluations");
+        Assert.InRange(counting.Calls, 1, finalAlone.Calls - 1);
+    }
+
+    /// <summary>The dual's checkpoint note round-trips every double exactly, NaN and ±∞ included, and θ's floats.</summary>
+    [Fact]
+    public void TheDualsNoteRoundTripsExactly()
+    {
+        string dir = TestSupport.TempDirectory();
+        var checkpoint = BatchCheckpoint.Start(dir, "{}");
+        var iterate = new DualIterate(0, [0.1 + 0.2], [double.NaN], [double.PositiveInfinity], [double.NegativeInfinity], 1.0 / 3);
+        var note = new ConstrainedNote(DualMethod.ProjectedAscent, [Math.PI], [0.1f, float.Epsilon, -1e-30f], [Math.E], [double.NaN], [5e-324],
+                                       [iterate], false, "x>=1", iterate with { Iteration = 1 }, 12345678901);
+        SolutionNote.Write(checkpoint, note);
+        var back = SolutionNote.Read<ConstrainedNote>(BatchCheckpoint.Resume(dir, "{}"))!;
+        Assert.Equal(note.Theta, back.Theta);
+        Assert.Equal(note.Mu, back.Mu);
+        Assert.Equal(note.BaseMeans, back.BaseMeans);   // NaN equals NaN in xUnit's double comparison
+        Assert.Equal(note.BaseStds, back.BaseStds);
+        Assert.Equal(note.Trace[0].Expected, back.Trace[0].Expected);
+        Assert.Equal(note.Trace[0].StandardErrors, back.Trace[0].StandardErrors);
+        Assert.Equal(note.Trace[0].Slacks, back.Trace[0].Slacks);
+        Assert.Equal(note.Trace[0].KlDivergence, back.Trace[0].KlDivergence);
+        Assert.Equal(note.Check.Iteration, back.Check.Iteration);
+        Assert.Equal((note.Method, note.Converged, note.Infeasible, note.NetworkEvaluations), (back.Method, back.Converged, back.Infeasible, back.NetworkEvaluations));
+        Assert.Null(SolutionNote.Read<ConstrainedNote>(BatchCheckpoint.Start(TestSupport.TempDirectory(), "{}")));
+    }
+
     [Theory]
     [InlineData("brightness>=0.2", Relation.AtLeast, 0.2, false)]
     [InlineData("brightness<=mean-0.5std", Relation.AtMost, -0.5, true)]

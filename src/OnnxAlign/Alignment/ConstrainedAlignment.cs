@@ -113,8 +113,19 @@ public sealed class ConstrainedResult
     /// <summary>The constraints on a fresh batch of q_μ* (independent seeds).</summary>
     public DualIterate Check { get; }
 
-    /// <summary>Network evaluations spent.</summary>
+    /// <summary>Network evaluations spent (those of the run that solved it, when it was read back from a checkpoint).</summary>
     public long NetworkEvaluations { get; }
+
+    /// <summary>True when the solution was read back from a checkpoint (a resumed run) rather than solved.</summary>
+    public bool Resumed { get; private init; }
+
+    /// <summary>The checkpoint note of this solution.</summary>
+    internal ConstrainedNote ToNote() => new(Method, Mu, Theta, Thresholds, BaseMeans, BaseStds, [.. Trace], Converged, Infeasible, Check, NetworkEvaluations);
+
+    /// <summary>The solution a checkpoint note keeps, for <paramref name="constraints"/>.</summary>
+    internal static ConstrainedResult FromNote(ConstrainedNote note, IReadOnlyList<Constraint> constraints) =>
+        new(constraints.ToArray(), note.Method, note.Mu, note.Theta, note.Thresholds, note.BaseMeans, note.BaseStds, note.Trace, note.Converged,
+            note.Infeasible, note.Check, note.NetworkEvaluations) { Resumed = true };
 
     /// <summary>report.json's <c>constrained</c> block of this solution.</summary>
     public ConstrainedReport Report => new(
@@ -158,6 +169,9 @@ public sealed record ConstrainedAlignmentResult(ConstrainedResult Dual, FinalTil
 
     /// <summary>Network evaluations of the dual and the final samples together.</summary>
     public long NetworkEvaluations => Dual.NetworkEvaluations + (Final?.Result.Samples.NetworkEvaluations ?? 0);
+
+    /// <summary>True when the dual's solution came from the checkpoint (a resumed run) rather than being solved again.</summary>
+    public bool Resumed => Dual.Resumed;
 }
 
 /// <summary>
@@ -181,16 +195,40 @@ public static class ConstrainedAlignment
     /// <param name="request">Count, batch, seed, NaN policy and cancellation of the final samples; its cancellation stops the dual too.</param>
     /// <param name="iterates">Each dual iterate, as it is found.</param>
     /// <param name="progress">Samples finished of the final tilt (exact tilt: effective samples of the target).</param>
+    /// <param name="checkpoint">
+    /// A resumable run's checkpoint, null for none: the dual's solution is saved there once found (θ, μ, the trace, the
+    /// fresh check, infeasibility and cost, exactly) and read back by a resumed run instead of solving again
+    /// (<see cref="ConstrainedResult.Resumed"/>), and the final tilt keeps its finished batches (or SMC systems) there.
+    /// The caller keys it to everything that determines the run (a run plan's fingerprint).
+    /// </param>
+    /// <param name="solved">
+    /// The dual's solution, solved or read back, before the final tilt is sampled (and, when solved, before it is saved
+    /// to <paramref name="checkpoint"/>): what a caller keeps of it is then on disk before the checkpoint says it was found.
+    /// </param>
     /// <returns>The dual and, unless the constraints cannot be met together, the samples; never throws for infeasibility.</returns>
-    /// <exception cref="ConfigException">The hybrid final mode (parameter <c>mode</c>).</exception>
+    /// <exception cref="ConfigException">The hybrid final mode (parameter <c>mode</c>); a checkpoint whose saved solution is not of these constraints (parameter <c>checkpoint</c>).</exception>
+    /// <exception cref="NonFiniteException">A final sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/> (the dual's solution is kept in the checkpoint).</exception>
     /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
     public static ConstrainedAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, IReadOnlyList<Constraint> constraints, ConstrainedSettings settings,
-                                                 GenerationRequest request, IProgress<DualIterate>? iterates = null, IProgress<GenerationProgress>? progress = null)
+                                                 GenerationRequest request, IProgress<DualIterate>? iterates = null, IProgress<GenerationProgress>? progress = null,
+                                                 BatchCheckpoint? checkpoint = null, IProgress<ConstrainedResult>? solved = null)
     {
         FinalTilt.CheckMode(settings.FinalMode);
-        var dual = Solve(ExactTilt.BaseLaw(network, range), sampler, constraints, settings, iterates, request.Cancellation);
+        ConstrainedResult dual;
+        if (SolutionNote.Read<ConstrainedNote>(checkpoint) is { } note)
+        {
+            SolutionNote.CheckSizes(note.Mu.Length == constraints.Count && note.Theta.Length == network.SampleSize);
+            dual = ConstrainedResult.FromNote(note, constraints);
+            solved?.Report(dual);
+        }
+        else
+        {
+            dual = Solve(ExactTilt.BaseLaw(network, range), sampler, constraints, settings, iterates, request.Cancellation);
+            solved?.Report(dual);
+            SolutionNote.Write(checkpoint, dual.ToNote());
+        }
         if (dual.Infeasible is not null) return new ConstrainedAlignmentResult(dual, null);
-        return new ConstrainedAlignmentResult(dual, FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress));
+        return new ConstrainedAlignmentResult(dual, FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress, checkpoint));
     }
 
     /// <summary>Solves the dual (the global set-up of a constrained run, DESIGN §10); <paramref name="iterates"/> sees each iterate.</summary>

@@ -53,6 +53,18 @@ public sealed record DistributionalResult(double[] U, float[] Theta, IReadOnlyLi
 {
     /// <summary>report.json's <c>objective</c> block for the objective <paramref name="spec"/> at <paramref name="beta"/>.</summary>
     public ObjectiveReport Report(string spec, double beta) => new(spec, beta, Converged, U, Trace);
+
+    /// <summary>True when the fit was read back from a checkpoint (a resumed run) rather than solved; its evaluations are those of the run that solved it.</summary>
+    public bool Resumed { get; init; }
+
+    /// <summary>The checkpoint note of this fit.</summary>
+    internal DistributionalNote ToNote() =>
+        new(U, Theta, [.. Trace.Select(t => new AveragingNoteIterate(t.Iteration, t.U, t.Moments, t.Objective, t.KlDivergence, t.ThetaChange))], Converged, NetworkEvaluations);
+
+    /// <summary>The fit a checkpoint note keeps.</summary>
+    internal static DistributionalResult FromNote(DistributionalNote note) =>
+        new(note.U, note.Theta, note.Trace.Select(t => new AveragingIterate(t.Iteration, t.U, t.Moments, t.Objective, t.KlDivergence, t.ThetaChange)).ToList(),
+            note.Converged, note.NetworkEvaluations) { Resumed = true };
 }
 
 /// <summary>report.json's <c>objective</c> block (DESIGN §5), serialised by <see cref="IO.ReportJson"/>.</summary>
@@ -71,6 +83,9 @@ public sealed record DistributionalAlignmentResult(DistributionalResult Dual, Ob
 {
     /// <summary>Network evaluations of the dual averaging and the final samples together.</summary>
     public long NetworkEvaluations => Dual.NetworkEvaluations + Final.Result.Samples.NetworkEvaluations;
+
+    /// <summary>True when the fitted tilt came from the checkpoint (a resumed run) rather than being solved again.</summary>
+    public bool Resumed => Dual.Resumed;
 }
 
 /// <summary>
@@ -95,16 +110,36 @@ public static class DistributionalAlignment
     /// <param name="request">Count, batch, seed, NaN policy and cancellation of the final samples; its cancellation stops the iterates too.</param>
     /// <param name="iterates">Each iterate, as it is found.</param>
     /// <param name="progress">Samples finished of the final tilt.</param>
-    /// <exception cref="ConfigException">Φ is not convex (parameter <c>objective</c>), β is not finite and positive (parameter <c>beta</c>), or the hybrid final mode (parameter <c>mode</c>).</exception>
+    /// <param name="checkpoint">
+    /// A resumable run's checkpoint, null for none: the fitted tilt is saved there once found (u, θ, the trace, cost,
+    /// exactly) and read back by a resumed run instead of solving again (<see cref="DistributionalResult.Resumed"/>), and
+    /// the final tilt keeps its finished batches (or SMC systems) there. The caller keys it to everything that determines the run.
+    /// </param>
+    /// <param name="solved">The fitted tilt, solved or read back, before the final tilt is sampled (and, when solved, before it is saved to <paramref name="checkpoint"/>).</param>
+    /// <exception cref="ConfigException">Φ is not convex (parameter <c>objective</c>), β is not finite and positive (parameter <c>beta</c>), the hybrid final mode (parameter <c>mode</c>), or a checkpoint whose saved fit is not of this objective (parameter <c>checkpoint</c>).</exception>
     /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    /// <exception cref="NonFiniteException">A final sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/> (the fit is kept in the checkpoint).</exception>
     public static DistributionalAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, FeatureReward features, string spec,
                                                     DualAveragingSettings settings, GenerationRequest request, IProgress<AveragingIterate>? iterates = null,
-                                                    IProgress<GenerationProgress>? progress = null)
+                                                    IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null,
+                                                    IProgress<DistributionalResult>? solved = null)
     {
         Check(features, settings);
-        var dual = Solve(ExactTilt.BaseLaw(network, range), sampler, features, settings, iterates, request.Cancellation);
+        DistributionalResult dual;
+        if (SolutionNote.Read<DistributionalNote>(checkpoint) is { } note)
+        {
+            SolutionNote.CheckSizes(note.U.Length == features.FeatureCount && note.Theta.Length == network.SampleSize);
+            dual = DistributionalResult.FromNote(note);
+            solved?.Report(dual);
+        }
+        else
+        {
+            dual = Solve(ExactTilt.BaseLaw(network, range), sampler, features, settings, iterates, request.Cancellation);
+            solved?.Report(dual);
+            SolutionNote.Write(checkpoint, dual.ToNote());
+        }
         return new DistributionalAlignmentResult(dual, dual.Report(spec, settings.Beta),
-            FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress));
+            FinalTilt.Sample(network, range, sampler, dual.Theta, settings.FinalMode, settings.Exact, request, progress, checkpoint));
     }
 
     /// <summary>Checks an objective and its settings before any work is done.</summary>

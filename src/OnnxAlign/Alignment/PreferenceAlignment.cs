@@ -1,6 +1,7 @@
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.Optimization;
 using System.Numerics.Tensors;
+using System.Text.Json.Serialization;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Model;
@@ -15,7 +16,12 @@ namespace OnnxAlign.Alignment;
 /// <param name="HeldOutAccuracy">The same on the held-out part.</param>
 /// <param name="TrainCount">Training pairs (labels).</param>
 /// <param name="HeldOutCount">Held-out pairs (labels).</param>
-public sealed record PreferenceFit(float[] Theta, double Intercept, double TrainAccuracy, double HeldOutAccuracy, int TrainCount, int HeldOutCount);
+public sealed record PreferenceFit(float[] Theta, double Intercept, double TrainAccuracy, double HeldOutAccuracy, int TrainCount, int HeldOutCount)
+{
+    /// <summary>True when the fit was read back from a checkpoint (a resumed run) rather than fitted.</summary>
+    [JsonIgnore]
+    public bool Resumed { get; init; }
+}
 
 /// <summary>
 /// Preference data (issue #7): pairs (preferred[i] over rejected[i]) or unpaired samples labelled desirable or
@@ -124,7 +130,11 @@ public sealed record PreferenceReport(string? Folder, double Beta, double L2, do
 /// <param name="Fit">The fitted tilt and its accuracies.</param>
 /// <param name="Report">report.json's <c>preferences</c> block.</param>
 /// <param name="Final">The fitted tilt sampled, with its <c>final_tilt</c> block.</param>
-public sealed record PreferenceAlignmentResult(PreferenceFit Fit, PreferenceReport Report, FinalTilt Final);
+public sealed record PreferenceAlignmentResult(PreferenceFit Fit, PreferenceReport Report, FinalTilt Final)
+{
+    /// <summary>True when the fit came from the checkpoint (a resumed run) rather than being fitted again.</summary>
+    public bool Resumed => Fit.Resumed;
+}
 
 /// <summary>
 /// Inference-time DPO on the tilt family (DESIGN §5, issue #7): with q_θ ∝ p·exp⟨θ, x⟩ the DPO implicit reward is
@@ -145,13 +155,35 @@ public static class PreferenceAlignment
     /// <param name="settings">β, the L2 weight, the held-out fraction and the final tilt's mode.</param>
     /// <param name="request">Count, batch, seed, NaN policy and cancellation of the samples.</param>
     /// <param name="progress">Samples finished (exact tilt: effective samples of the target).</param>
-    /// <exception cref="ConfigException">A setting out of range (see <see cref="PreferenceSettings.Validated"/>).</exception>
+    /// <param name="checkpoint">
+    /// A resumable run's checkpoint, null for none: the fit and its report block are saved there once found and read
+    /// back by a resumed run instead of fitting again (<see cref="PreferenceAlignmentResult.Resumed"/>), and the final
+    /// tilt keeps its finished batches (or SMC systems) there. The caller keys it to everything that determines the run.
+    /// </param>
+    /// <param name="fitted">The fit and its report block, fitted or read back, before the tilt is sampled (and, when fitted, before it is saved to <paramref name="checkpoint"/>).</param>
+    /// <exception cref="ConfigException">A setting out of range (see <see cref="PreferenceSettings.Validated"/>); a checkpoint whose saved fit is of another sample size (parameter <c>checkpoint</c>).</exception>
     /// <exception cref="OperationCanceledException">The request's cancellation fired (within one network call).</exception>
+    /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/> (the fit is kept in the checkpoint).</exception>
     public static PreferenceAlignmentResult Run(IDenoiser network, DataRange? range, Sampler sampler, PreferenceData data, PreferenceSettings settings,
-                                                GenerationRequest request, IProgress<GenerationProgress>? progress = null)
+                                                GenerationRequest request, IProgress<GenerationProgress>? progress = null, BatchCheckpoint? checkpoint = null,
+                                                IProgress<(PreferenceFit Fit, PreferenceReport Report)>? fitted = null)
     {
-        var (fit, report) = Fit(data, network.SampleSize, settings);
-        return new PreferenceAlignmentResult(fit, report, FinalTilt.Sample(network, range, sampler, fit.Theta, settings.FinalMode, settings.Exact, request, progress));
+        PreferenceFit fit;
+        PreferenceReport report;
+        if (SolutionNote.Read<PreferenceNote>(checkpoint) is { } note)
+        {
+            settings.Validated();
+            SolutionNote.CheckSizes(note.Fit.Theta.Length == network.SampleSize);
+            (fit, report) = (note.Fit with { Resumed = true }, note.Report);
+            fitted?.Report((fit, report));
+        }
+        else
+        {
+            (fit, report) = Fit(data, network.SampleSize, settings);
+            fitted?.Report((fit, report));
+            SolutionNote.Write(checkpoint, new PreferenceNote(fit, report));
+        }
+        return new PreferenceAlignmentResult(fit, report, FinalTilt.Sample(network, range, sampler, fit.Theta, settings.FinalMode, settings.Exact, request, progress, checkpoint));
     }
 
     /// <summary>Fits θ to pairs or labels (the global set-up of a preference run, DESIGN §10), with its report block.</summary>
