@@ -209,11 +209,23 @@ internal static class GenerateCommand
             : null;
         KlAlignmentReport? alignment = null;
         KlAlignmentResult? aligned = null;
+        WassersteinResult? transported = null;
         var result = job.Run(() =>
         {
-            if (run.Plan is not { } plan) return ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
-            (aligned, alignment) = AlignmentReport.Run(plan, inputs!, checkpoint, systems);
-            return aligned.Samples;
+            if (run.Plan is { } plan)
+            {
+                (aligned, alignment) = AlignmentReport.Run(plan, inputs!, checkpoint, systems);
+                return aligned.Samples;
+            }
+            if (run.Oracle is not { } oracle) return ProgressReporter.Run("generate", progress => Generation.Run(run.Law, run.Sampler, request, progress));
+            // The library's W2 alignment (generation, then the prox stage), its two stages shown apart; the prox's begins with its first report.
+            transported = ProgressReporter.RunStages(stage =>
+            {
+                Action<GenerationProgress>? prox = null;
+                return WassersteinAlignment.Run(run.Law, run.Sampler, oracle, request, new SyncProgress<GenerationProgress>(stage("generate")),
+                                                proxProgress: new SyncProgress<GenerationProgress>(p => (prox ??= stage("prox"))(p)));
+            });
+            return transported.Base;
         }, fault => Stopped(run, denoiser, request, fault));
         if (aligned?.Block is { } block)
         {
@@ -222,8 +234,7 @@ internal static class GenerateCommand
         }
         if (aligned?.Tilt is not null) alignment = KlAlignmentReports.Of(aligned, inputs!);
 
-        ProxBatch? moved = run.Oracle is { } oracle ? ProgressReporter.Run("prox", progress => ProxStage.Apply(oracle, result.Samples, progress)) : null;
-        var (samples, report) = Samples(run, denoiser, request, result, moved, alignment, clock);
+        var (samples, report) = Samples(run, denoiser, request, result, transported, alignment, clock);
         addBlocks?.Invoke(report.Blocks);
         var written = job.Finish(samples);
         report = report with { Files = written["files"]!.AsArray().Select(f => (string)f!).ToArray() };
@@ -329,13 +340,14 @@ internal static class GenerateCommand
     }
 
     /// <summary>The samples (and, after a prox stage, the base samples beside them) and their report.</summary>
-    private static (JobOutput Output, JobReport Report) Samples(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result, ProxBatch? moved,
-                                                                 KlAlignmentReport? alignment, Stopwatch clock)
+    private static (JobOutput Output, JobReport Report) Samples(Checked run, OnnxDenoiser denoiser, GenerationRequest request, GenerationResult result,
+                                                                 WassersteinResult? transported, KlAlignmentReport? alignment, Stopwatch clock)
     {
         var report = Report(run, denoiser, request, result);
+        var moved = transported?.Aligned;
         if (moved is not null)
         {
-            report.Blocks["alignment"] = ProxOptions.Report(run.Oracle!, moved, result.Indices);
+            report.Blocks["alignment"] = ReportJson.ToNode(transported!.Report);
             report.Blocks["statistics"] = RunReport.Statistics(moved.Samples, denoiser.SampleSize);
             report.Blocks["base_statistics"] = RunReport.Statistics(result.Samples, denoiser.SampleSize);
             Console.WriteLine(ProxOptions.Describe(moved));

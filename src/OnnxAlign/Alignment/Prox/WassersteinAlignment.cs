@@ -88,17 +88,20 @@ public static class WassersteinAlignment
     /// <param name="sampler">The reverse-time sampler.</param>
     /// <param name="oracle">The prox oracle (thread-safe): reward, λ, cost, value box, tolerance.</param>
     /// <param name="request">Count, shard, batch, seed, NaN policy, checkpoint and cancellation of the generation; the cancellation also stops the prox stage.</param>
-    /// <param name="progress">The generation's progress, then the prox stage's (samples done of the shard).</param>
+    /// <param name="progress">The generation's progress, then (without <paramref name="proxProgress"/>) the prox stage's (samples done of the shard).</param>
     /// <param name="maxParallelism">Prox worker threads; default all cores.</param>
+    /// <param name="proxProgress">The prox stage's progress, where the caller shows the two stages apart; null reports it to <paramref name="progress"/>.</param>
     /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/>.</exception>
     /// <exception cref="OperationCanceledException">The request's cancellation fired.</exception>
     public static WassersteinResult Run(IDenoiser law, Sampler sampler, ProxOracle oracle, GenerationRequest request,
-                                        IProgress<GenerationProgress>? progress = null, int? maxParallelism = null)
+                                        IProgress<GenerationProgress>? progress = null, int? maxParallelism = null,
+                                        IProgress<GenerationProgress>? proxProgress = null)
     {
         if (oracle.Reward.Size != law.SampleSize)
             throw new ArgumentException($"the prox's reward takes samples of {oracle.Reward.Size} values, the model's have {law.SampleSize}", nameof(oracle));
         var drawn = Generation.Run(law, sampler, request, progress is null ? null : progress.Report);
-        var moved = ProxStage.Apply(oracle, drawn.Samples, progress is null ? null : progress.Report, maxParallelism, request.Cancellation);
+        var proxReport = proxProgress ?? progress;
+        var moved = ProxStage.Apply(oracle, drawn.Samples, proxReport is null ? null : proxReport.Report, maxParallelism, request.Cancellation);
         return new WassersteinResult(drawn, moved, ProxReport.Of(oracle, moved, drawn.Indices));
     }
 }
