@@ -15,7 +15,7 @@ internal static class ProgressReporter
     /// </summary>
     public static T RunStages<T>(Func<Func<string, Action<GenerationProgress>>, T> work)
     {
-        if (Console.IsErrorRedirected || Console.IsOutputRedirected || Environment.GetEnvironmentVariable("CI") == "true")
+        if (Plain)
             return work(Lines);
         T result = default!;
         AnsiConsole.Progress()
@@ -32,6 +32,16 @@ internal static class ProgressReporter
                 if (current is not null) current.Value = 1.0;
             });
         return result;
+    }
+
+    /// <summary>Plain lines instead of bars: output redirected, or CI.</summary>
+    private static bool Plain => Console.IsErrorRedirected || Console.IsOutputRedirected || Environment.GetEnvironmentVariable("CI") == "true";
+
+    /// <summary>A line of standard output while stages run: above the bars on a terminal, else as it is.</summary>
+    public static void WriteLine(string text)
+    {
+        if (Plain) Console.WriteLine(text);
+        else AnsiConsole.WriteLine(text);
     }
 
     /// <summary>A stage's plain lines: one per 10 % of the steps, and the final one once every sample is finished.</summary>

@@ -25,8 +25,6 @@ namespace OnnxAlign.Cli;
 /// </summary>
 internal static class SweepCommand
 {
-    private static readonly string[] Methods = ["kl-exact", "kl-fast", "kl-hybrid", "w2-prox"];
-
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Model folder (with evaluator/ for the class rate)." };
@@ -65,10 +63,8 @@ internal static class SweepCommand
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
             using var evaluator = new ImageEvaluator(parse.GetValue(evaluatorDir) ?? Path.Combine(located.Directory, "evaluator"), options, denoiser.SampleShape,
                                                      tiltOptions.DataRange(parse, located));
-            string? targetName = parse.GetValue(target) ?? (spec.StartsWith("class:", StringComparison.Ordinal) ? spec[6..].Split('@')[0] : null);
-            int targetClass = targetName is null ? -1
-                : int.TryParse(targetName, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index
-                : Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, targetName, StringComparison.OrdinalIgnoreCase));
+            string? targetName = parse.GetValue(target) ?? AlignmentSweep.ClassOf(spec);
+            int targetClass = targetName is null ? -1 : evaluator.ClassIndex(targetName);
             if (targetName is not null && targetClass < 0) throw new UsageException($"--target-class '{targetName}': not one of {string.Join(", ", evaluator.ClassNames)}");
             var range = tiltOptions.DataRange(parse, located);
             double budget = parse.GetValue(exactBudget);
@@ -85,176 +81,90 @@ internal static class SweepCommand
                 Command = "sweep", Model = ReportModel.Of(located, denoiser), Run = new JobRun(job.PlanHash!),
                 Blocks = new JsonObject { ["reward"] = spec, ["lambdas"] = new JsonArray(lambdaValues.Select(l => (JsonNode)l).ToArray()), ["count"] = n, ["sampler"] = s.Name, ["steps"] = s.Steps, ["seed"] = parse.GetValue(seed) },
             };
-            var request = new GenerationRequest { Count = n, BatchSize = Math.Min(n, 256), Seed = parse.GetValue(seed), OnNonFinite = nanPolicy };
+            var settings = new AlignmentSweepSettings
+            {
+                Lambdas = lambdaValues, Count = n, Seed = parse.GetValue(seed), TargetClass = targetClass, Exact = exactSettings, OnNonFinite = nanPolicy,
+                DataVariance = located.DataMoments.Variance,
+            };
             int columns = Math.Min(8, n), size = denoiser.SampleSize;
-            Row? baseRow = null;
-            float[] baseGrid = [];
+            // What a stopped sweep leaves: the base figures and the finished points, reported as the sweep goes.
+            SweepFigures? baseFigures = null;
             double variance = double.NaN;
             long evaluations = 0;
-            var rows = new List<Point>();
-            job.Run(() =>
+            var points = new List<SweepPoint>();
+            var done = job.Run(() => ProgressReporter.RunStages(stage =>
             {
-                // The base samples' batches go to the checkpoint (a resumed sweep reads them back); each point is kept whole.
-                var baseLaw = OnnxAlign.Alignment.ExactTilt.BaseLaw(denoiser, range);
-                var baseRun = ProgressReporter.Run("base", p => Generation.Run(baseLaw, s, request with { Checkpoint = job.Checkpoint }, p));
-                evaluations += baseRun.NetworkEvaluations;
-                // Hybrid surrogate: data variance from the model folder, else from this base batch (DESIGN §1b).
-                variance = located.DataMoments.Variance ?? Numerics.ColumnVariances(baseRun.Samples.AsSpan(0, baseRun.Count * size).ToArray(), size).Average();
-                baseRow = Measure(evaluator, denoiser, linear, targetClass, baseRun.Samples, baseRun.Count, baseRun.Samples);
-                baseGrid = First(baseRun.Samples, Math.Min(columns, baseRun.Count), size);
-                Console.WriteLine($"base: target rate {baseRow.Rate:P1}, reward {baseRow.Reward:F3}");
-                foreach (double lambda in lambdaValues)
-                    foreach (string method in Methods)
+                string? current = null;
+                Action<GenerationProgress>? bar = null;
+                return AlignmentSweep.Run(denoiser, range, s, linear, evaluator, settings, job.Checkpoint, new InlineProgress<SweepProgress>(p =>
+                {
+                    if (p.Sampling is { } sampling)
                     {
-                        var point = job.Remember(FormattableString.Invariant($"point_{method}_{lambda:R}.json"),
-                                                 () => RunPoint(method, lambda, denoiser, range, s, linear, exactSettings, request, variance, evaluator, targetClass, baseRun, columns),
-                                                 out bool kept);
-                        rows.Add(point);
-                        evaluations += point.NetworkEvaluations;
-                        var row = point.Row;
-                        Console.WriteLine($"  {method,-10} λ={lambda,-8:G3} target rate {row.Rate,7:P1}   reward {row.Reward,8:F3}   RMS distance to base {(double.IsNaN(row.Distance) ? "–" : row.Distance.ToString("F3", CultureInfo.InvariantCulture))}{(kept ? "   (kept from the interrupted run)" : "")}");
+                        if (p.Stage != current) (current, bar) = (p.Stage, stage(p.Stage));
+                        bar!(sampling);
                     }
-                return 0;
-            }, fault => new JobOutput(report with { NetworkEvaluations = evaluations + fault.Finished.NetworkEvaluations },
-                                      // The finished points are the finished work: their table, without the plots of a whole sweep.
-                                      () => baseRow is null ? [] : WriteTables(outDir, located, spec, targetName, n, s, request.Seed, variance, range, baseRow, rows)));
+                    if (p.Sampling is null) evaluations = p.NetworkEvaluations;
+                    if (p.BaseFigures is { } figures)
+                    {
+                        (baseFigures, variance) = (figures, p.DataVariance);
+                        ProgressReporter.WriteLine($"base: target rate {figures.TargetRate:P1}, reward {figures.Reward:F3}");
+                    }
+                    if (p.Point is { } point)
+                    {
+                        points.Add(point);
+                        var f = point.Figures;
+                        ProgressReporter.WriteLine($"  {point.Method,-10} λ={point.Lambda,-8:G3} target rate {f.TargetRate,7:P1}   reward {f.Reward,8:F3}   RMS distance to base {Distance(f)}{(p.Recalled ? "   (kept from the interrupted run)" : "")}");
+                    }
+                }));
+            }), fault => new JobOutput(report with { NetworkEvaluations = evaluations + fault.Finished.NetworkEvaluations },
+                                       // The finished points are the finished work: their table, without the plots of a whole sweep.
+                                       () => baseFigures is null ? [] : WriteTables(outDir, located, spec, targetName, settings, s, variance, range, baseFigures, points)));
 
             double gridLambda = lambdaValues[lambdaValues.Length / 2];
             bool image = ImageFiles.IsImage(denoiser.SampleShape);
-            job.Finish(new JobOutput(report with { NetworkEvaluations = evaluations }, () =>
+            job.Finish(new JobOutput(report with { NetworkEvaluations = done.NetworkEvaluations }, () =>
             {
-                var files = WriteTables(outDir, located, spec, targetName, n, s, request.Seed, variance, range, baseRow!, rows).ToList();
-                Plot(Path.Combine(outDir, "sweep.png"), rows.Select(r => (r.Method, r.Lambda, r.Row)).ToList(), baseRow!, targetName ?? "target");
-                PlotDrift(Path.Combine(outDir, "drift.png"), rows.Where(r => r.Drift is not null).Select(r => (r.Lambda, r.Drift!)).ToList(), rows.FirstOrDefault(r => r.Drift is not null)?.DriftThreshold ?? 0.2);
+                var files = WriteTables(outDir, located, spec, targetName, settings, s, done.DataVariance, range, done.Base, done.Points).ToList();
+                Plot(Path.Combine(outDir, "sweep.png"), done.Points, done.Base, targetName ?? "target");
+                PlotDrift(Path.Combine(outDir, "drift.png"), done.Points.Where(p => p.Drift is not null).ToList(), done.Points.FirstOrDefault(p => p.Drift is not null)?.DriftThreshold ?? 0.2);
                 files.AddRange(["sweep.png", "drift.png"]);
                 // Grid: base / KL exact / KL fast / KL hybrid / W2 rows for the first 8 seeds at the middle λ.
                 if (image)
                 {
-                    var grid = new List<float>(baseGrid);
-                    foreach (string method in Methods) grid.AddRange(rows.First(r => r.Method == method && r.Lambda == gridLambda).Grid);
+                    var grid = new List<float>(done.BaseGrid);
+                    foreach (string method in AlignmentSweep.Methods) grid.AddRange(done.Points.First(p => p.Method == method && p.Lambda == gridLambda).Grid);
                     ImageFiles.WriteGrid(Path.Combine(outDir, "grid.png"), grid.ToArray(), grid.Count / size, denoiser.SampleShape, columns);
                     files.Add("grid.png");
                 }
                 return files;
             }));
-            Console.WriteLine($"wrote sweep.json, sweep.md, sweep.png, drift.png{(image ? $" and grid.png (rows: base, {string.Join(", ", Methods)} at λ={gridLambda:G3})" : "")} and report.json to {Path.GetFullPath(outDir)}");
+            Console.WriteLine($"wrote sweep.json, sweep.md, sweep.png, drift.png{(image ? $" and grid.png (rows: base, {string.Join(", ", AlignmentSweep.Methods)} at λ={gridLambda:G3})" : "")} and report.json to {Path.GetFullPath(outDir)}");
             return 0;
         });
         return command;
     }
 
-    private sealed record Row(double Rate, double Reward, double Distance)
-    {
-        public JsonObject? Extra { get; init; }
-
-        public JsonObject ToJson()
-        {
-            var json = new JsonObject { ["target_rate"] = RunReport.Finite(Rate), ["reward"] = Reward, ["rms_distance_to_base"] = RunReport.Finite(Distance) };
-            foreach (var (key, value) in Extra ?? []) json[key] = value?.DeepClone();
-            return json;
-        }
-    }
-
-    /// <summary>
-    /// One (method, λ) point of the sweep: its figures, the first samples the grid shows, the fast tilt's drift and its
-    /// cost. A sweep's job keeps each one in its checkpoint once measured, so that a resumed sweep redoes only the missing ones.
-    /// </summary>
-    private sealed record Point(string Method, double Lambda, Row Row, float[] Grid, double[]? Drift, double DriftThreshold, long NetworkEvaluations);
-
-    private static Point RunPoint(string method, double lambda, IDenoiser denoiser, DataRange? range, Sampler s, LinearReward linear, ExactTiltSettings exactSettings,
-                                  GenerationRequest request, double variance, ImageEvaluator evaluator, int targetClass, GenerationResult baseRun, int columns)
-    {
-        var theta = linear.Tilt(lambda);
-        var extra = new JsonObject();
-        GenerationResult result;
-        double[]? drift = null;
-        double threshold = 0;
-        switch (method)
-        {
-            case "kl-exact":
-            case "kl-fast":
-                var run = ProgressReporter.Run($"KL {(method == "kl-exact" ? "exact" : "fast")} λ={lambda:G3}", p => KlAlignment.RunTilt(denoiser, range, s, theta,
-                    new KlAlignmentSettings { Mode = method == "kl-exact" ? KlTiltMode.Exact : KlTiltMode.Fast, Exact = exactSettings }, request,
-                    new SyncProgress<GenerationProgress>(p)));
-                result = run.Samples;
-                if (run.Exact is { } exact)
-                {
-                    extra["effective_sample_size"] = exact.Particles.EffectiveSampleSize;
-                    extra["evaluations_per_effective_sample"] = exact.Particles.EvaluationsPerEffectiveSample;
-                    extra["kl_divergence"] = RunReport.Finite(exact.KlDivergence.Value);
-                    extra["kl_standard_error"] = RunReport.Finite(exact.KlDivergence.StandardError);
-                    extra["distinct_samples"] = exact.DistinctSamples;
-                }
-                else
-                {
-                    var report = run.Drift!;
-                    var direction = report.Directions[0];
-                    drift = direction.Drifts.Select(v => direction.FinalStd > 0 ? v / direction.FinalStd : 0).ToArray();
-                    threshold = report.Thresholds.Relative;
-                    extra["drifting"] = report.IsDrifting;
-                    extra["max_relative_drift"] = RunReport.Finite(report.MaxRelativeDrift);
-                }
-                break;
-            case "kl-hybrid":
-                result = ProgressReporter.Run($"KL hybrid λ={lambda:G3}", p => KlAlignment.RunTilt(denoiser, range, s, theta,
-                    new KlAlignmentSettings { Mode = KlTiltMode.Hybrid, DataVariance = variance }, request, new SyncProgress<GenerationProgress>(p))).Samples;
-                break;
-            default:
-                var moved = ProxStage.Apply(new ProxOracle(linear, new ProxSettings { Lambda = lambda, Box = ValueBox.Pixels }), baseRun.Samples.AsSpan(0, baseRun.Count * denoiser.SampleSize).ToArray()).Samples;
-                result = new GenerationResult(moved, baseRun.FirstIndex, baseRun.Count, 0, TimeSpan.Zero, TimeSpan.Zero, baseRun.Indices);
-                break;
-        }
-        // The exact tilt resamples SMC particles: its samples are not paired with the base seeds; nor are they where samples were skipped.
-        bool paired = method != "kl-exact" && result.Indices.SequenceEqual(baseRun.Indices);
-        var row = Measure(evaluator, denoiser, linear, targetClass, result.Samples, result.Count, paired ? baseRun.Samples : null) with { Extra = extra };
-        return new Point(method, lambda, row, First(result.Samples, Math.Min(columns, result.Count), denoiser.SampleSize), drift, threshold,
-                         method == "w2-prox" ? 0 : result.NetworkEvaluations);
-    }
-
-    /// <summary>The first <paramref name="count"/> samples (what the grid shows).</summary>
-    private static float[] First(float[] samples, int count, int size) => samples.AsSpan(0, count * size).ToArray();
-
     /// <summary>sweep.json and sweep.md of the points measured; returns their names.</summary>
-    private static string[] WriteTables(string outDir, DiffusionModel located, string spec, string? targetName, int n, Sampler s, long seed, double variance, DataRange? range,
-                                        Row baseRow, IReadOnlyList<Point> rows)
+    private static string[] WriteTables(string outDir, DiffusionModel located, string spec, string? targetName, AlignmentSweepSettings settings, Sampler s,
+                                        double variance, DataRange? range, SweepFigures baseFigures, IReadOnlyList<SweepPoint> points)
     {
-        var json = new JsonObject
-        {
-            ["model"] = located.OnnxPath, ["reward"] = spec, ["target_class"] = targetName, ["count"] = n, ["sampler"] = s.Name, ["steps"] = s.Steps,
-            ["seed"] = seed, ["data_variance"] = variance, ["data_range"] = range is { } dr ? new JsonArray(dr.Low, dr.High) : null,
-            ["base"] = baseRow.ToJson(),
-            ["rows"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject { ["method"] = r.Method, ["lambda"] = r.Lambda, ["figures"] = r.Row.ToJson() }).ToArray()),
-        };
-        ReportJson.WriteFile(Path.Combine(outDir, "sweep.json"), json);
+        ReportJson.WriteFile(Path.Combine(outDir, "sweep.json"),
+                             ReportJson.ToNode(AlignmentSweep.Table(located.OnnxPath, spec, targetName, settings, s, range, variance, baseFigures, points)));
         var table = new StringBuilder($"| method | λ | target rate ({targetName ?? "none"}) | reward | RMS distance to base |\n|---|---|---|---|---|\n");
-        table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseRow.Rate:P1} | {baseRow.Reward:F3} | 0 |\n");
-        foreach (var r in rows)
-            table.Append(CultureInfo.InvariantCulture, $"| {r.Method} | {r.Lambda:G3} | {r.Row.Rate:P1} | {r.Row.Reward:F3} | {(double.IsNaN(r.Row.Distance) ? "–" : r.Row.Distance.ToString("F3", CultureInfo.InvariantCulture))} |\n");
+        table.Append(CultureInfo.InvariantCulture, $"| base | – | {baseFigures.TargetRate:P1} | {baseFigures.Reward:F3} | 0 |\n");
+        foreach (var p in points)
+            table.Append(CultureInfo.InvariantCulture, $"| {p.Method} | {p.Lambda:G3} | {p.Figures.TargetRate:P1} | {p.Figures.Reward:F3} | {Distance(p.Figures)} |\n");
         AtomicFile.WriteText(Path.Combine(outDir, "sweep.md"), table.ToString());
         return ["sweep.json", "sweep.md"];
     }
 
-    /// <summary>The figures of <paramref name="count"/> samples; the RMS distance only against base samples of the same seeds.</summary>
-    private static Row Measure(ImageEvaluator evaluator, IDenoiser denoiser, Reward reward, int targetClass, float[] samples, int count, float[]? baseSamples)
-    {
-        var values = samples.AsSpan(0, count * denoiser.SampleSize).ToArray();
-        var evaluation = evaluator.Evaluate(values, count, denoiser.SampleShape);
-        double rate = targetClass < 0 || count == 0 ? double.NaN : Enumerable.Range(0, count).Count(i => evaluation.Predicted(i) == targetClass) / (double)count;
-        double distance = double.NaN;
-        if (baseSamples is not null && values.Length > 0)
-        {
-            distance = 0;
-            for (long i = 0; i < values.Length; i++) distance += (values[i] - baseSamples[i]) * (double)(values[i] - baseSamples[i]);
-            distance = Math.Sqrt(distance / values.Length);
-        }
-        return new Row(rate, count == 0 ? double.NaN : reward.EvaluateBatch(values).Average(), distance);
-    }
+    private static string Distance(SweepFigures f) => double.IsNaN(f.RmsDistanceToBase) ? "–" : f.RmsDistanceToBase.ToString("F3", CultureInfo.InvariantCulture);
 
     /// <summary>The fast tilt's drift diagnostic along θ per step, one line per λ (DESIGN §1d): relative drift of x̂0 against the step's ᾱ_t.</summary>
-    private static void PlotDrift(string path, List<(double Lambda, double[] Relative)> drifts, double relativeThreshold)
+    private static void PlotDrift(string path, IReadOnlyList<SweepPoint> drifts, double relativeThreshold)
     {
         var plot = new ScottPlot.Plot();
-        foreach (var (lambda, ys) in drifts)
+        foreach (var (lambda, ys) in drifts.Select(p => (p.Lambda, p.Drift!)))
         {
             var xs = Enumerable.Range(0, ys.Length).Select(i => (double)i).ToArray();
             plot.Add.Scatter(xs, ys).LegendText = $"λ = {lambda:G3}";
@@ -270,22 +180,22 @@ internal static class SweepCommand
     }
 
     /// <summary>Three panels side by side (target rate, reward, distance against log10 λ), one line per method.</summary>
-    private static void Plot(string path, List<(string Method, double Lambda, Row Row)> rows, Row baseRow, string target)
+    private static void Plot(string path, IReadOnlyList<SweepPoint> points, SweepFigures baseFigures, string target)
     {
-        var panels = new (string Title, Func<Row, double> Value)[]
+        var panels = new (string Title, Func<SweepFigures, double> Value)[]
         {
-            ($"evaluator rate of {target}", r => r.Rate), ("reward (mean)", r => r.Reward), ("RMS distance to base samples", r => r.Distance),
+            ($"evaluator rate of {target}", f => f.TargetRate), ("reward (mean)", f => f.Reward), ("RMS distance to base samples", f => f.RmsDistanceToBase),
         };
         var plots = new List<ScottPlot.Plot>();
         foreach (var (title, value) in panels)
         {
             var plot = new ScottPlot.Plot();
-            foreach (string method in Methods)
+            foreach (string method in AlignmentSweep.Methods)
             {
-                var points = rows.Where(r => r.Method == method).OrderBy(r => r.Lambda).ToArray();
-                plot.Add.Scatter(points.Select(r => Math.Log10(r.Lambda)).ToArray(), points.Select(r => value(r.Row)).ToArray()).LegendText = method;
+                var line = points.Where(p => p.Method == method).OrderBy(p => p.Lambda).ToArray();
+                plot.Add.Scatter(line.Select(p => Math.Log10(p.Lambda)).ToArray(), line.Select(p => value(p.Figures)).ToArray()).LegendText = method;
             }
-            var baseline = plot.Add.HorizontalLine(value(baseRow));
+            var baseline = plot.Add.HorizontalLine(value(baseFigures));
             baseline.LegendText = "base";
             baseline.LinePattern = ScottPlot.LinePattern.Dashed;
             plot.Title(title);

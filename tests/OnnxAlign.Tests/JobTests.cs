@@ -21,7 +21,7 @@ public class OutputJobTests
         using (var first = OutputJob.Open(output, new OutputJobSettings(), Plan(("count", "8"), ("seed", "1"))))
         {
             Assert.False(first.Resumed);
-            first.Remember("dual.json", () => new[] { 1f, float.NaN }, out bool recalled);
+            first.Checkpoint!.Remember("dual.json", () => new[] { 1f, float.NaN }, out bool recalled);
             Assert.False(recalled);
         }   // interrupted: disposed without Finish
 
@@ -38,7 +38,7 @@ public class OutputJobTests
         // The same settings in another order: the same run plan; the remembered result comes back exactly (NaN too).
         using var resumed = OutputJob.Open(output, new OutputJobSettings { Resume = true }, Plan(("seed", "1"), ("count", "8")));
         Assert.True(resumed.Resumed);
-        var note = resumed.Remember<float[]>("dual.json", () => throw new InvalidOperationException("solved again"), out bool back);
+        var note = resumed.Checkpoint!.Remember<float[]>("dual.json", () => throw new InvalidOperationException("solved again"), out bool back);
         Assert.True(back);
         Assert.Equal(1f, note[0]);
         Assert.True(float.IsNaN(note[1]));

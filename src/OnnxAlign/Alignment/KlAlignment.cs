@@ -465,17 +465,11 @@ public static class KlAlignment
     }
 
     /// <summary>A block's progress as systems finished of the block's.</summary>
-    private static Progress? BlockProgress(IProgress<GenerationProgress>? progress, SystemBlock block) => progress is null ? null
-        : new Progress(p => progress.Report(new GenerationProgress(p.Systems, block.Length, p.Systems, block.Length)));
+    private static InlineProgress<ExactTiltProgress>? BlockProgress(IProgress<GenerationProgress>? progress, SystemBlock block) => progress is null ? null
+        : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(p.Systems, block.Length, p.Systems, block.Length)));
 
     /// <summary>The SMC's progress as samples: effective samples reached of the target.</summary>
-    internal static Progress? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new Progress(p => progress.Report(new GenerationProgress(
+    internal static InlineProgress<ExactTiltProgress>? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(
         (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
         (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000)));
-
-    /// <summary>Reports on the caller's thread (no synchronisation context: the library has none to post to).</summary>
-    internal sealed class Progress(Action<ExactTiltProgress> report) : IProgress<ExactTiltProgress>
-    {
-        public void Report(ExactTiltProgress value) => report(value);
-    }
 }

@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Serialization;
 using OnnxAlign.Core;
 using OnnxAlign.Sampling;
 
@@ -15,30 +13,12 @@ internal static class SolutionNote
     /// <summary>The note's file name in the checkpoint.</summary>
     public const string Name = "dual.json";
 
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-        Converters = { new JsonStringEnumConverter() },
-    };
-
     /// <summary>The saved solution, or null when the checkpoint holds none.</summary>
     /// <exception cref="ConfigException">The note cannot be read as <typeparamref name="T"/> (parameter <c>checkpoint</c>).</exception>
-    public static T? Read<T>(BatchCheckpoint? checkpoint) where T : class
-    {
-        if (checkpoint?.ReadNote(Name) is not { } text) return null;
-        try
-        {
-            return JsonSerializer.Deserialize<T>(text, Json) ?? throw new JsonException("empty");
-        }
-        catch (JsonException e)
-        {
-            throw ConfigException.For("checkpoint", $": its {Name} is not a solution of this problem ({e.Message}); start the run over");
-        }
-    }
+    public static T? Read<T>(BatchCheckpoint? checkpoint) where T : class => checkpoint?.ReadNote<T>(Name);
 
     /// <summary>Saves the solution (nothing without a checkpoint).</summary>
-    public static void Write<T>(BatchCheckpoint? checkpoint, T solution) => checkpoint?.WriteNote(Name, JsonSerializer.Serialize(solution, Json));
+    public static void Write<T>(BatchCheckpoint? checkpoint, T solution) => checkpoint?.WriteNote(Name, solution);
 
     /// <summary>Refuses a saved solution whose sizes are not this problem's.</summary>
     /// <exception cref="ConfigException">The sizes differ (parameter <c>checkpoint</c>).</exception>

@@ -99,6 +99,15 @@ public sealed class ImageEvaluator : IDisposable
         return model;
     }
 
+    /// <summary>The index of a class given by name (case-insensitive) or by its number; −1 when the evaluator has no such class.</summary>
+    public int ClassIndex(string nameOrIndex)
+    {
+        ArgumentNullException.ThrowIfNull(nameOrIndex);
+        if (int.TryParse(nameOrIndex, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index))
+            return index < Classes ? index : -1;
+        return Array.FindIndex(ClassNames, c => string.Equals(c, nameOrIndex, StringComparison.OrdinalIgnoreCase));
+    }
+
     /// <summary>Evaluates <paramref name="count"/> samples of shape <paramref name="sampleShape"/> in batches.</summary>
     public Evaluation Evaluate(ReadOnlySpan<float> samples, int count, IReadOnlyList<int> sampleShape, int batchSize = 256)
     {

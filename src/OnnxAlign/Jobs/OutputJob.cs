@@ -128,28 +128,6 @@ public sealed class OutputJob : IDisposable
     }
 
     /// <summary>
-    /// A result the run computes once (a dual's solution, a sweep's point): read back from the checkpoint when a resumed
-    /// run already has it, else computed and saved there at once, so that an interruption after it never redoes it.
-    /// Without a checkpoint it is just computed.
-    /// </summary>
-    /// <param name="name">The note's file name in the checkpoint (e.g. <c>dual.json</c>).</param>
-    /// <param name="compute">Computes the result (a record that serialises to JSON and back).</param>
-    /// <param name="recalled">True when the result came from the checkpoint.</param>
-    public T Remember<T>(string name, Func<T> compute, out bool recalled)
-    {
-        ArgumentNullException.ThrowIfNull(compute);
-        if (Checkpoint?.ReadNote(name) is { } saved)
-        {
-            recalled = true;
-            return JsonSerializer.Deserialize<T>(saved, NoteOptions) ?? throw ConfigException.For("resume", $": {BatchCheckpoint.Folder}/{name} in {Directory} is empty; start over with {OnnxAlignException.Option("overwrite")}");
-        }
-        var value = compute();
-        Checkpoint?.WriteNote(name, JsonSerializer.Serialize(value, NoteOptions));
-        recalled = false;
-        return value;
-    }
-
-    /// <summary>
     /// Finishes the run: writes its files (removing those an earlier run left that this one did not write), report.json
     /// with them (atomically), and completes the checkpoint. Returns the report as written.
     /// </summary>

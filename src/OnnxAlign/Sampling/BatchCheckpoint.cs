@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using OnnxAlign.Core;
 using OnnxAlign.IO;
 
@@ -14,6 +16,15 @@ public sealed class BatchCheckpoint : IBatchStore
     /// <summary>The checkpoint folder's name inside the output folder.</summary>
     public const string Folder = ".partial";
     private readonly string _directory;
+
+    // Typed notes: snake_case, enums by name, and doubles and floats that round-trip exactly, NaN and ±∞ included
+    // (a report would write null).
+    private static readonly JsonSerializerOptions NoteJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter() },
+    };
 
     private BatchCheckpoint(string directory) => _directory = directory;
 
@@ -80,6 +91,46 @@ public sealed class BatchCheckpoint : IBatchStore
 
     /// <summary>Saves a note beside the batches, atomically.</summary>
     public void WriteNote(string name, string text) => AtomicFile.WriteText(Path.Combine(_directory, name), text);
+
+    /// <summary>A typed note (a record saved by <see cref="WriteNote{T}(string, T)"/>), or null when there is none.</summary>
+    /// <exception cref="ConfigException">The note cannot be read as <typeparamref name="T"/> (parameter <c>checkpoint</c>).</exception>
+    public T? ReadNote<T>(string name) where T : class
+    {
+        if (ReadNote(name) is not { } text) return null;
+        try
+        {
+            return JsonSerializer.Deserialize<T>(text, NoteJson) ?? throw new JsonException("empty");
+        }
+        catch (JsonException e)
+        {
+            throw ConfigException.For("checkpoint", $": its {name} is not what this run keeps there ({e.Message}); start the run over");
+        }
+    }
+
+    /// <summary>Saves a record as a typed note, atomically (numbers exactly, NaN and ±∞ included).</summary>
+    public void WriteNote<T>(string name, T value) => WriteNote(name, JsonSerializer.Serialize(value, NoteJson));
+
+    /// <summary>
+    /// A result a run computes once (a dual's solution, a sweep's point): read back when the checkpoint already has it,
+    /// else computed and saved at once, so that an interruption after it never redoes it.
+    /// </summary>
+    /// <param name="name">The note's file name (e.g. <c>dual.json</c>).</param>
+    /// <param name="compute">Computes the result (a record that serialises to JSON and back).</param>
+    /// <param name="recalled">True when the result came from the checkpoint.</param>
+    /// <exception cref="ConfigException">A saved note cannot be read as <typeparamref name="T"/> (parameter <c>checkpoint</c>).</exception>
+    public T Remember<T>(string name, Func<T> compute, out bool recalled) where T : class
+    {
+        ArgumentNullException.ThrowIfNull(compute);
+        if (ReadNote<T>(name) is { } saved)
+        {
+            recalled = true;
+            return saved;
+        }
+        var value = compute();
+        WriteNote(name, value);
+        recalled = false;
+        return value;
+    }
 
     /// <summary>Removes the checkpoint once the run's files are written.</summary>
     public void Complete() => Directory.Delete(_directory, recursive: true);
