@@ -48,6 +48,8 @@ public sealed class PackageConsumerTests(ITestOutputHelper output)
             Assert.Contains("Microsoft.ML.OnnxRuntime.Managed", nuspec);
             Assert.DoesNotMatch(@"id=""Microsoft\.ML\.OnnxRuntime""", nuspec);   // the native package is the application's choice
             Assert.Contains("<license type=\"expression\">MIT</license>", nuspec);
+            // The repository from the clone (Source Link): its commit always, its URL where the clone has an 'origin'.
+            Assert.Matches(@"<repository type=""git""[^>]* commit=""[0-9a-f]{40}""", nuspec);
         }
 
         File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
