@@ -6,9 +6,11 @@ namespace OnnxAlign.Estimation;
 /// <summary>
 /// report.json's <c>statistics</c> of a run's samples: per-coordinate mean and covariance for low-dimensional samples
 /// (<see cref="SampleMoments"/>), overall value statistics otherwise (<see cref="SampleValueStatistics"/>); serialised by
-/// <see cref="ReportJson"/> with the fields of its run-time type. The in-memory and the streamed-from-file forms give
+/// <see cref="ReportJson"/> with the fields of its run-time type (also where a record declares the base type). The in-memory and the streamed-from-file forms give
 /// the same values, bit for bit, so that a merged run reports what the single run does.
 /// </summary>
+[System.Text.Json.Serialization.JsonDerivedType(typeof(SampleMoments))]
+[System.Text.Json.Serialization.JsonDerivedType(typeof(SampleValueStatistics))]
 public abstract record SampleStatistics
 {
     /// <summary>Largest dimension for which full per-coordinate moments are reported.</summary>
