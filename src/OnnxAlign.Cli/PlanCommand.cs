@@ -85,47 +85,15 @@ internal static class PlanCommand
         return 0;
     }
 
-    /// <summary>
-    /// The SMC's global set-up (DESIGN §10): a pilot of its first MinSystems systems (after the proposal's own set-up: a
-    /// network reward's fitted tilt, a convex reward's tangent tilt) fixes the number of systems M from their ESS per
-    /// system (<see cref="ExactTilt.PlanSystems"/>); the plan records M, the pilot and the proposal, so that every shard
-    /// runs its block of the same M systems under the same proposal and never refits.
-    /// </summary>
-    private static JsonObject PlanSmc(TiltOptions.Plan plan, OnnxAlign.Model.IDenoiser denoiser, GenerateCommand.Checked run)
+    /// <summary>The SMC's global set-up (DESIGN §10, <see cref="SmcPlan.Of"/>): the pilot fixes M; the plan records it and the proposal.</summary>
+    private static JsonNode PlanSmc(TiltOptions.Plan plan, OnnxAlign.Model.IDenoiser denoiser, GenerateCommand.Checked run)
     {
-        var exact = plan.Exact with { Count = run.Request.Count };
+        var exact = plan.Exact;
         int pilotSystems = Math.Min(exact.MinSystems, exact.MaxSystems);
         Console.WriteLine($"set-up: the SMC's number of systems from a pilot of its first {pilotSystems} systems ({pilotSystems * exact.Smc.ParticlesPerSystem} particles) …");
-        var settings = plan.Settings with { Exact = exact with { Systems = exact.MaxSystems, Block = new SystemBlock(0, pilotSystems) } };
-        var pilot = plan.Reward is { } reward && plan.Lambda is { } lambda
-            ? KlAlignment.Run(denoiser, run.Range, run.Sampler, reward, lambda, settings, run.Request)
-            : KlAlignment.RunTilt(denoiser, run.Range, run.Sampler, plan.Theta, settings, run.Request);
-        var block = pilot.Block!;
-        int systems = ExactTilt.PlanSystems(block.Finished, denoiser.SampleSize, exact);
-        double ess = block.Finished.Any(s => s.LogWeights.Any(double.IsFinite)) ? ExactTilt.Combine(block.Finished, denoiser.SampleSize).EffectiveSampleSize : 0;
-        var smc = new JsonObject
-        {
-            ["systems"] = systems,
-            ["particles_per_system"] = exact.Smc.ParticlesPerSystem,
-            ["target_effective_sample_size"] = exact.TargetEssPerSample * exact.Count,
-            ["max_systems"] = exact.MaxSystems,
-            ["pilot_systems"] = pilotSystems,
-            ["pilot_effective_sample_size"] = ess,
-            ["pilot_network_evaluations"] = block.NetworkEvaluations,
-            ["rule"] = "M = clamp(⌈target ESS / (pilot ESS / pilot systems)⌉, min systems, the budget's max systems); the pilot systems are the run's first ones",
-        };
-        if (pilot.BlackBox?.Fit is { } fit)
-        {
-            // The whole fit, θ included (one sample's worth of values): shards move their particles under it and never refit.
-            smc["tilt_fit"] = fit.ToJson(withTheta: true);
-            smc["setup_network_evaluations"] = pilot.SetupEvaluations;
-        }
-        if (plan.Algorithm == KlAlgorithm.ExactReward)
-        {
-            smc["proposal_tilt"] = new JsonArray(pilot.Theta.Select(v => (JsonNode)v).ToArray());
-            smc["setup_network_evaluations"] = pilot.SetupEvaluations;
-        }
-        Console.WriteLine($"set-up: {systems} SMC systems (the pilot's ESS {ess:F1} over {pilotSystems} systems; target {exact.TargetEssPerSample * exact.Count:F0})");
-        return smc;
+        var smc = SmcPlan.Of(denoiser, run.Range, run.Sampler, plan.Reward is { } reward && plan.Lambda is { } lambda ? (reward, lambda) : null, plan.Theta,
+                             plan.Settings, run.Request);
+        Console.WriteLine($"set-up: {smc.Systems} SMC systems (the pilot's ESS {smc.PilotEffectiveSampleSize:F1} over {smc.PilotSystems} systems; target {smc.TargetEffectiveSampleSize:F0})");
+        return ReportJson.ToNode(smc);
     }
 }

@@ -174,7 +174,7 @@ internal sealed class TiltOptions
                 throw new ConfigException($"--tilt {tiltPath}: shape [{string.Join(", ", array.Shape)}], expected {denoiser.SampleSize} values [{string.Join(", ", denoiser.SampleShape)}]");
             if (array.Data.Any(v => !float.IsFinite(v))) throw new ConfigException($"--tilt {tiltPath}: contains NaN or infinite values");
             theta = array.Data;
-            algorithm = mode switch { KlTiltMode.Exact => KlAlgorithm.ExactTilt, KlTiltMode.Fast => KlAlgorithm.FastTilt, _ => KlAlgorithm.HybridTilt };
+            algorithm = KlAlignment.ChooseForTilt(mode);
         }
         return new Plan(reward, lambda, theta, algorithm, settings, reference, modelDirectory);
     }
@@ -190,25 +190,17 @@ internal sealed class TiltOptions
         public FeatureReward? LowRank => Reward as FeatureReward;
 
         /// <summary>Sampled by SMC with exact weights (a linear tilt or a low-rank reward).</summary>
-        public bool IsExact => Algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward or KlAlgorithm.BlackBox;
+        public bool IsExact => KlAlignment.IsExact(Algorithm);
 
         /// <summary>Sampled by an SMC whose systems a plan can fix and shards can split (DESIGN §10): every exact method but best-of-N.</summary>
-        public bool IsSmc => IsExact && !(Algorithm == KlAlgorithm.BlackBox && Settings.BlackBox.Method == BlackBoxMethod.BestOfN);
+        public bool IsSmc => KlAlignment.IsSmc(Algorithm, Settings.BlackBox);
 
         /// <summary>
         /// The plan's SMC set-up applied (DESIGN §10): its number of systems, the proposal's fit or tangent tilt, and for a
         /// shard of several its block of systems; null <paramref name="smc"/> leaves the plan as it is.
         /// </summary>
-        public Plan WithSmcSetup(JsonObject? smc, Shard shard)
-        {
-            if (smc is null || !IsSmc) return this;
-            int systems = (int)smc["systems"]!;
-            var exact = Settings.Exact with { Systems = systems, Block = shard.Count > 1 ? SystemBlock.Of(shard, systems) : null };
-            var settings = Settings with { Exact = exact };
-            if (smc["tilt_fit"] is JsonObject fit) settings = settings with { BlackBox = settings.BlackBox with { Fitted = TiltFit.FromJson(fit) } };
-            if (smc["proposal_tilt"] is JsonArray tilt) settings = settings with { ProposalTilt = tilt.Select(v => (float)v!).ToArray() };
-            return this with { Settings = settings };
-        }
+        public Plan WithSmcSetup(JsonObject? smc, Shard shard) =>
+            smc is null || !IsSmc ? this : this with { Settings = ReportJson.FromNode<SmcPlan>(smc).Apply(Settings, shard) };
 
         public KlTiltMode Mode => Settings.Mode;
 

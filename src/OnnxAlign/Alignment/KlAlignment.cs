@@ -164,6 +164,27 @@ public static class KlAlignment
     /// <summary>The mixture's set-up note in a checkpoint: resuming repeats neither its log Z nor its pilot rounds.</summary>
     private const string MixtureNote = "mixture.json";
 
+    /// <summary>The algorithm of a raw tilt θ (<see cref="RunTilt"/>) in <paramref name="mode"/>: the exact, fast or hybrid tilt.</summary>
+    public static KlAlgorithm ChooseForTilt(KlTiltMode mode) => mode switch
+    {
+        KlTiltMode.Exact => KlAlgorithm.ExactTilt,
+        KlTiltMode.Fast => KlAlgorithm.FastTilt,
+        _ => KlAlgorithm.HybridTilt,
+    };
+
+    /// <summary>Whether <paramref name="algorithm"/> samples by SMC with exact weights (the exact tilt, the exact low-rank reward, the black-box methods).</summary>
+    public static bool IsExact(KlAlgorithm algorithm) => algorithm is KlAlgorithm.ExactTilt or KlAlgorithm.ExactReward or KlAlgorithm.BlackBox;
+
+    /// <summary>
+    /// Whether <paramref name="algorithm"/> runs SMC systems that a plan can fix and shards can split (DESIGN §10): every
+    /// exact method but best-of-N, which has no weights.
+    /// </summary>
+    public static bool IsSmc(KlAlgorithm algorithm, BlackBoxSettings blackBox)
+    {
+        ArgumentNullException.ThrowIfNull(blackBox);
+        return IsExact(algorithm) && !(algorithm == KlAlgorithm.BlackBox && blackBox.Method == BlackBoxMethod.BestOfN);
+    }
+
     /// <summary>The algorithm for <paramref name="reward"/> at <paramref name="lambda"/> in <paramref name="mode"/>.</summary>
     /// <exception cref="ConfigException">The reward has no exact KL algorithm (parameter <c>reward</c>), or the mode does not apply to it (parameter <c>mode</c>).</exception>
     public static KlAlgorithm Choose(Reward reward, double lambda, KlTiltMode mode = KlTiltMode.Exact)
