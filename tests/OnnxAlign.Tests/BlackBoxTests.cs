@@ -8,7 +8,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>Rewards without structure (issue #18, DESIGN §8): tilts as proposals, exact weights, against quadrature.</summary>
-public sealed class BlackBoxTests
+public sealed class BlackBoxTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     /// <summary>r(x) = 1.5·x₁ + 0.6·cos(2·x₀): non-linear, neither convex nor concave, no declared structure.</summary>
     private sealed class WavyReward() : Reward("test:wavy", 2)
@@ -39,10 +39,10 @@ public sealed class BlackBoxTests
         return (rSum / mass, xSum / mass);
     }
 
-    private static KlAlignmentResult Run(BlackBoxMethod method, Reward reward, double lambda, int count, long seed, double maxParticles = 16, int steps = 100)
+    private KlAlignmentResult Run(BlackBoxMethod method, Reward reward, double lambda, int count, long seed, double maxParticles = 16, int steps = 100)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps);
         var settings = new KlAlignmentSettings
         {
@@ -112,7 +112,7 @@ public sealed class BlackBoxTests
     public void ForALinearRewardTheFittedTiltIsTheExactTiltAndTheWeightsAreConstant()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 50);
         var linear = new LinearReward("test:linear", [0.6f, -0.8f], 0.25);
         using var blackBox = new Opaque(linear);
@@ -139,7 +139,7 @@ public sealed class BlackBoxTests
         Assert.Null(best.Exact);
         Assert.Equal(32, best.Samples.Count);
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var draws = Generation.Run(network, Sampler.Create("ddpm", model.Config, steps: 100), new GenerationRequest { Count = 32 * 16, BatchSize = 256, Seed = 2 });
         var rewards = reward.EvaluateBatch(draws.Samples);
         var got = reward.EvaluateBatch(best.Samples.Samples);
@@ -151,7 +151,7 @@ public sealed class BlackBoxTests
     public void MethodsThatWeighStochasticStepsRefuseADeterministicSampler()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         using var reward = new WavyReward();
         var sampler = Sampler.Create("ddim", model.Config, steps: 10);
         foreach (var method in new[] { BlackBoxMethod.TiltImportance, BlackBoxMethod.FeynmanKac, BlackBoxMethod.ImportanceResampling })

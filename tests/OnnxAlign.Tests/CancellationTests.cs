@@ -6,7 +6,7 @@ namespace OnnxAlign.Tests;
 
 /// <summary>A cancelled long call stops within one network call (issue #16): between calls for any denoiser, and
 /// inside a running ONNX call through <c>RunOptions.Terminate</c>.</summary>
-public sealed class CancellationTests
+public sealed class CancellationTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     /// <summary>Counts the calls that finished, and cancels when the given call starts (or a delay after it starts).</summary>
     private sealed class CountingDenoiser(IDenoiser inner, int cancelAtCall, CancellationTokenSource source, TimeSpan? delay = null) : IDenoiser
@@ -33,7 +33,7 @@ public sealed class CancellationTests
     public void GenerationStopsAtTheNextNetworkCall()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var network = sessions.Denoiser(model);
         using var source = new CancellationTokenSource();
         var counting = new CountingDenoiser(network, cancelAtCall: 5, source);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
@@ -48,7 +48,7 @@ public sealed class CancellationTests
     public void TheExactTiltStopsAtTheNextNetworkCall()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var network = sessions.Denoiser(model);
         using var source = new CancellationTokenSource();
         var counting = new CountingDenoiser(network, cancelAtCall: 30, source);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
@@ -68,7 +68,7 @@ public sealed class CancellationTests
     public void AConstrainedSolveStopsAtTheNextNetworkCall()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 10);
         var constraints = new[] { Constraint.Parse("brightness>=mean+1std", network.SampleShape, model.Directory) };
         var settings = new ConstrainedSettings { SamplesPerIteration = 32, BatchSize = 16, Seed = 1, FinalMode = KlTiltMode.Fast };
@@ -92,7 +92,7 @@ public sealed class CancellationTests
     public void DualAveragingStopsAtTheNextNetworkCall()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var network = model.OpenDenoiser(new DenoiserOptions());
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 10);
         var features = (Rewards.FeatureReward)Rewards.RewardSpec.Parse("sq-dist:0.5(brightness)", network.SampleShape, model.Directory);
         using var source = new CancellationTokenSource();

@@ -11,7 +11,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>Constrained alignment (DESIGN §4) and preference fits on gmm2d, whose tilted moments are known exactly.</summary>
-public class ConstrainedTests(ITestOutputHelper output)
+public class ConstrainedTests(ITestOutputHelper output, ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static readonly string Dir = Directions();
 
@@ -53,7 +53,7 @@ public class ConstrainedTests(ITestOutputHelper output)
     public void TwoActiveConstraintsReachTheExactOptimum(DualMethod method, bool exactIterates)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=1"), Parse("direction:{dir}/e1.npy<=-1") };
         var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), constraints,
             new ConstrainedSettings { Method = method, SamplesPerIteration = 2000, Seed = 3, MaxIterations = method == DualMethod.Newton ? 20 : 200,
@@ -83,7 +83,7 @@ public class ConstrainedTests(ITestOutputHelper output)
     public void AnInactiveConstraintKeepsTheBaseLawAndARelativeThresholdUsesTheBaseMoments()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=-5"), Parse("direction:{dir}/e1.npy>=mean+1std") };
         var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), constraints, new ConstrainedSettings { SamplesPerIteration = 2000, Seed = 5 });
         Assert.True(result.Converged);
@@ -98,7 +98,7 @@ public class ConstrainedTests(ITestOutputHelper output)
     public void ContradictoryConstraintsAreReportedInfeasible()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=1"), Parse("direction:{dir}/e0.npy<=0") };
         var result = ConstrainedAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 20), constraints, new ConstrainedSettings { SamplesPerIteration = 500, Seed = 1 });
         Assert.False(result.Converged);
@@ -114,7 +114,7 @@ public class ConstrainedTests(ITestOutputHelper output)
     public void RunReturnsTheDualTheSamplesAndTheReportBlocks()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=1") };
         var iterates = new List<DualIterate>();
         var result = ConstrainedAlignment.Run(network, model.DataRange, Sampler.Create("ddim", model.Config, 20), constraints,
@@ -170,7 +170,7 @@ public class ConstrainedTests(ITestOutputHelper output)
     public void RunResumedFromItsCheckpointDoesNotSolveTheDualAgain()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddim", model.Config, 20);
         var constraints = new[] { Parse("direction:{dir}/e0.npy>=1") };
         var settings = new ConstrainedSettings { SamplesPerIteration = 300, Seed = 5, FinalMode = KlTiltMode.Fast };
@@ -316,7 +316,7 @@ public class ConstrainedTests(ITestOutputHelper output)
 }
 
 /// <summary>Distributional objectives by dual averaging (DESIGN §5) against the exact fixed point on gmm2d.</summary>
-public class DistributionalTests(ITestOutputHelper output)
+public class DistributionalTests(ITestOutputHelper output, ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     [Theory]
     [InlineData(false)]
@@ -338,7 +338,7 @@ public class DistributionalTests(ITestOutputHelper output)
             exact[1] -= (j00 * f1 - j01 * f0) / det;
         }
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var features = new FeatureReward("moments", [1f, 0f, 0f, 1f], 2, FeatureFunction.Parse("sq-dist:1.5,1.5", 2));
         var result = DistributionalAlignment.Solve(denoiser, Sampler.Create("ddim", model.Config, 50), features,
             new DualAveragingSettings { Beta = beta, SamplesPerIteration = 1000, MaxIterations = 60, Seed = 2, Exact = exactIterates ? new ExactTiltSettings() : null });

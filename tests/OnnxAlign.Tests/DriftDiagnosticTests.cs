@@ -6,12 +6,12 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>The drift diagnostic of DESIGN §1d: flat for an exact tilt on the exact toy, flagged for a deliberately wrong shift.</summary>
-public class DriftDiagnosticTests
+public class DriftDiagnosticTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
-    private static DriftReport Drift(string samplerName, int steps, Func<double, double, double>? wrongShift)
+    private DriftReport Drift(string samplerName, int steps, Func<double, double, double>? wrongShift)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var theta = TiltTests.LargeTheta.Select(v => (float)v).ToArray();
         var tilt = wrongShift is null ? new LinearTilt(denoiser, theta) : new LinearTilt(denoiser, theta, TiltMode.Exact, null, wrongShift);
         var sampler = Sampler.Create(samplerName, model.Config, steps);

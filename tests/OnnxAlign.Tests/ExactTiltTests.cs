@@ -17,7 +17,7 @@ namespace OnnxAlign.Tests;
 /// (a quarter of θ, 1.6 θ), so a wrong weight fails these tests.
 /// </summary>
 [Trait("Category", "Slow")]
-public class ExactTiltTests
+public class ExactTiltTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static readonly double[] Theta = TiltTests.LargeTheta;  // moves ~99.7 % of the mass to the 20 % component
 
@@ -27,16 +27,16 @@ public class ExactTiltTests
     private static readonly Dictionary<string, (double[] Mean, double[] Se, double LogZ, double LogZSe)> Truths = [];
 
     /// <summary>SNIS of base samples of the same sampler: E_q[x] and log Z = log mean e^{⟨θ,x⟩}, with standard errors.</summary>
-    private static (double[] Mean, double[] Se, double LogZ, double LogZSe) Truth(string samplerName, int steps) =>
+    private (double[] Mean, double[] Se, double LogZ, double LogZSe) Truth(string samplerName, int steps) =>
         Truth($"{samplerName}/{steps}", config => Sampler.Create(samplerName, config, steps));
 
-    private static (double[] Mean, double[] Se, double LogZ, double LogZSe) Truth(string key, Func<SchedulerConfig, Sampler> sampler)
+    private (double[] Mean, double[] Se, double LogZ, double LogZSe) Truth(string key, Func<SchedulerConfig, Sampler> sampler)
     {
         lock (Truths)
         {
             if (Truths.TryGetValue(key, out var cached)) return cached;
             var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-            using var denoiser = model.OpenDenoiser();
+            var denoiser = sessions.Denoiser(model);
             const int n = 200_000;
             var samples = TestSupport.Generate(denoiser, sampler(model.Config), n, seed: 99, batch: 5000);
             var logWeights = Enumerable.Range(0, n).Select(i => Theta[0] * samples[2 * i] + Theta[1] * samples[2 * i + 1]).ToArray();
@@ -50,10 +50,10 @@ public class ExactTiltTests
         }
     }
 
-    private static ExactTiltResult Run(string samplerName, int steps, double scale = 1.0, int systems = 8, int particles = 256)
+    private ExactTiltResult Run(string samplerName, int steps, double scale = 1.0, int systems = 8, int particles = 256)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var settings = new ExactTiltSettings
         {
             Count = 64, ProposalScale = scale, MinSystems = systems, TargetEssPerSample = 1e-9, MaxParticlesPerSample = 1,
@@ -64,7 +64,7 @@ public class ExactTiltTests
 
     /// <summary>The weighted mean against the ground truth of the same sampler (z ≤ 4.5 of the combined standard error)
     /// and against the closed form (within the discretisation tolerance).</summary>
-    private static void AssertTarget(WeightedParticles p, string samplerName, int steps, string label) =>
+    private void AssertTarget(WeightedParticles p, string samplerName, int steps, string label) =>
         AssertTarget(p, Truth(samplerName, steps), label, closedForm: true);
 
     private static void AssertTarget(WeightedParticles p, (double[] Mean, double[] Se, double LogZ, double LogZSe) truth, string label, bool closedForm)
@@ -84,10 +84,10 @@ public class ExactTiltTests
     }
 
     /// <summary>The exact tilt by θ with <paramref name="sampler"/> on gmm2d: 8 systems of 256 particles.</summary>
-    private static ExactTiltResult RunWith(Sampler sampler, long seed)
+    private ExactTiltResult RunWith(Sampler sampler, long seed)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         return ExactTilt.Sample(denoiser, null, sampler, Theta.Select(v => (float)v).ToArray(), new ExactTiltSettings
         {
             Count = 64, MinSystems = 8, TargetEssPerSample = 1e-9, MaxParticlesPerSample = 1, Smc = new SmcSettings { ParticlesPerSystem = 256, Seed = seed },
@@ -140,13 +140,13 @@ public class ExactTiltTests
     {
         // The test above is not vacuous: the quarter tilt's own samples miss the target's mean by many standard errors.
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var quarter = Theta.Select(v => (float)(v / 4)).ToArray();
         var samples = TestSupport.Generate(new LinearTilt(denoiser, quarter), Sampler.Create("ddpm", model.Config, 200), 2000, seed: 3);
         Assert.ThrowsAny<XunitException>(() => Moments.AssertCoordinateMeans(samples, 2, Truth("ddpm", 200).Mean, "quarter tilt"));
     }
 
-    private static void AssertLogPartition(ExactTiltResult result, string samplerName, int steps, string label)
+    private void AssertLogPartition(ExactTiltResult result, string samplerName, int steps, string label)
     {
         var truth = Truth(samplerName, steps);
         double se = Math.Sqrt(result.LogPartition.StandardError * result.LogPartition.StandardError + truth.LogZSe * truth.LogZSe);
@@ -160,7 +160,7 @@ public class ExactTiltTests
         // 1.6 θ: a tilt that samples another law (its own mean is off by ≈ 0.17); with the transition-density ratios in
         // the weights, the SMC still targets the tilt by θ of the sampler's law.
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var theta = Theta.Select(v => (float)v).ToArray();
         var wrong = new LinearTilt(denoiser, theta.Select(v => 1.6f * v).ToArray());
         var sampler = Sampler.Create("ddpm", model.Config, 200);
@@ -189,7 +189,7 @@ public class ExactTiltTests
     public void ResumedSystemsEqualAnUninterruptedRun()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, 50);
         var theta = Theta.Select(v => (float)v).ToArray();
         var settings = new ExactTiltSettings { Count = 32, MinSystems = 4, Smc = new SmcSettings { ParticlesPerSystem = 16, Seed = 5 } };

@@ -11,7 +11,7 @@ namespace OnnxAlign.Tests;
 
 /// <summary>The bundled trained Fashion-MNIST DDPM (issue #6): loads, is deterministic, and a class tilt works on it.</summary>
 [Trait("Category", "Slow")]
-public class FashionModelTests(ITestOutputHelper output)
+public class FashionModelTests(ITestOutputHelper output, ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static string Fashion => Path.Combine(TestSupport.RepositoryRoot, "models", "fashion");
 
@@ -19,13 +19,13 @@ public class FashionModelTests(ITestOutputHelper output)
     public void LoadsWithItsClassifierAndEvaluator()
     {
         var model = DiffusionModel.Locate(Fashion);
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         Assert.Equal([1, 32, 32], denoiser.SampleShape);
         Assert.Equal(1000, model.Config.NumTrainTimesteps);
         Assert.Equal(PredictionType.Epsilon, model.Config.PredictionType);
         var trouser = RewardSpec.ParseLinear("class:Trouser", denoiser.SampleShape, model.Directory);
         Assert.Equal(1024, trouser.Size);
-        using var evaluator = new ImageEvaluator(Path.Combine(model.Directory, "evaluator"));
+        var evaluator = sessions.Evaluator(Path.Combine(model.Directory, "evaluator"));
         Assert.Equal(10, evaluator.ClassNames.Length);
         Assert.Equal("Trouser", evaluator.ClassNames[1]);
     }
@@ -34,7 +34,7 @@ public class FashionModelTests(ITestOutputHelper output)
     public void GenerationIsDeterministicAndIndependentOfTheBatchSize()
     {
         var model = DiffusionModel.Locate(Fashion);
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var ddim = Sampler.Create("ddim", model.Config, 10);
         var a = Generation.Run(denoiser, ddim, new GenerationRequest { Count = 6, BatchSize = 6, Seed = 4 }).Samples;
         var b = Generation.Run(denoiser, ddim, new GenerationRequest { Count = 6, BatchSize = 6, Seed = 4 }).Samples;
@@ -53,8 +53,8 @@ public class FashionModelTests(ITestOutputHelper output)
     {
         const int n = 64;
         var model = DiffusionModel.Locate(Fashion);
-        using var denoiser = model.OpenDenoiser();
-        using var evaluator = new ImageEvaluator(Path.Combine(model.Directory, "evaluator"));
+        var denoiser = sessions.Denoiser(model);
+        var evaluator = sessions.Evaluator(Path.Combine(model.Directory, "evaluator"));
         var ddpm = Sampler.Create("ddpm", model.Config, 50);
         var request = new GenerationRequest { Count = n, BatchSize = n, Seed = 100 };
         var trouser = RewardSpec.ParseLinear("class:Trouser", denoiser.SampleShape, model.Directory);
@@ -83,7 +83,7 @@ public class FashionModelTests(ITestOutputHelper output)
     {
         const int n = 16;
         var model = DiffusionModel.Locate(Fashion);
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var sampler = Sampler.Create(samplerName, model.Config, 20);
         var trouser = RewardSpec.ParseLinear("class:Trouser", denoiser.SampleShape, model.Directory);
         double previous = double.NegativeInfinity;

@@ -6,12 +6,12 @@ using OnnxAlign.ModelForge;
 
 namespace OnnxAlign.Tests;
 
-public class GenerationTests
+public class GenerationTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
-    private static float[] Run(string sampler, int batch, double eta = 0, Shard? shard = null, int count = 37, long seed = 3)
+    private float[] Run(string sampler, int batch, double eta = 0, Shard? shard = null, int count = 37, long seed = 3)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         return Generation.Run(denoiser, Sampler.Create(sampler, model.Config, 20, eta),
             new GenerationRequest { Count = count, BatchSize = batch, Seed = seed, Shard = shard ?? Shard.Whole }).Samples;
     }
@@ -51,7 +51,7 @@ public class GenerationTests
     public void InitialNoiseIsUsedAsGiven()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddim", model.Config, 20);
         var init = new NpyArray([0.5f, -0.5f, 1f, 2f], [2, 2]);
         var a = Generation.Run(denoiser, sampler, new GenerationRequest { Count = 2, InitialNoise = init, Seed = 1 }).Samples;
@@ -133,7 +133,7 @@ public class GenerationTests
     public void TinyUnetRunsWithImageShapes()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("tiny-unet"));
-        using var denoiser = model.OpenDenoiser(new DenoiserOptions { IntraOpThreads = 1 });
+        var denoiser = sessions.Denoiser(model, new DenoiserOptions { IntraOpThreads = 1 });
         Assert.Equal([3, 32, 32], denoiser.SampleShape);
         var samples = TestSupport.Generate(denoiser, Sampler.Create(null, model.Config, 3), 3, batch: 2);
         Assert.Equal(3 * 3 * 32 * 32, samples.Length);

@@ -9,7 +9,7 @@ using OnnxAlign.ModelForge;
 namespace OnnxAlign.Tests;
 
 /// <summary>The library's KL aligner (issue #16): the algorithm chosen from the reward's structure, and each choice runs the algorithm it names.</summary>
-public sealed class KlAlignmentTests
+public sealed class KlAlignmentTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static LinearReward Linear() => new("test:linear", [0.6f, 0.8f]);
 
@@ -37,7 +37,7 @@ public sealed class KlAlignmentTests
     public void ALinearRewardRunsTheExactTilt()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 30);
         var reward = Linear();
         var request = new GenerationRequest { Count = 64, BatchSize = 64, Seed = 11 };
@@ -53,7 +53,7 @@ public sealed class KlAlignmentTests
     public void AConvexLowRankRewardRunsTheMixtureToItsGroundTruth()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddim", model.Config, steps: 100);
         var reward = MixtureTests.Gmm2dReward(1, "softplus:0.5");
         const double lambda = 0.3;
@@ -76,7 +76,7 @@ public sealed class KlAlignmentTests
     public void AConvexLowRankRewardIsSampledExactlyBySmc()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 50);
         var reward = MixtureTests.Gmm2dReward(1, "softplus:0.5");
         const double lambda = 0.3;
@@ -111,7 +111,7 @@ public sealed class KlAlignmentTests
     public void TheFastTiltReportsItsDrift()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddim", model.Config, steps: 30);
         var fast = KlAlignment.Run(network, null, sampler, Linear(), 1, new KlAlignmentSettings { Mode = KlTiltMode.Fast },
                                    new GenerationRequest { Count = 256, BatchSize = 256, Seed = 3 });
@@ -136,7 +136,7 @@ public sealed class KlAlignmentTests
     public void AnUnderBudgetedExactTiltWarnsThroughTheLogger()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var network = model.OpenDenoiser();
+        var network = sessions.Denoiser(model);
         var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
         var logger = new CapturingLogger();
         var settings = new KlAlignmentSettings

@@ -11,7 +11,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>KL alignment to convex low-rank rewards by mixtures of exact tilts (DESIGN §2) against quadrature ground truth.</summary>
-public class MixtureTests(ITestOutputHelper output)
+public class MixtureTests(ITestOutputHelper output, ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private const int Count = 2000;
 
@@ -41,7 +41,7 @@ public class MixtureTests(ITestOutputHelper output)
     public void Gmm2dMixtureMatchesTheQuadratureGroundTruth(string label, int k, string function, double lambda, string method)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var reward = Gmm2dReward(k, function);
         var sampler = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, 100), reward, lambda);
         Assert.Equal(method, sampler.Method.ToString());
@@ -71,7 +71,7 @@ public class MixtureTests(ITestOutputHelper output)
     public void StrongTiltWhereImportanceResamplingFails()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var reward = Gmm2dReward(1, "softplus:0.5");
         const double lambda = 0.05;
         var ddim = Sampler.Create("ddim", model.Config, 100);
@@ -98,7 +98,7 @@ public class MixtureTests(ITestOutputHelper output)
     public void GmmImageMixtureMatchesTheGroundTruth(string function, double lambda)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var mu = ToyModels.GmmImage.Means;
         // Gram–Schmidt on (μ1 − μ0, μ2 − μ0), scaled to unit norm.
         var e1 = Normalise(mu[1].Zip(mu[0], (a, b) => a - b).ToArray());
@@ -125,7 +125,7 @@ public class MixtureTests(ITestOutputHelper output)
     public void OneTangentWithRejectionIsExactWithoutItIsNot()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var reward = Gmm2dReward(1, "softplus:0.5");
         const double lambda = 0.3;
         var ddim = Sampler.Create("ddim", model.Config, 100);
@@ -151,7 +151,7 @@ public class MixtureTests(ITestOutputHelper output)
     {
         const int count = 500, seed = 9;
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var mixture = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, 50), Gmm2dReward(1, "softplus:0.5"), 0.3,
                                              new TiltMixtureSettings { BatchSize = 64 });
         var request = new GenerationRequest { Count = count, BatchSize = 64, Seed = seed };
@@ -189,7 +189,7 @@ public class MixtureTests(ITestOutputHelper output)
     {
         const int count = 60, seed = 4;
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var mixture = new TiltMixtureSampler(denoiser, Sampler.Create("ddim", model.Config, 20), Gmm2dReward(2, "max"), 0.3,
                                              new TiltMixtureSettings { BatchSize = 16, PilotSamples = 128 });
         var envelope = mixture.Prepare(seed);
@@ -224,7 +224,7 @@ public class MixtureTests(ITestOutputHelper output)
     {
         const int count = 500, seed = 6;
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var ddim = Sampler.Create("ddim", model.Config, 50);
         var reward = Gmm2dReward(1, "softplus:0.5");
         var healthy = new TiltMixtureSampler(denoiser, ddim, reward, 0.3);

@@ -14,7 +14,7 @@ namespace OnnxAlign.Tests;
 /// layout, text encoding, conditioning, classifier-free guidance, latents and their decoding, as a library user and as
 /// a CLI user meet them.
 /// </summary>
-public class PipelineTests
+public class PipelineTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static string TinySd => TestSupport.Toy("tiny-sd");
 
@@ -39,15 +39,15 @@ public class PipelineTests
     public void TheShapesAreAnOptimumExportsInMiniature()
     {
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
+        var unet = sessions.Denoiser(model);
         Assert.Equal([4, 8, 8], unet.SampleShape);
         Assert.Equal(((int?)null, (int?)32), unet.ConditioningShape!.Value);   // [batch, sequence, 32]: sequence dynamic
-        using var encoder = model.OpenTextEncoder();
+        var encoder = sessions.TextEncoder(model);
         var prompt = encoder.Encode("a red square");
         Assert.Equal(77, prompt.Ids.Count);
         Assert.Equal((77, 32), (prompt.Embedding.Length, prompt.Embedding.Width));
         Assert.Equal(3, prompt.ContentTokens);   // a, red, square: one token each in the toy vocabulary
-        using var vae = model.OpenVaeDecoder(unet.SampleShape);
+        var vae = sessions.VaeDecoder(model, unet.SampleShape);
         Assert.Equal([3, 64, 64], vae.ImageShape);
         Assert.Contains("input  input_ids: Int32 [batch, 77]", encoder.Describe());
         Assert.Contains("input  latent_sample: Float [batch, 4, 8, 8]", vae.Describe());
@@ -58,8 +58,8 @@ public class PipelineTests
     public void PromptsChangeTheHiddenStatesAndTheNetworksOutput()
     {
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
-        using var encoder = model.OpenTextEncoder();
+        var unet = sessions.Denoiser(model);
+        var encoder = sessions.TextEncoder(model);
         var red = encoder.Encode("a red square").Embedding;
         var again = encoder.Encode("A  RED square").Embedding;   // CLIP's cleaning: the same ids
         var blue = encoder.Encode("a blue circle").Embedding;
@@ -82,8 +82,8 @@ public class PipelineTests
     public void GuidanceIsTheUnconditionalPlusScaleTimesTheDifference(double scale)
     {
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
-        using var encoder = model.OpenTextEncoder();
+        var unet = sessions.Denoiser(model);
+        var encoder = sessions.TextEncoder(model);
         var prompt = encoder.Encode("a red square").Embedding;
         var negative = encoder.Encode("blurry").Embedding;
         const int batch = 3;
@@ -109,8 +109,8 @@ public class PipelineTests
     {
         // DESIGN §9: a tilt composed with CFG is the tilt of the guided denoiser: ε^q(x) = ε̃(x + c_t θ) − (σ/α) θ.
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
-        using var encoder = model.OpenTextEncoder();
+        var unet = sessions.Denoiser(model);
+        var encoder = sessions.TextEncoder(model);
         var guided = new ClassifierFreeGuidance(unet, encoder.Encode("").Embedding, encoder.Encode("a red square").Embedding, 4);
         var theta = Noise(1, unet.SampleSize, seed: 2).Select(v => v * 0.3f).ToArray();
         var tilted = new LinearTilt(guided, theta);
@@ -142,8 +142,8 @@ public class PipelineTests
     public void ConditioningThatCannotApplyIsRefusedWithTheParameter()
     {
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
-        using var encoder = model.OpenTextEncoder();
+        var unet = sessions.Denoiser(model);
+        var encoder = sessions.TextEncoder(model);
         var e = Assert.Throws<ConfigException>(() => PromptConditioning.Create(unet, new ConditioningOptions { Prompt = "x", NegativePrompt = "y" }, encoder));
         Assert.Equal("negativePrompt", e.Parameter);
         var wrong = new TextEmbedding(new float[77 * 16], 77, 16);
@@ -152,7 +152,7 @@ public class PipelineTests
         e = Assert.Throws<ConfigException>(() => PromptConditioning.Create(unet, new ConditioningOptions { Prompt = "x", EncoderHiddenStates = [wrong] }, encoder));
         Assert.Equal("encoderHiddenStates", e.Parameter);
         // An unconditional network takes no prompt.
-        using var plain = DiffusionModel.Locate(TestSupport.Toy("tiny-unet")).OpenDenoiser();
+        var plain = sessions.Toy("tiny-unet");
         e = Assert.Throws<ConfigException>(() => PromptConditioning.Create(plain, new ConditioningOptions { Prompt = "a cat" }, null));
         Assert.Equal("prompt", e.Parameter);
         // Without a text encoder a prompt cannot be encoded.
@@ -201,8 +201,8 @@ public class PipelineTests
 
         // The decoded images are the VAE's decoding of the latents written beside them.
         var model = DiffusionModel.Locate(TinySd);
-        using var unet = model.OpenDenoiser();
-        using var vae = model.OpenVaeDecoder(unet.SampleShape);
+        var unet = sessions.Denoiser(model);
+        var vae = sessions.VaeDecoder(model, unet.SampleShape);
         var latents = NpyFile.Read(Path.Combine(outDir, "latents.npy")).Data;
         TestSupport.AssertClose(vae.Decode(latents, 3), images.Data, 1e-5);
     }
@@ -212,12 +212,10 @@ public class PipelineTests
     {
         var model = DiffusionModel.Locate(TinySd);
         string file = Path.Combine(TestSupport.TempDirectory(), "hidden.npy");
-        using (var encoder = model.OpenTextEncoder())
-        {
-            var negative = encoder.Encode("blurry").Embedding.Values.ToArray();
-            var prompt = encoder.Encode("a red square").Embedding.Values.ToArray();
-            NpyFile.Write(file, negative.Concat(prompt).ToArray(), [2, 77, 32]);
-        }
+        var encoder = sessions.TextEncoder(model);
+        var negative = encoder.Encode("blurry").Embedding.Values.ToArray();
+        var prompt = encoder.Encode("a red square").Embedding.Values.ToArray();
+        NpyFile.Write(file, negative.Concat(prompt).ToArray(), [2, 77, 32]);
         string viaPrompt = TestSupport.TempDirectory(), viaFile = TestSupport.TempDirectory();
         string[] common = ["--guidance-scale", "3", "--count", "2", "--steps", "5", "--overwrite"];
         var a = CliTests.Onnxalign(["generate", TinySd, "--prompt", "a red square", "--negative-prompt", "blurry", .. common, "--out", viaPrompt]);

@@ -6,7 +6,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>Issue #9: loaders fail only with the documented error, and generation is safe from several threads.</summary>
-public class ReliabilityTests
+public class ReliabilityTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     /// <summary>Random bytes, random truncations and random byte flips of a file.</summary>
     private static IEnumerable<byte[]> Corruptions(byte[] original, int seed, int each)
@@ -122,7 +122,7 @@ public class ReliabilityTests
         var model = DiffusionModel.Locate(TestSupport.Toy("tiny-unet"));
         var ddim = Sampler.Create("ddim", model.Config, 5);
         var requests = Enumerable.Range(0, 6).Select(i => new GenerationRequest { Count = 3, BatchSize = 1 + i % 3, Seed = 10 * i }).ToArray();
-        using var shared = model.OpenDenoiser();
+        var shared = sessions.Denoiser(model);
         var sequential = requests.Select(r => Generation.Run(shared, ddim, r).Samples).ToArray();
         var parallel = new float[requests.Length][];
         Parallel.For(0, requests.Length, new ParallelOptions { MaxDegreeOfParallelism = 6 }, i =>
@@ -139,7 +139,7 @@ public class ReliabilityTests
 }
 
 /// <summary>Issue #9: a sample that turns NaN is caught at its step; stop keeps finished samples, skip drops only it.</summary>
-public class NonFiniteTests
+public class NonFiniteTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static (DiffusionModel Model, NpyArray Noise) Setup(int count, int poisoned)
     {
@@ -154,7 +154,7 @@ public class NonFiniteTests
     public void StopReportsStepAndSampleAndKeepsFinishedBatches()
     {
         var (model, noise) = Setup(8, poisoned: 5);
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var request = new GenerationRequest { Count = 8, BatchSize = 2, InitialNoise = noise };
         var fault = Assert.Throws<NonFiniteException>(() => Generation.Run(denoiser, Sampler.Create("ddim", model.Config, 10), request));
         Assert.Equal(1, fault.Step);
@@ -168,7 +168,7 @@ public class NonFiniteTests
     public void SkipDropsOnlyTheFaultySampleAndLeavesTheOthersUnchanged()
     {
         var (model, noise) = Setup(8, poisoned: 5);
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var ddim = Sampler.Create("ddim", model.Config, 10);
         var skipped = Generation.Run(denoiser, ddim, new GenerationRequest { Count = 8, BatchSize = 3, InitialNoise = noise, OnNonFinite = NonFinitePolicy.Skip });
         var clean = noise.Data.ToArray();

@@ -6,7 +6,7 @@ using OnnxAlign.ModelForge;
 namespace OnnxAlign.Tests;
 
 /// <summary>Each sampler on the exact mixture networks reproduces the mixture's moments and component weights.</summary>
-public class SamplerStatisticsTests
+public class SamplerStatisticsTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     public static TheoryData<string, int> Samplers => new()
     {
@@ -18,7 +18,7 @@ public class SamplerStatisticsTests
     public void Gmm2dMomentsAndWeights(string samplerName, int steps)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var mixture = GaussianMixture.Load(Path.Combine(model.Directory, "mixture.json"));
         var samples = TestSupport.Generate(denoiser, Sampler.Create(samplerName, model.Config, steps), 4000, seed: 11);
         Moments.AssertMeanAndCovariance(samples, 2, mixture.Mean(), mixture.Covariance(), samplerName);
@@ -32,7 +32,7 @@ public class SamplerStatisticsTests
     {
         // gmm-image: diffusers folder layout, v-prediction, float scalar timestep, [B,1,8,8] samples.
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         Assert.Equal([1, 8, 8], denoiser.SampleShape);
         var mixture = GaussianMixture.Load(Path.Combine(model.Directory, "mixture.json"));
         var samples = TestSupport.Generate(denoiser, Sampler.Create(samplerName, model.Config, steps), 2000, seed: 5);
@@ -54,7 +54,7 @@ public class SamplerStatisticsTests
         var other = DiffusionModel.Locate(dir);
         var reference = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
         using var a = other.OpenDenoiser();
-        using var b = reference.OpenDenoiser();
+        var b = sessions.Denoiser(reference);
         var x = TestSupport.Generate(a, Sampler.Create("ddim", other.Config, 20), 64);
         var y = TestSupport.Generate(b, Sampler.Create("ddim", reference.Config, 20), 64);
         for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) <= 2e-3 * (1 + Math.Abs(y[i])), $"{i}: {x[i]} vs {y[i]}");

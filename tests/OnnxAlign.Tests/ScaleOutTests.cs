@@ -10,7 +10,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>Issue #20: array-job shards from the environment, plans, and a merge that equals the single-machine run.</summary>
-public sealed class ScaleOutTests
+public sealed class ScaleOutTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     private static Func<string, string?> Environment(params (string Name, string Value)[] variables) =>
         name => variables.FirstOrDefault(v => v.Name == name).Value;
@@ -250,7 +250,7 @@ public sealed class ScaleOutTests
     public void SystemBlocksRunSeparatelyCombineToTheOneProcessRun(string samplerName)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var sampler = Sampler.Create(samplerName, model.Config, 6);
         var reward = (OnnxAlign.Rewards.LinearReward)OnnxAlign.Rewards.RewardSpec.Parse("channel-mean:0", denoiser.SampleShape, model.Directory);
         var request = new GenerationRequest { Count = 12, BatchSize = 4, Seed = 5 };

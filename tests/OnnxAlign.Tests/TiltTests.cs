@@ -10,7 +10,7 @@ using OnnxAlign.Sampling;
 namespace OnnxAlign.Tests;
 
 /// <summary>The exact linear tilt (DESIGN §1) against the closed-form tilted mixture.</summary>
-public class TiltTests
+public class TiltTests(ModelSessions sessions) : IClassFixture<ModelSessions>
 {
     // Small: a gentle shift. Large: moves ~99.7 % of the mass to the 20 % component.
     public static readonly double[] SmallTheta = [0.5, 0.3];
@@ -25,10 +25,10 @@ public class TiltTests
         return data;
     }
 
-    private static float[] TiltedSamples(string samplerName, int steps, double[] theta, int count = 4000, Func<double, double, double>? wrongShift = null)
+    private float[] TiltedSamples(string samplerName, int steps, double[] theta, int count = 4000, Func<double, double, double>? wrongShift = null)
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var t = theta.Select(v => (float)v).ToArray();
         var tilt = wrongShift is null ? new LinearTilt(denoiser, t) : new LinearTilt(denoiser, t, TiltMode.Exact, null, wrongShift);
         return TestSupport.Generate(tilt, Sampler.Create(samplerName, model.Config, steps), count, seed: 21);
@@ -66,7 +66,7 @@ public class TiltTests
         var q = mixture.Tilted(theta);
         Assert.True(q.Weights[2] > 0.5, $"test needs a strong tilt, got weight {q.Weights[2]}");
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm-image"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var tilt = new LinearTilt(denoiser, theta.Select(v => (float)v).ToArray());
         var samples = TestSupport.Generate(tilt, Sampler.Create(samplerName, model.Config, steps), 2000, seed: 8);
         Moments.AssertComponentWeights(samples, mixture, q.Weights, samplerName);
@@ -80,7 +80,7 @@ public class TiltTests
     {
         var theta = large ? LargeTheta : SmallTheta;
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         var stats = LogPartition.Estimate(denoiser, Sampler.Create("dpm++2m", model.Config, 50), theta.Select(v => (float)v).ToArray(),
                                           nodes: 10, samplesPerNode: 1000, seed: 4, batchSize: 1000);
         double logZ = ToyModels.Gmm2d.LogPartition(theta);
@@ -104,7 +104,7 @@ public class TiltTests
     public void GuidanceApiMatchesTheDecoratorAndGivesTheShiftedDenoiser()
     {
         var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
-        using var denoiser = model.OpenDenoiser();
+        var denoiser = sessions.Denoiser(model);
         float[] theta = [0.7f, -1.1f];
         float[] x = [0.3f, -0.2f, 1.5f, 2.5f];
         const int t = 600;
