@@ -53,10 +53,11 @@ internal static class VerifyCommand
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
             GenerateCommand.RefusePipeline(located, "verify");
             var samplerInstance = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, s, parse.GetValue(eta));
-            using var denoiser = located.OpenDenoiser(runtime.For(parse));
+            var options = runtime.For(parse);
+            using var denoiser = located.OpenDenoiser(options);
             string spec = parse.GetValue(reward)!;
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
-            var statistics = Statistics(spec, linear, denoiser.SampleShape, located.Directory);
+            using var statistics = TiltAudit.StatisticsFor(linear, denoiser.SampleShape, located.Directory, options, located.DataRange);
             var range = tilt.DataRange(parse, located);
             string? output = parse.GetValue(outDir);
             // The audit's job (with --out): the folder's lock, overwrite, report.json, and a stopped report on a NaN/±∞ sample.
@@ -77,7 +78,7 @@ internal static class VerifyCommand
                 BaseCount = nBase, Count = n, BatchSize = b, Seed = parse.GetValue(seed), Exact = modeList.Contains("exact"), Fast = modeList.Contains("fast"),
                 ExactSettings = tilt.ReadExact(parse),
             };
-            AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics, settings,
+            AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics.Statistics, settings,
                 new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …"))).ToArray();
             var results = job is null ? Audit() : job.Run(Audit, fault => new JobOutput(report with { NetworkEvaluations = fault.Finished.NetworkEvaluations }, () => []));
             for (int k = 0; k < lambdas.Length; k++)
@@ -113,43 +114,6 @@ internal static class VerifyCommand
         });
         return command;
     }
-
-    /// <summary>The reward itself, the class rate and the other classes' logits for a class reward, brightness; the evaluator's class rate when the model has one.</summary>
-    private static List<AuditStatistic> Statistics(string spec, LinearReward reward, IReadOnlyList<int> shape, string modelDirectory)
-    {
-        List<AuditStatistic> list;
-        if (spec.StartsWith("class:", StringComparison.Ordinal))
-        {
-            string argument = spec["class:".Length..];
-            int at = argument.IndexOf('@');
-            string suffix = at < 0 ? "" : argument[at..];
-            string directory = at < 0 ? Path.Combine(modelDirectory, "classifier") : argument[(at + 1)..];
-            int classes = NpyFile.Read(Path.Combine(directory, "b.npy")).Data.Length;
-            string[] names = RewardSpec.ClassNames(directory, modelDirectory);
-            var logits = Enumerable.Range(0, classes)
-                .Select(c => RewardSpec.ParseLinear($"class:{(c < names.Length ? names[c] : c.ToString(CultureInfo.InvariantCulture))}{suffix}", shape, modelDirectory)).ToList();
-            int target = logits.FindIndex(x => TensorsEqual(x, reward));
-            list = [.. TiltAudit.DefaultStatistics(reward, logits, target < 0 ? null : target)];
-        }
-        else list = [.. TiltAudit.DefaultStatistics(reward)];
-        string evaluatorDirectory = Path.Combine(modelDirectory, "evaluator");
-        if (File.Exists(Path.Combine(evaluatorDirectory, "model.onnx")) && spec.StartsWith("class:", StringComparison.Ordinal))
-        {
-            var evaluator = new ImageEvaluator(evaluatorDirectory);
-            string name = reward.Name["class:".Length..].Split('@')[0];
-            int k = Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, name, StringComparison.OrdinalIgnoreCase));
-            if (k < 0 && int.TryParse(name, out int index)) k = index;
-            if (k >= 0)
-                list.Add(new AuditStatistic($"evaluator-rate:{(k < evaluator.ClassNames.Length ? evaluator.ClassNames[k] : name)}", (samples, count) =>
-                {
-                    var e = evaluator.Evaluate(samples.AsSpan(0, count * reward.Size), count, shape);
-                    return Enumerable.Range(0, count).Select(i => e.Predicted(i) == k ? 1.0 : 0.0).ToArray();
-                }));
-        }
-        return list;
-    }
-
-    private static bool TensorsEqual(LinearReward a, LinearReward b) => a.Offset == b.Offset && a.Direction.SequenceEqual(b.Direction);
 
     private static string Table(AuditResult result)
     {
