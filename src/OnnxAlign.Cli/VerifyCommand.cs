@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
-using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
@@ -88,8 +87,7 @@ internal static class VerifyCommand
             }
             if (job is not null)
             {
-                var audits = new JsonArray(results.Select((result, k) => (JsonNode)Report(result, lambdas[k])).ToArray());
-                report.Blocks["audits"] = audits;
+                report.Blocks["audits"] = new JsonArray(results.Select((result, k) => ReportJson.ToNode(AuditReport.Of(result, lambdas[k]))).ToArray());
                 long evaluations = results.Sum(x => x.Truth.NetworkEvaluations + x.Runs.Sum(run => run.NetworkEvaluations));
                 job.Finish(new JobOutput(report with { NetworkEvaluations = evaluations }, () =>
                 {
@@ -146,42 +144,4 @@ internal static class VerifyCommand
     }
 
     private static string Format(Estimate e) => string.Create(CultureInfo.InvariantCulture, $"{e.Value:G4} ± {e.StandardError:G2}");
-
-    private static JsonObject Report(AuditResult result, double lambda)
-    {
-        static JsonObject Est(Estimate e) => new() { ["value"] = RunReport.Finite(e.Value), ["standard_error"] = RunReport.Finite(e.StandardError) };
-        var t = result.Truth;
-        return new JsonObject
-        {
-            ["lambda"] = lambda,
-            ["z_threshold"] = result.ZThreshold,
-            ["ground_truth"] = new JsonObject
-            {
-                ["method"] = "self-normalised importance weights e^<θ,x> of base samples (same sampler, steps and base law)",
-                ["base_samples"] = t.BaseCount,
-                ["effective_sample_size"] = t.EffectiveSampleSize,
-                ["reliable"] = t.Reliable,
-                ["network_evaluations"] = t.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = RunReport.Finite(t.EvaluationsPerEffectiveSample),
-                ["kl_divergence"] = Est(t.KlDivergence),
-                ["log_partition"] = Est(t.LogPartition),
-                ["statistics"] = new JsonObject(t.Statistics.Select(s => KeyValuePair.Create(s.Name, (JsonNode?)Est(s.Mean)))),
-            },
-            ["runs"] = new JsonArray(result.Runs.Select(run => (JsonNode)new JsonObject
-            {
-                ["mode"] = run.Mode,
-                ["agrees"] = run.MaxAbsZ < result.ZThreshold,
-                ["max_abs_z"] = RunReport.Finite(run.MaxAbsZ),
-                ["kl_divergence"] = Est(run.KlDivergence),
-                ["kl_z"] = RunReport.Finite(run.KlZ),
-                ["effective_sample_size"] = run.EffectiveSampleSize,
-                ["network_evaluations"] = run.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = RunReport.Finite(run.EvaluationsPerEffectiveSample),
-                ["seconds"] = Math.Round(run.Seconds, 3),
-                ["statistics"] = new JsonObject(run.Rows.Select(row => KeyValuePair.Create(row.Statistic,
-                    (JsonNode?)new JsonObject { ["value"] = RunReport.Finite(row.Run.Value), ["standard_error"] = RunReport.Finite(row.Run.StandardError), ["z"] = RunReport.Finite(row.Z) }))),
-                ["drift"] = run.Drift is null ? null : ReportJson.ToNode(DriftBlock.Of(run.Drift)),
-            }).ToArray()),
-        };
-    }
 }
