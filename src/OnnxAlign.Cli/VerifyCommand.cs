@@ -88,8 +88,7 @@ internal static class VerifyCommand
             if (job is not null)
             {
                 report.Blocks["audits"] = new JsonArray(results.Select((result, k) => ReportJson.ToNode(AuditReport.Of(result, lambdas[k]))).ToArray());
-                long evaluations = results.Sum(x => x.Truth.NetworkEvaluations + x.Runs.Sum(run => run.NetworkEvaluations));
-                job.Finish(new JobOutput(report with { NetworkEvaluations = evaluations }, () =>
+                job.Finish(new JobOutput(report with { NetworkEvaluations = TiltAudit.NetworkEvaluations(results) }, () =>
                 {
                     var files = new List<string>();
                     if (!ImageFiles.IsImage(denoiser.SampleShape)) return files;

@@ -222,6 +222,16 @@ public static class TiltAudit
     }
 
     /// <summary>
+    /// Network evaluations of an audit of several θ (<see cref="Run(IDenoiser, DataRange?, Sampler, IReadOnlyList{float[]}, IReadOnlyList{AuditStatistic}, AuditSettings, IProgress{string}?, CancellationToken)"/>):
+    /// the base run of the ground truth, which serves every θ, once, and each audited run.
+    /// </summary>
+    public static long NetworkEvaluations(IReadOnlyList<AuditResult> results)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        return (results.Count == 0 ? 0 : results[0].Truth.NetworkEvaluations) + results.Sum(r => r.Runs.Sum(run => run.NetworkEvaluations));
+    }
+
+    /// <summary>
     /// The statistics an audit of <paramref name="reward"/> compares, chosen from its structure: those of
     /// <see cref="DefaultStatistics"/> (for a <c>class:</c> reward with every class logit of its classifier), and for a
     /// <c>class:</c> reward whose class the model folder's <c>evaluator/</c> knows, the evaluator's rate of that class
