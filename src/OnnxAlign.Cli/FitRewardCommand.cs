@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
-using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
 using OnnxAlign.Model;
@@ -55,57 +54,38 @@ internal static class FitRewardCommand
                 ?? throw new UsageException($"--reward '{parse.GetValue(reward)}': fit-reward fits a network reward (onnx:PATH[@CLASS]); this one already has structure");
             if (fitForm == RewardFitForm.LogProb && network.Card.Transform != "log_softmax")
                 throw new UsageException($"--form log-prob fits a classifier whose card says 'transform': 'log_softmax'; {network.Card.Source} says '{network.Card.Transform}' (use --form linear)");
-            float[] data;
-            JsonObject source;
+            RewardFitRun fitted;
             if (parse.GetValue(samples) is { } given)
             {
                 var set = UsageException.ForFlag("--samples", () => SampleSetReader.Read(given));
                 if (!set.SampleShape.SequenceEqual(denoiser.SampleShape))
                     throw new UsageException($"--samples {given}: samples of shape [{string.Join(", ", set.SampleShape)}], the model's are [{string.Join(", ", denoiser.SampleShape)}]");
-                if (set.Count < 8) throw new UsageException($"--samples {given}: {set.Count} samples; the fit needs at least 8");
-                data = set.Samples;
-                source = new JsonObject { ["samples"] = given, ["count"] = set.Count };
+                if (set.Count < RewardFit.MinimumSamples) throw new UsageException($"--samples {given}: {set.Count} samples; the fit needs at least {RewardFit.MinimumSamples}");
+                fitted = new RewardFitRun(RewardFit.Fit(network, set.Samples, fitForm, hold, ridgeWeight), RewardFitSource.GivenSamples(given, set.Count));
             }
             else
             {
                 int n = GenerateCommand.Positive(parse.GetValue(count), "--count");
-                if (n < 8) throw new UsageException($"--count {n}: the fit needs at least 8 samples");
+                if (n < RewardFit.MinimumSamples) throw new UsageException($"--count {n}: the fit needs at least {RewardFit.MinimumSamples} samples");
                 Resources.CheckSamples(n, denoiser.SampleSize, "--count");
                 var sampler = GenerateCommand.CreateSampler(null, located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
                 var request = new GenerationRequest { Count = n, BatchSize = RuntimeOptions.DefaultBatch, Seed = parse.GetValue(seed) };
-                var run = ProgressReporter.Run("base samples", progress => Generation.Run(ExactTilt.BaseLaw(denoiser, located.DataRange), sampler, request, progress));
-                data = run.Samples;
-                source = new JsonObject { ["base_samples"] = n, ["sampler"] = sampler.Name, ["steps"] = sampler.Steps, ["seed"] = request.Seed, ["network_evaluations"] = run.NetworkEvaluations };
+                fitted = ProgressReporter.Run("base samples", progress =>
+                    RewardFit.Run(denoiser, located.DataRange, sampler, network, request, fitForm, hold, ridgeWeight, new SyncProgress<GenerationProgress>(progress)));
             }
-            var fit = RewardFit.Fit(network, data, fitForm, hold, ridgeWeight);
+            var fit = fitted.Fit;
 
             using var job = OutputJob.Open(outDir, new OutputJobSettings { Overwrite = parse.GetValue(overwrite) });
-            string use = fitForm == RewardFitForm.Linear ? $"class:fitted@{outDir}" : $"log-prob:{fit.ClassNames[fit.Index]}@{outDir}";
-            var report = new JsonObject
-            {
-                ["reward"] = network.Name, ["form"] = parse.GetValue(form), ["use_as"] = use, ["rows"] = fit.Rows,
-                ["source"] = source, ["ridge"] = ridgeWeight,
-                ["train_samples"] = fit.TrainSamples, ["held_out_samples"] = fit.HeldOutSamples,
-                ["held_out_r_squared"] = RunReport.Finite(fit.HeldOutRSquared), ["held_out_correlation"] = RunReport.Finite(fit.HeldOutCorrelation),
-                ["held_out_argmax_agreement"] = fit.HeldOutArgmaxAgreement, ["train_r_squared"] = RunReport.Finite(fit.TrainRSquared),
-            };
+            var report = RewardFitReport.Of(network, fit, fitForm, ridgeWeight, fitted.Source, outDir);
             job.Finish(new JobOutput(new JobReport
             {
-                Command = "fit-reward", Model = ReportModel.Of(located, denoiser), NetworkEvaluations = (long?)source["network_evaluations"] ?? 0,
-                Blocks = new JsonObject { ["fit"] = report.DeepClone() },
-            }, () =>
-            {
-                NpyFile.Write(Path.Combine(outDir, "W.npy"), fit.W, [fit.Rows, denoiser.SampleSize]);
-                NpyFile.Write(Path.Combine(outDir, "b.npy"), fit.B, [fit.Rows]);
-                AtomicFile.WriteText(Path.Combine(outDir, "classes.json"), new JsonArray(fit.ClassNames.Select(c => (JsonNode)c).ToArray()).ToJsonString());
-                // fit.json stays the fit's own figures (what a reader of the classifier folder looks for); report.json is the job's.
-                ReportJson.WriteFile(Path.Combine(outDir, "fit.json"), report);
-                return ["W.npy", "b.npy", "classes.json", "fit.json"];
-            }));
+                Command = "fit-reward", Model = ReportModel.Of(located, denoiser), NetworkEvaluations = fitted.Source.NetworkEvaluations ?? 0,
+                Blocks = new JsonObject { ["fit"] = ReportJson.ToNode(report) },
+            }, () => RewardFit.WriteFolder(outDir, fit, report)));   // fit.json is the fit's own figures (what a reader of the folder looks for); report.json is the job's
             Console.WriteLine($"fitted {network.Name} by a {parse.GetValue(form)} reward on {fit.TrainSamples} samples: held-out R² {fit.HeldOutRSquared:F3}, " +
                               $"correlation {fit.HeldOutCorrelation:F3}{(fit.HeldOutArgmaxAgreement is { } a ? $", predicted class agrees on {a:P1}" : "")} " +
                               $"({fit.HeldOutSamples} held-out samples; train R² {fit.TrainRSquared:F3})");
-            Console.WriteLine($"wrote {Path.GetFullPath(outDir)}: use it as --reward {use}");
+            Console.WriteLine($"wrote {Path.GetFullPath(outDir)}: use it as --reward {report.UseAs}");
             return 0;
         });
         return command;

@@ -37,6 +37,7 @@ internal static partial class Flags
         ["KlAlignmentSettings.Mode"] = "--tilt-mode",
         ["sampler"] = "--sampler",
         ["evaluator"] = "--evaluator",
+        ["referenceImages"] = "quality --write-reference",
         ["form"] = "--form",
         ["samples"] = "--samples",
         ["directions"] = "--features",

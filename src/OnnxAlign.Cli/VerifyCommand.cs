@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
 using OnnxAlign.Core;
-using OnnxAlign.Estimation;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
@@ -53,10 +52,11 @@ internal static class VerifyCommand
             var located = DiffusionModel.Locate(parse.GetValue(model)!);
             GenerateCommand.RefusePipeline(located, "verify");
             var samplerInstance = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, s, parse.GetValue(eta));
-            using var denoiser = located.OpenDenoiser(runtime.For(parse));
+            var options = runtime.For(parse);
+            using var denoiser = located.OpenDenoiser(options);
             string spec = parse.GetValue(reward)!;
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
-            var statistics = Statistics(spec, linear, denoiser.SampleShape, located.Directory);
+            using var statistics = TiltAudit.StatisticsFor(linear, denoiser.SampleShape, located.Directory, options, located.DataRange);
             var range = tilt.DataRange(parse, located);
             string? output = parse.GetValue(outDir);
             // The audit's job (with --out): the folder's lock, overwrite, report.json, and a stopped report on a NaN/±∞ sample.
@@ -77,7 +77,7 @@ internal static class VerifyCommand
                 BaseCount = nBase, Count = n, BatchSize = b, Seed = parse.GetValue(seed), Exact = modeList.Contains("exact"), Fast = modeList.Contains("fast"),
                 ExactSettings = tilt.ReadExact(parse),
             };
-            AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics, settings,
+            AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics.Statistics, settings,
                 new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …"))).ToArray();
             var results = job is null ? Audit() : job.Run(Audit, fault => new JobOutput(report with { NetworkEvaluations = fault.Finished.NetworkEvaluations }, () => []));
             for (int k = 0; k < lambdas.Length; k++)
@@ -87,10 +87,8 @@ internal static class VerifyCommand
             }
             if (job is not null)
             {
-                var audits = new JsonArray(results.Select((result, k) => (JsonNode)Report(result, lambdas[k])).ToArray());
-                report.Blocks["audits"] = audits;
-                long evaluations = results.Sum(x => x.Truth.NetworkEvaluations + x.Runs.Sum(run => run.NetworkEvaluations));
-                job.Finish(new JobOutput(report with { NetworkEvaluations = evaluations }, () =>
+                report.Blocks["audits"] = new JsonArray(results.Select((result, k) => ReportJson.ToNode(AuditReport.Of(result, lambdas[k]))).ToArray());
+                job.Finish(new JobOutput(report with { NetworkEvaluations = TiltAudit.NetworkEvaluations(results) }, () =>
                 {
                     var files = new List<string>();
                     if (!ImageFiles.IsImage(denoiser.SampleShape)) return files;
@@ -113,43 +111,6 @@ internal static class VerifyCommand
         });
         return command;
     }
-
-    /// <summary>The reward itself, the class rate and the other classes' logits for a class reward, brightness; the evaluator's class rate when the model has one.</summary>
-    private static List<AuditStatistic> Statistics(string spec, LinearReward reward, IReadOnlyList<int> shape, string modelDirectory)
-    {
-        List<AuditStatistic> list;
-        if (spec.StartsWith("class:", StringComparison.Ordinal))
-        {
-            string argument = spec["class:".Length..];
-            int at = argument.IndexOf('@');
-            string suffix = at < 0 ? "" : argument[at..];
-            string directory = at < 0 ? Path.Combine(modelDirectory, "classifier") : argument[(at + 1)..];
-            int classes = NpyFile.Read(Path.Combine(directory, "b.npy")).Data.Length;
-            string[] names = RewardSpec.ClassNames(directory, modelDirectory);
-            var logits = Enumerable.Range(0, classes)
-                .Select(c => RewardSpec.ParseLinear($"class:{(c < names.Length ? names[c] : c.ToString(CultureInfo.InvariantCulture))}{suffix}", shape, modelDirectory)).ToList();
-            int target = logits.FindIndex(x => TensorsEqual(x, reward));
-            list = [.. TiltAudit.DefaultStatistics(reward, logits, target < 0 ? null : target)];
-        }
-        else list = [.. TiltAudit.DefaultStatistics(reward)];
-        string evaluatorDirectory = Path.Combine(modelDirectory, "evaluator");
-        if (File.Exists(Path.Combine(evaluatorDirectory, "model.onnx")) && spec.StartsWith("class:", StringComparison.Ordinal))
-        {
-            var evaluator = new ImageEvaluator(evaluatorDirectory);
-            string name = reward.Name["class:".Length..].Split('@')[0];
-            int k = Array.FindIndex(evaluator.ClassNames, c => string.Equals(c, name, StringComparison.OrdinalIgnoreCase));
-            if (k < 0 && int.TryParse(name, out int index)) k = index;
-            if (k >= 0)
-                list.Add(new AuditStatistic($"evaluator-rate:{(k < evaluator.ClassNames.Length ? evaluator.ClassNames[k] : name)}", (samples, count) =>
-                {
-                    var e = evaluator.Evaluate(samples.AsSpan(0, count * reward.Size), count, shape);
-                    return Enumerable.Range(0, count).Select(i => e.Predicted(i) == k ? 1.0 : 0.0).ToArray();
-                }));
-        }
-        return list;
-    }
-
-    private static bool TensorsEqual(LinearReward a, LinearReward b) => a.Offset == b.Offset && a.Direction.SequenceEqual(b.Direction);
 
     private static string Table(AuditResult result)
     {
@@ -182,42 +143,4 @@ internal static class VerifyCommand
     }
 
     private static string Format(Estimate e) => string.Create(CultureInfo.InvariantCulture, $"{e.Value:G4} ± {e.StandardError:G2}");
-
-    private static JsonObject Report(AuditResult result, double lambda)
-    {
-        static JsonObject Est(Estimate e) => new() { ["value"] = RunReport.Finite(e.Value), ["standard_error"] = RunReport.Finite(e.StandardError) };
-        var t = result.Truth;
-        return new JsonObject
-        {
-            ["lambda"] = lambda,
-            ["z_threshold"] = result.ZThreshold,
-            ["ground_truth"] = new JsonObject
-            {
-                ["method"] = "self-normalised importance weights e^<θ,x> of base samples (same sampler, steps and base law)",
-                ["base_samples"] = t.BaseCount,
-                ["effective_sample_size"] = t.EffectiveSampleSize,
-                ["reliable"] = t.Reliable,
-                ["network_evaluations"] = t.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = RunReport.Finite(t.EvaluationsPerEffectiveSample),
-                ["kl_divergence"] = Est(t.KlDivergence),
-                ["log_partition"] = Est(t.LogPartition),
-                ["statistics"] = new JsonObject(t.Statistics.Select(s => KeyValuePair.Create(s.Name, (JsonNode?)Est(s.Mean)))),
-            },
-            ["runs"] = new JsonArray(result.Runs.Select(run => (JsonNode)new JsonObject
-            {
-                ["mode"] = run.Mode,
-                ["agrees"] = run.MaxAbsZ < result.ZThreshold,
-                ["max_abs_z"] = RunReport.Finite(run.MaxAbsZ),
-                ["kl_divergence"] = Est(run.KlDivergence),
-                ["kl_z"] = RunReport.Finite(run.KlZ),
-                ["effective_sample_size"] = run.EffectiveSampleSize,
-                ["network_evaluations"] = run.NetworkEvaluations,
-                ["evaluations_per_effective_sample"] = RunReport.Finite(run.EvaluationsPerEffectiveSample),
-                ["seconds"] = Math.Round(run.Seconds, 3),
-                ["statistics"] = new JsonObject(run.Rows.Select(row => KeyValuePair.Create(row.Statistic,
-                    (JsonNode?)new JsonObject { ["value"] = RunReport.Finite(row.Run.Value), ["standard_error"] = RunReport.Finite(row.Run.StandardError), ["z"] = RunReport.Finite(row.Z) }))),
-                ["drift"] = run.Drift is null ? null : ReportJson.ToNode(DriftBlock.Of(run.Drift)),
-            }).ToArray()),
-        };
-    }
 }

@@ -1,6 +1,9 @@
 using MathNet.Numerics.LinearAlgebra;
 using OnnxAlign.Core;
+using OnnxAlign.IO;
+using OnnxAlign.Model;
 using OnnxAlign.Rewards;
+using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;
 
@@ -28,9 +31,79 @@ public enum RewardFitForm
 public sealed record RewardFitResult(float[] W, float[] B, int Rows, string[] ClassNames, int Index, int TrainSamples, int HeldOutSamples,
                                      double HeldOutRSquared, double HeldOutCorrelation, double? HeldOutArgmaxAgreement, double TrainRSquared);
 
+/// <summary>A fit and the samples it was made on (<see cref="RewardFit.Run"/>).</summary>
+/// <param name="Fit">The fitted reward and its agreement.</param>
+/// <param name="Source">The samples: base samples of the model, with what they cost.</param>
+public sealed record RewardFitRun(RewardFitResult Fit, RewardFitSource Source);
+
 /// <summary>Fits a linear or low-rank reward to a network reward by ridge regression on the pixels.</summary>
 public static class RewardFit
 {
+    /// <summary>The fewest samples a fit takes (it holds some out, and fits on the rest).</summary>
+    public const int MinimumSamples = 8;
+
+    /// <summary>The form's name in reports and specs: <c>linear</c> or <c>log-prob</c>.</summary>
+    public static string Name(RewardFitForm form) => form switch
+    {
+        RewardFitForm.Linear => "linear",
+        RewardFitForm.LogProb => "log-prob",
+        _ => throw new ArgumentOutOfRangeException(nameof(form), form, "not a fit form"),
+    };
+
+    /// <summary>
+    /// The fit as one call: <paramref name="request"/>'s base samples of <paramref name="network"/> (the projected base law
+    /// on <paramref name="range"/>, as the exact methods sample it), then <see cref="Fit"/> of <paramref name="reward"/> on them.
+    /// </summary>
+    /// <param name="network">The diffusion model (not disposed here).</param>
+    /// <param name="range">The data range the base law projects x̂0 onto (null: none).</param>
+    /// <param name="sampler">The reverse-time sampler of the base samples.</param>
+    /// <param name="reward">The network reward to fit (not disposed here).</param>
+    /// <param name="request">Count, batch, seed, NaN policy and cancellation of the base samples.</param>
+    /// <param name="form">The structured reward to fit.</param>
+    /// <param name="heldOut">The fraction of the samples held out to measure the agreement.</param>
+    /// <param name="ridge">The ridge weight, relative to the mean pixel variance.</param>
+    /// <param name="progress">The base samples' progress.</param>
+    /// <exception cref="ConfigException">The log-prob form for a reward that is not a log-softmax classifier (parameter <c>form</c>), checked before any sample is drawn.</exception>
+    /// <exception cref="ArgumentException">Fewer than <see cref="MinimumSamples"/> samples requested, or a reward of another sample size.</exception>
+    /// <exception cref="NonFiniteException">A sample turned NaN/±∞ under <see cref="NonFinitePolicy.Stop"/>.</exception>
+    /// <exception cref="OperationCanceledException">The request's cancellation fired.</exception>
+    public static RewardFitRun Run(IDenoiser network, DataRange? range, Sampler sampler, OnnxReward reward, GenerationRequest request, RewardFitForm form,
+                                   double heldOut = 0.25, double ridge = 1e-2, IProgress<GenerationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(sampler);
+        ArgumentNullException.ThrowIfNull(reward);
+        ArgumentNullException.ThrowIfNull(request);
+        if (reward.Size != network.SampleSize)
+            throw new ArgumentException($"the reward takes samples of {reward.Size} values, the model's have {network.SampleSize}", nameof(reward));
+        if (request.Count < MinimumSamples) throw new ArgumentOutOfRangeException(nameof(request), request.Count, $"the fit needs at least {MinimumSamples} samples");
+        CheckForm(reward, form);
+        var run = Generation.Run(ExactTilt.BaseLaw(network, range), sampler, request, progress is null ? null : progress.Report);
+        var fit = Fit(reward, run.Samples, form, heldOut, ridge);
+        return new RewardFitRun(fit, RewardFitSource.Generated(run.Count, sampler, request.Seed, run.NetworkEvaluations));
+    }
+
+    /// <summary>
+    /// Writes the fit into <paramref name="directory"/> (which must exist) as a linear classifier folder (<see cref="LinearClassifierFiles"/>:
+    /// what <c>class:fitted@DIR</c> or <c>log-prob:NAME@DIR</c> reads) and <paramref name="report"/> as <c>fit.json</c> beside it.
+    /// </summary>
+    /// <returns>The names of the files written.</returns>
+    public static IReadOnlyList<string> WriteFolder(string directory, RewardFitResult fit, RewardFitReport report)
+    {
+        ArgumentNullException.ThrowIfNull(fit);
+        ArgumentNullException.ThrowIfNull(report);
+        var files = LinearClassifierFiles.Write(directory, fit.W, fit.B, fit.ClassNames).ToList();
+        ReportJson.WriteFile(Path.Combine(directory, RewardFitReport.FileName), ReportJson.ToNode(report));
+        files.Add(RewardFitReport.FileName);
+        return files;
+    }
+
+    private static void CheckForm(OnnxReward reward, RewardFitForm form)
+    {
+        if (form == RewardFitForm.LogProb && reward.Card.Transform != "log_softmax")
+            throw ConfigException.For("form", $"log-prob fits a classifier whose card says 'transform': 'log_softmax'; {reward.Card.Source} says '{reward.Card.Transform}' (use the linear form)");
+    }
+
     /// <summary>
     /// Fits <paramref name="reward"/> on <paramref name="samples"/> (e.g. base samples of the model): the last
     /// <paramref name="heldOut"/> fraction is held out and measures the agreement. Ridge α = <paramref name="ridge"/>·tr(XᵀX)/d on centred pixels.
@@ -42,9 +115,8 @@ public static class RewardFit
         if (!(heldOut is > 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(heldOut), heldOut, "expected a value in (0, 1)");
         if (!(ridge >= 0) || double.IsInfinity(ridge)) throw new ArgumentOutOfRangeException(nameof(ridge), ridge, "expected a finite value ≥ 0");
         int test = Math.Max(2, (int)Math.Round(n * heldOut)), train = n - test;
-        if (train < 4) throw ConfigException.For("samples", $": {n} samples leave {train} to fit on; give at least 8");
-        if (form == RewardFitForm.LogProb && reward.Card.Transform != "log_softmax")
-            throw ConfigException.For("form", $"log-prob fits a classifier whose card says 'transform': 'log_softmax'; {reward.Card.Source} says '{reward.Card.Transform}' (use the linear form)");
+        if (train < 4) throw ConfigException.For("samples", $": {n} samples leave {train} to fit on; give at least {MinimumSamples}");
+        CheckForm(reward, form);
         var r = reward.EvaluateBatch(samples);
         int classes = reward.Model.OutputSizes[0];
         var logits = form == RewardFitForm.LogProb ? reward.Outputs(samples) : null;

@@ -39,6 +39,7 @@ public sealed class ImageEvaluator : IDisposable
     private readonly DenoiserOptions _options;
     private readonly DataRange? _range;
     private readonly Dictionary<string, OnnxImageModel> _models = [];
+    private bool _disposed;
 
     /// <summary>Opens the evaluator in <paramref name="directory"/> for samples of <paramref name="sampleShape"/> (null: the model's fixed input shape).</summary>
     /// <param name="directory">A folder with <c>model.onnx</c> and optionally <c>reward.json</c> and <c>classes.json</c>.</param>
@@ -93,6 +94,7 @@ public sealed class ImageEvaluator : IDisposable
 
     private OnnxImageModel ModelFor(IReadOnlyList<int> shape)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);   // a disposed evaluator would open (and leak) a new session
         string key = string.Join("x", shape);
         if (!_models.TryGetValue(key, out var model))
             _models[key] = model = new OnnxImageModel(_card, shape, _range, _options, parameter: "evaluator");
@@ -118,9 +120,10 @@ public sealed class ImageEvaluator : IDisposable
         return new Evaluation(results[0], results.Length > 1 ? results[1] : [], Classes, featureCount);
     }
 
-    /// <inheritdoc/>
+    /// <summary>Disposes its sessions; it cannot evaluate after this (<see cref="ObjectDisposedException"/>).</summary>
     public void Dispose()
     {
+        _disposed = true;
         foreach (var model in _models.Values) model.Dispose();
         _models.Clear();
     }

@@ -91,6 +91,35 @@ public sealed record AuditTruth(int BaseCount, double EffectiveSampleSize, bool 
 public sealed record AuditResult(AuditTruth Truth, IReadOnlyList<AuditRun> Runs, double ZThreshold);
 
 /// <summary>
+/// The statistics an audit compares (<see cref="TiltAudit.StatisticsFor"/>), with what they need to be evaluated: the
+/// model folder's evaluator, when a statistic reads it.
+/// </summary>
+/// <remarks>Owns the evaluator it opened (an ONNX session): dispose the set after the audit, not before.</remarks>
+public sealed class AuditStatisticSet : IDisposable
+{
+    private readonly ImageEvaluator? _evaluator;
+
+    /// <summary>A set of <paramref name="statistics"/> that owns <paramref name="evaluator"/> (null: none), which they read.</summary>
+    /// <exception cref="ArgumentException">Two statistics have the same name (the report is keyed by it).</exception>
+    public AuditStatisticSet(IReadOnlyList<AuditStatistic> statistics, ImageEvaluator? evaluator = null)
+    {
+        ArgumentNullException.ThrowIfNull(statistics);
+        TiltAudit.CheckNames(statistics, nameof(statistics));
+        Statistics = statistics.ToArray();
+        _evaluator = evaluator;
+    }
+
+    /// <summary>The statistics, in the order the audit reports them.</summary>
+    public IReadOnlyList<AuditStatistic> Statistics { get; }
+
+    /// <summary>The evaluator whose class rate is among the statistics, or null.</summary>
+    public ImageEvaluator? Evaluator => _evaluator;
+
+    /// <summary>Disposes the evaluator (the statistics that read it cannot be evaluated after this).</summary>
+    public void Dispose() => _evaluator?.Dispose();
+}
+
+/// <summary>
 /// The ground-truth check of DESIGN §1d, for any model: base samples of the same sampler, steps and base law (the
 /// projected network), self-normalised weights w ∝ e^{⟨θ, x⟩}, and each aligned run's statistics, KL and cost against
 /// them with z-scores. The ground truth assumes nothing of the tilt, but it is only as good as its ESS: below a few
@@ -104,10 +133,13 @@ public static class TiltAudit
         Run(network, range, sampler, [theta.ToArray()], statistics, settings, progress, cancellation)[0];
 
     /// <summary>Audits several tilts of the same law; the base samples of the ground truth are drawn once and weighted for each θ.</summary>
+    /// <exception cref="ArgumentException">Two statistics have the same name (parameter <c>statistics</c>).</exception>
     public static IReadOnlyList<AuditResult> Run(IDenoiser network, DataRange? range, Sampler sampler, IReadOnlyList<float[]> thetas,
                                                  IReadOnlyList<AuditStatistic> statistics, AuditSettings settings, IProgress<string>? progress = null,
                                                  CancellationToken cancellation = default)
     {
+        ArgumentNullException.ThrowIfNull(statistics);
+        CheckNames(statistics, nameof(statistics));
         var baseLaw = ExactTilt.BaseLaw(network, range);
         progress?.Report($"ground truth: {settings.BaseCount} base samples");
         var baseRun = Generation.Run(baseLaw, sampler, new GenerationRequest { Count = settings.BaseCount, BatchSize = settings.BatchSize, Seed = settings.Seed });
@@ -189,10 +221,78 @@ public static class TiltAudit
         return mean.Select(v => (float)v).ToArray();
     }
 
-    /// <summary>The statistics a linear reward's audit compares by default: the reward and the mean brightness; for a
-    /// class reward also the classifier's rate of that class and the other classes' logits (directions the reward does not name).</summary>
+    /// <summary>
+    /// Network evaluations of an audit of several θ (<see cref="Run(IDenoiser, DataRange?, Sampler, IReadOnlyList{float[]}, IReadOnlyList{AuditStatistic}, AuditSettings, IProgress{string}?, CancellationToken)"/>):
+    /// the base run of the ground truth, which serves every θ, once, and each audited run.
+    /// </summary>
+    public static long NetworkEvaluations(IReadOnlyList<AuditResult> results)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        return (results.Count == 0 ? 0 : results[0].Truth.NetworkEvaluations) + results.Sum(r => r.Runs.Sum(run => run.NetworkEvaluations));
+    }
+
+    /// <summary>
+    /// The statistics an audit of <paramref name="reward"/> compares, chosen from its structure: those of
+    /// <see cref="DefaultStatistics"/> (for a <c>class:</c> reward with every class logit of its classifier), and for a
+    /// <c>class:</c> reward whose class the model folder's <c>evaluator/</c> knows, the evaluator's rate of that class
+    /// (<c>evaluator-rate:NAME</c>), an independent judge of the samples.
+    /// </summary>
+    /// <param name="reward">The audited linear reward, as <see cref="RewardSpec.ParseLinear"/> made it (its name is its spec).</param>
+    /// <param name="sampleShape">The shape of one sample.</param>
+    /// <param name="modelDirectory">The model folder (its <c>classifier/</c> and <c>evaluator/</c>), or null.</param>
+    /// <param name="evaluatorOptions">How the evaluator's network is run (null: the defaults).</param>
+    /// <param name="dataRange">The samples' data range, as the evaluator is fed (null: [−1, 1]).</param>
+    /// <returns>The statistics, owning the evaluator they read: dispose them after the audit.</returns>
+    /// <exception cref="ConfigException">The reward's classifier or the evaluator cannot be read (parameters <c>reward</c>, <c>evaluator</c>).</exception>
+    public static AuditStatisticSet StatisticsFor(LinearReward reward, IReadOnlyList<int> sampleShape, string? modelDirectory,
+                                                  DenoiserOptions? evaluatorOptions = null, DataRange? dataRange = null)
+    {
+        ArgumentNullException.ThrowIfNull(reward);
+        ArgumentNullException.ThrowIfNull(sampleShape);
+        const string classPrefix = "class:";
+        if (!reward.Name.StartsWith(classPrefix, StringComparison.Ordinal)) return new AuditStatisticSet(DefaultStatistics(reward));
+        var (logits, target) = RewardSpec.ClassLogits(reward.Name, sampleShape, modelDirectory);
+        var list = DefaultStatistics(reward, logits, target).ToList();
+        string? evaluatorDirectory = modelDirectory is null ? null : Path.Combine(modelDirectory, "evaluator");
+        if (evaluatorDirectory is null || !File.Exists(Path.Combine(evaluatorDirectory, "model.onnx"))) return new AuditStatisticSet(list);
+
+        var evaluator = new ImageEvaluator(evaluatorDirectory, evaluatorOptions, sampleShape, dataRange);
+        try
+        {
+            string name = reward.Name[classPrefix.Length..].Split('@')[0];
+            int k = evaluator.ClassIndex(name);
+            if (k < 0)
+            {
+                evaluator.Dispose();
+                return new AuditStatisticSet(list);
+            }
+            var shape = sampleShape.ToArray();
+            list.Add(new AuditStatistic($"evaluator-rate:{(k < evaluator.ClassNames.Length ? evaluator.ClassNames[k] : name)}", (samples, count) =>
+            {
+                var e = evaluator.Evaluate(samples.AsSpan(0, count * reward.Size), count, shape);
+                return Enumerable.Range(0, count).Select(i => e.Predicted(i) == k ? 1.0 : 0.0).ToArray();
+            }));
+            return new AuditStatisticSet(list, evaluator);
+        }
+        catch
+        {
+            evaluator.Dispose();
+            throw;
+        }
+    }
+
+    internal static void CheckNames(IReadOnlyList<AuditStatistic> statistics, string parameter)
+    {
+        if (statistics.GroupBy(s => s.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"two statistics are named '{twice.Key}' (the audit reports them by name)", parameter);
+    }
+
+    /// <summary>The statistics a linear reward's audit compares by default: the reward and the mean brightness (unless the
+    /// reward is the brightness); for a class reward also the classifier's rate of that class and the other classes'
+    /// logits (directions the reward does not name).</summary>
     public static IReadOnlyList<AuditStatistic> DefaultStatistics(Rewards.LinearReward reward, IReadOnlyList<Rewards.LinearReward>? classLogits = null, int? targetClass = null)
     {
+        ArgumentNullException.ThrowIfNull(reward);
         var list = new List<AuditStatistic> { new(reward.Name, (s, n) => reward.EvaluateBatch(s.AsSpan(0, n * reward.Size))) };
         if (classLogits is { Count: > 0 } logits && targetClass is { } k)
         {
@@ -202,9 +302,11 @@ public static class TiltAudit
                 return Enumerable.Range(0, n).Select(i => Enumerable.Range(0, all.Length).MaxBy(c => all[c][i]) == k ? 1.0 : 0.0).ToArray();
             }));
             for (int c = 0; c < logits.Count; c++)
-                if (c != k) { var l = logits[c]; list.Add(new(l.Name, (s, n) => l.EvaluateBatch(s.AsSpan(0, n * reward.Size)))); }
+                if (c != k && logits[c].Name != reward.Name) { var l = logits[c]; list.Add(new(l.Name, (s, n) => l.EvaluateBatch(s.AsSpan(0, n * reward.Size)))); }
         }
-        list.Add(new("brightness", (s, n) => Enumerable.Range(0, n).Select(i => (double)TensorPrimitives.Sum(s.AsSpan(i * reward.Size, reward.Size)) / reward.Size).ToArray()));
+        // The brightness reward is its own brightness statistic (one name, one row).
+        if (reward.Name != "brightness")
+            list.Add(new("brightness", (s, n) => Enumerable.Range(0, n).Select(i => (double)TensorPrimitives.Sum(s.AsSpan(i * reward.Size, reward.Size)) / reward.Size).ToArray()));
         return list;
     }
 }

@@ -301,6 +301,33 @@ public static class RewardSpec
             throw Bad($"unknown class '{which}' (expected 0..{w.Shape[0] - 1}{(names.Length > 0 ? " or one of " + string.Join(", ", names) : "")})");
         return (w, b, k);
     }
+    /// <summary>
+    /// Every class logit of the linear classifier that a <c>class:K|NAME[@DIR]</c> spec reads, each a linear reward
+    /// named <c>class:NAME[@DIR]</c> (a class that <c>classes.json</c> does not name: by its index), and the index of
+    /// the spec's own class among them.
+    /// </summary>
+    /// <param name="spec">A <c>class:</c> spec.</param>
+    /// <param name="sampleShape">The shape of one sample.</param>
+    /// <param name="modelDirectory">The model folder (its classifier/ serves a spec without <c>@DIR</c>), or null.</param>
+    /// <exception cref="ConfigException">Not a <c>class:</c> spec, or its classifier cannot be read or does not fit the samples (parameter <c>reward</c>).</exception>
+    public static (IReadOnlyList<LinearReward> Logits, int Class) ClassLogits(string spec, IReadOnlyList<int> sampleShape, string? modelDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(sampleShape);
+        var (kind, argument) = Split(spec);
+        if (kind != "class") throw ConfigException.For("reward", $"'{spec}': is not a class reward (class:K|NAME[@DIR])");
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
+        var (w, b, k) = Classifier(spec, argument, size, modelDirectory);
+        int at = argument.IndexOf('@');
+        string suffix = at < 0 ? "" : argument[at..];
+        string[] names = ClassNames(ClassifierDirectory(argument, modelDirectory)!, modelDirectory);
+        var logits = Enumerable.Range(0, w.Shape[0])
+            .Select(c => new LinearReward($"class:{(c < names.Length ? names[c] : c.ToString(CultureInfo.InvariantCulture))}{suffix}",
+                                          w.Data.AsSpan(c * size, size), b.Data[c]))
+            .ToArray();
+        return (logits, k);
+    }
+
     /// <summary>Class names from <c>classes.json</c> (a JSON array of strings) in the classifier or model folder.</summary>
     public static string[] ClassNames(string classifierDirectory, string? modelDirectory)
     {
