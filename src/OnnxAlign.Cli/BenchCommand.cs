@@ -46,9 +46,9 @@ internal static class BenchCommand
         {
             if (parse.GetValue(mixture))
             {
-                var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
+                var result = MixtureBench.Run(parse.GetValue(model)!, 2000);
                 if (parse.GetValue(output) is { } file)
-                    ReportJson.WriteFile(file, new JsonObject { ["kl_mixture"] = rows });
+                    ReportJson.WriteFile(file, new JsonObject { ["kl_mixture"] = ReportJson.ToNode(result.Rows) });
                 return 0;
             }
             if (parse.GetValue(blackBox))
