@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment.Prox;
+using OnnxAlign.Evaluation;
 using OnnxAlign.Guidance;
 using OnnxAlign.IO;
 using OnnxAlign.Model;
@@ -55,12 +56,13 @@ internal static class BenchCommand
             {
                 var values = parse.GetValue(lambdas)!.Split(',').Select(v => OnnxAlign.Core.Numbers.TryParse(v, out double l) && l > 0 && double.IsFinite(l) ? l
                     : throw new UsageException($"--lambdas '{parse.GetValue(lambdas)}': expected comma-separated values > 0")).ToArray();
-                int n = parse.GetValue(particles), reference = parse.GetValue(referenceCount);
-                if (n < 64 || n % 64 != 0) throw new UsageException($"--particles {n}: expected a multiple of 64");
-                var blackBoxFigures = BlackBoxBench.Run(new BlackBoxBench.Settings(parse.GetValue(model)!, parse.GetValue(reward)!, values,
-                    GenerateCommand.Positive(parse.GetValue(steps), "--steps"), n, GenerateCommand.Positive(reference, "--reference"), 16, 0),
-                    runtime.For(parse), parse.GetValue(plot));
-                if (parse.GetValue(output) is { } file) ReportJson.WriteFile(file, new JsonObject { ["black_box"] = blackBoxFigures });
+                var settings = new BlackBoxBenchmarkSettings
+                {
+                    Lambdas = values, Steps = GenerateCommand.Positive(parse.GetValue(steps), "--steps"), Particles = parse.GetValue(particles),
+                    ReferenceCount = GenerateCommand.Positive(parse.GetValue(referenceCount), "--reference"), BestOf = 16, Seed = 0,
+                };
+                var result = BlackBoxBench.Run(parse.GetValue(model)!, parse.GetValue(reward)!, settings, runtime.For(parse), parse.GetValue(plot));
+                if (parse.GetValue(output) is { } file) ReportJson.WriteFile(file, new JsonObject { ["black_box"] = ReportJson.ToNode(result) });
                 return 0;
             }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
