@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
 
@@ -65,7 +66,7 @@ internal static class BenchCommand
             int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
             bool throughputHeader = false;
             var speed = SpeedBenchmark.Run(parse.GetValue(model)!, new SpeedBenchmarkSettings { Steps = s, Batch = b, Repeats = r, Throughput = parse.GetValue(sweepBatches) },
-                runtime.For(parse), new SyncProgress<ThroughputPoint>(point =>
+                runtime.For(parse), new InlineProgress<ThroughputPoint>(point =>
                 {
                     if (!throughputHeader) Console.WriteLine($"  throughput (DDIM {s} steps; samples/s):");
                     throughputHeader = true;

@@ -1,3 +1,4 @@
+using OnnxAlign.Core;
 using OnnxAlign.Evaluation;
 
 namespace OnnxAlign.Cli;
@@ -9,7 +10,7 @@ namespace OnnxAlign.Cli;
 internal static class MixtureBench
 {
     public static MixtureBenchmarkResult Run(string toyDirectory, int count) =>
-        MixtureBenchmark.Run(toyDirectory, new MixtureBenchmarkSettings { Count = count }, progress: new SyncProgress<MixtureBenchmarkProgress>(Print));
+        MixtureBenchmark.Run(toyDirectory, new MixtureBenchmarkSettings { Count = count }, progress: new InlineProgress<MixtureBenchmarkProgress>(Print));
 
     private static void Print(MixtureBenchmarkProgress progress)
     {
