@@ -1,20 +1,17 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Nodes;
-using OnnxAlign.Alignment.Prox;
-using OnnxAlign.Guidance;
+using OnnxAlign.Core;
+using OnnxAlign.Evaluation;
 using OnnxAlign.IO;
-using OnnxAlign.Model;
-using OnnxAlign.Rewards;
-using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Cli;
 
 /// <summary>
-/// <c>onnxalign bench</c>: speed ratios measured in one run (never asserted in tests). Untilted and tilted generation
-/// alternate, repeat after repeat, so drift of the machine affects both alike; the median of each is reported.
+/// <c>onnxalign bench</c>: parses the flags, runs one of the library's benchmarks — <see cref="SpeedBenchmark"/> (speed
+/// ratios measured in one run, never asserted in tests), <see cref="MixtureBenchmark"/> (<c>--kl-mixture</c>) or
+/// <see cref="BlackBoxBenchmark"/> (<c>--black-box</c>) — prints its lines and writes its typed result as JSON
+/// (<c>--out</c>). The PyTorch comparison (<c>--torch</c>) runs an external script and adds its figures under <c>pytorch</c>.
 /// </summary>
 internal static class BenchCommand
 {
@@ -46,129 +43,54 @@ internal static class BenchCommand
         {
             if (parse.GetValue(mixture))
             {
-                var rows = MixtureBench.Run(parse.GetValue(model)!, 2000);
+                var result = MixtureBench.Run(parse.GetValue(model)!, 2000);
                 if (parse.GetValue(output) is { } file)
-                    ReportJson.WriteFile(file, new JsonObject { ["kl_mixture"] = rows });
+                    ReportJson.WriteFile(file, new JsonObject { ["kl_mixture"] = ReportJson.ToNode(result.Rows) });
                 return 0;
             }
             if (parse.GetValue(blackBox))
             {
                 var values = parse.GetValue(lambdas)!.Split(',').Select(v => OnnxAlign.Core.Numbers.TryParse(v, out double l) && l > 0 && double.IsFinite(l) ? l
                     : throw new UsageException($"--lambdas '{parse.GetValue(lambdas)}': expected comma-separated values > 0")).ToArray();
-                int n = parse.GetValue(particles), reference = parse.GetValue(referenceCount);
-                if (n < 64 || n % 64 != 0) throw new UsageException($"--particles {n}: expected a multiple of 64");
-                var blackBoxFigures = BlackBoxBench.Run(new BlackBoxBench.Settings(parse.GetValue(model)!, parse.GetValue(reward)!, values,
-                    GenerateCommand.Positive(parse.GetValue(steps), "--steps"), n, GenerateCommand.Positive(reference, "--reference"), 16, 0),
-                    runtime.For(parse), parse.GetValue(plot));
-                if (parse.GetValue(output) is { } file) ReportJson.WriteFile(file, new JsonObject { ["black_box"] = blackBoxFigures });
+                var settings = new BlackBoxBenchmarkSettings
+                {
+                    Lambdas = values, Steps = GenerateCommand.Positive(parse.GetValue(steps), "--steps"), Particles = parse.GetValue(particles),
+                    ReferenceCount = GenerateCommand.Positive(parse.GetValue(referenceCount), "--reference"), BestOf = 16, Seed = 0,
+                };
+                var result = BlackBoxBench.Run(parse.GetValue(model)!, parse.GetValue(reward)!, settings, runtime.For(parse), parse.GetValue(plot));
+                if (parse.GetValue(output) is { } file) ReportJson.WriteFile(file, new JsonObject { ["black_box"] = ReportJson.ToNode(result) });
                 return 0;
             }
             int s = GenerateCommand.Positive(parse.GetValue(steps), "--steps");
             int b = GenerateCommand.Positive(parse.GetValue(batch), "--batch");
             int r = GenerateCommand.Positive(parse.GetValue(repeats), "--repeats");
-            var located = DiffusionModel.Locate(parse.GetValue(model)!);
-            var options = runtime.For(parse);
-            using var denoiser = located.OpenDenoiser(options);
-            var sampler = Sampler.Create("ddim", located.Config, s);
-            var tilt = new LinearTilt(denoiser, RewardSpec.ParseLinear("brightness", denoiser.SampleShape, located.Directory).Tilt(0.05));
-            var request = new GenerationRequest { Count = b, BatchSize = b, Seed = 1 };
-
-            Generation.Run(denoiser, sampler, request);  // warm-up: session initialisation, buffers
-            Generation.Run(tilt, sampler, request);
-            var plain = new List<double>();
-            var tilted = new List<double>();
-            var network = new List<double>();
-            for (int i = 0; i < r; i++)
-            {
-                var a = Generation.Run(denoiser, sampler, request);
-                plain.Add(a.TotalTime.TotalSeconds);
-                network.Add(a.ModelTime.TotalSeconds);
-                tilted.Add(Generation.Run(tilt, sampler, request).TotalTime.TotalSeconds);
-            }
-            double plainMedian = Median(plain), tiltedMedian = Median(tilted), networkMedian = Median(network);
-            // The floor: the same number of bare session.Run calls on the same pre-bound batch.
-            denoiser.TimeBareRuns(b, 2);
-            double bareMedian = Median(Enumerable.Range(0, r).Select(_ => denoiser.TimeBareRuns(b, s).TotalSeconds).ToList());
-
-            // The prox stage on the same batch, image model in [−1, 1] (box on), one reward per oracle structure.
-            var baseSamples = Generation.Run(denoiser, sampler, request).Samples;
-            double perEvaluation = networkMedian / (s * b);
-            var proxFigures = new JsonArray();
-            foreach (var (spec, lambda) in ProxWorkloads(denoiser.SampleShape))
-            {
-                var oracle = new ProxOracle(RewardSpec.Parse(spec, denoiser.SampleShape, located.Directory),
-                    new ProxSettings { Lambda = lambda, Box = ImageFiles.IsImage(denoiser.SampleShape) ? ValueBox.Pixels : null });
-                ProxStage.Apply(oracle, baseSamples);  // warm-up
-                var times = Enumerable.Range(0, r).Select(_ => ProxStage.Apply(oracle, baseSamples).Time.TotalSeconds).ToList();
-                double median = Median(times), perSample = median / b;
-                proxFigures.Add(new JsonObject
+            bool throughputHeader = false;
+            var speed = SpeedBenchmark.Run(parse.GetValue(model)!, new SpeedBenchmarkSettings { Steps = s, Batch = b, Repeats = r, Throughput = parse.GetValue(sweepBatches) },
+                runtime.For(parse), new InlineProgress<ThroughputPoint>(point =>
                 {
-                    ["reward"] = spec, ["lambda"] = lambda, ["algorithm"] = oracle.Method,
-                    ["samples_per_second"] = b / median, ["per_sample_over_network_evaluation"] = perSample / perEvaluation,
-                });
-            }
-            var figures = new JsonObject
-            {
-                ["model"] = located.OnnxPath,
-                ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
-                ["device"] = denoiser.Device,
-                ["onnxruntime"] = Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString(),
-                ["host_buffers"] = denoiser.HostMemory,
-                ["network_element_type"] = denoiser.SampleElementType.ToString(),
-                ["steps"] = s,
-                ["batch"] = b,
-                ["repeats"] = r,
-                ["untilted_seconds_median"] = plainMedian,
-                ["tilted_seconds_median"] = tiltedMedian,
-                ["network_seconds_median"] = networkMedian,
-                ["tilted_over_untilted"] = tiltedMedian / plainMedian,
-                ["sampling_over_network"] = plainMedian / networkMedian,
-                ["samples_per_second_untilted"] = b / plainMedian,
-                ["prox"] = proxFigures,
-                ["bare_run_loop_seconds_median"] = bareMedian,
-                ["sampling_over_bare_run_loop"] = plainMedian / bareMedian,
-            };
-            if (parse.GetValue(sweepBatches)) figures["throughput"] = Throughput(located, sampler, s, options);
-            figures["peak_working_set_mb"] = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+                    if (!throughputHeader) Console.WriteLine($"  throughput (DDIM {s} steps; samples/s):");
+                    throughputHeader = true;
+                    Console.WriteLine($"    threads {point.Threads,2}  batch {point.Batch,4}  {point.SamplesPerSecond,10:F1}");
+                }));
+            var figures = ReportJson.ToNode(speed).AsObject();
             if (parse.GetResult(torch) is not null)
-                figures["pytorch"] = TorchComparison(parse.GetValue(torch) is { Length: > 0 } weights ? weights : located.OnnxPath, denoiser.Device, s, b, r, plainMedian);
-            Console.WriteLine($"{located.OnnxPath}: DDIM {s} steps, batch {b}, {r} repeats (medians), device {denoiser.Device} (host buffers {denoiser.HostMemory})");
-            Console.WriteLine($"  untilted              {plainMedian * 1000,9:F1} ms   ({b / plainMedian:F1} samples/s)");
-            Console.WriteLine($"  tilted (exact)        {tiltedMedian * 1000,9:F1} ms");
-            Console.WriteLine($"  network alone         {networkMedian * 1000,9:F1} ms");
-            Console.WriteLine($"  tilted / untilted     {tiltedMedian / plainMedian,9:F3}   (target ≤ 1.05)");
-            Console.WriteLine($"  sampling / network    {plainMedian / networkMedian,9:F3}");
-            Console.WriteLine($"  bare Run loop         {bareMedian * 1000,9:F1} ms   (sampling / bare loop {plainMedian / bareMedian:F3}, target ≤ 1.05)");
-            Console.WriteLine($"  peak working set      {figures["peak_working_set_mb"]!.GetValue<double>(),9:F0} MB");
+                figures["pytorch"] = TorchComparison(parse.GetValue(torch) is { Length: > 0 } weights ? weights : speed.Model, speed.Device, s, b, r, speed.UntiltedSecondsMedian);
+            Console.WriteLine($"{speed.Model}: DDIM {s} steps, batch {b}, {r} repeats (medians), device {speed.Device} (host buffers {speed.HostBuffers})");
+            Console.WriteLine($"  untilted              {speed.UntiltedSecondsMedian * 1000,9:F1} ms   ({speed.SamplesPerSecondUntilted:F1} samples/s)");
+            Console.WriteLine($"  tilted (exact)        {speed.TiltedSecondsMedian * 1000,9:F1} ms");
+            Console.WriteLine($"  network alone         {speed.NetworkSecondsMedian * 1000,9:F1} ms");
+            Console.WriteLine($"  tilted / untilted     {speed.TiltedOverUntilted,9:F3}   (target ≤ 1.05)");
+            Console.WriteLine($"  sampling / network    {speed.SamplingOverNetwork,9:F3}");
+            Console.WriteLine($"  bare Run loop         {speed.BareRunLoopSecondsMedian * 1000,9:F1} ms   (sampling / bare loop {speed.SamplingOverBareRunLoop:F3}, target ≤ 1.05)");
+            Console.WriteLine($"  peak working set      {speed.PeakWorkingSetMb,9:F0} MB");
             Console.WriteLine($"  prox stage ({Environment.ProcessorCount} workers; per sample vs one network evaluation per sample):");
-            foreach (var p in proxFigures)
-                Console.WriteLine($"    {p!["reward"],-26} λ={p["lambda"]!.GetValue<double>(),-9:G3} {p["algorithm"],-28} {p["samples_per_second"]!.GetValue<double>(),9:F1} samples/s   {p["per_sample_over_network_evaluation"]!.GetValue<double>(),8:F2}×");
+            foreach (var p in speed.Prox)
+                Console.WriteLine($"    {p.Reward,-26} λ={p.Lambda,-9:G3} {p.Algorithm,-28} {p.SamplesPerSecond,9:F1} samples/s   {p.PerSampleOverNetworkEvaluation,8:F2}×");
             if (parse.GetValue(output) is { } path)
                 ReportJson.WriteFile(path, figures);
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Samples per second for batch 1…256, with all cores and with one intra-op thread (DDIM, the bench's steps).</summary>
-    private static JsonArray Throughput(DiffusionModel located, Sampler sampler, int steps, DenoiserOptions options)
-    {
-        var rows = new JsonArray();
-        Console.WriteLine($"  throughput (DDIM {steps} steps; samples/s):");
-        foreach (int? t in new[] { options.IntraOpThreads, 1 })
-        {
-            using var d = located.OpenDenoiser(options with { IntraOpThreads = t });
-            foreach (int batch in new[] { 1, 4, 16, 64, 256 })
-            {
-                var request = new GenerationRequest { Count = batch, BatchSize = batch, Seed = 1 };
-                Generation.Run(d, sampler, request);
-                var times = Enumerable.Range(0, 3).Select(_ => Generation.Run(d, sampler, request).TotalTime.TotalSeconds).ToList();
-                double perSecond = batch / Median(times);
-                rows.Add(new JsonObject { ["threads"] = t ?? Environment.ProcessorCount, ["batch"] = batch, ["samples_per_second"] = perSecond });
-                Console.WriteLine($"    threads {t ?? Environment.ProcessorCount,2}  batch {batch,4}  {perSecond,10:F1}");
-            }
-        }
-        return rows;
     }
 
     /// <summary>
@@ -197,20 +119,5 @@ internal static class BenchCommand
         Console.WriteLine($"  PyTorch {result["torch"]} ({result["threads"]} threads, {result["device"]}): {torchSeconds * 1000:F1} ms for the same work; OnnxAlign / PyTorch time {onnxAlignSeconds / torchSeconds:F3} (target ≤ 1)");
         return new JsonObject { ["seconds_median"] = torchSeconds, ["threads"] = result["threads"]!.GetValue<int>(), ["torch"] = result["torch"]!.GetValue<string>(),
                                 ["weights"] = result["weights"]?.GetValue<string>(), ["onnxalign_over_pytorch_time"] = onnxAlignSeconds / torchSeconds };
-    }
-
-    /// <summary>A reward per prox structure: linear (closed form), k = 3 concave (Newton), k = 1 Lipschitz (branch-and-bound).</summary>
-    private static IEnumerable<(string Spec, double Lambda)> ProxWorkloads(IReadOnlyList<int> shape)
-    {
-        int size = shape.Aggregate(1, (a, b) => a * b);
-        yield return ("brightness", 1.0 / size);
-        if (ImageFiles.IsImage(shape)) yield return ($"color-target:{string.Join(",", Enumerable.Repeat("0.8", shape[0]))}", 1.0 / size);
-        yield return ("ramp:brightness,0.1,0.3", 0.2 / size);
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }

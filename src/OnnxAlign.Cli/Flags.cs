@@ -46,6 +46,10 @@ internal static partial class Flags
         ["guidanceScale"] = "--guidance-scale",
         ["encoderHiddenStates"] = "--encoder-hidden-states",
         ["conditioning"] = "--prompt",
+        ["BlackBoxBenchmarkSettings.Lambdas"] = "--lambdas",
+        ["BlackBoxBenchmarkSettings.Steps"] = "--steps",
+        ["BlackBoxBenchmarkSettings.Particles"] = "--particles",
+        ["BlackBoxBenchmarkSettings.ReferenceCount"] = "--reference",
     };
 
     /// <summary>The flag of a library parameter, or null when the CLI has none for it.</summary>
