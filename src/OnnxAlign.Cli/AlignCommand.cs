@@ -216,19 +216,19 @@ internal static class AlignCommand
         return ProgressReporter.RunStages(stage =>
         {
             Action<GenerationProgress>? dualBar = null, finalBar = null;
-            SyncProgress<T> IteratesOf<T>(string name, int max, Func<T, (int, string)> describe) =>
+            InlineProgress<T> IteratesOf<T>(string name, int max, Func<T, (int, string)> describe) =>
                 Iterates(p => (dualBar ??= stage(name))(p), max, describe);
-            var progress = new SyncProgress<GenerationProgress>(p => (finalBar ??= stage(title))(p));
+            var progress = new InlineProgress<GenerationProgress>(p => (finalBar ??= stage(title))(p));
             if (job.Constrained is { } constrained)
                 return ConstrainedAlignment.Run(network, job.Range, job.Sampler, job.Constraints, constrained, job.Request,
                     IteratesOf<DualIterate>("dual", constrained.MaxIterations, Describe), progress, checkpoint,
-                    new SyncProgress<ConstrainedResult>(dual => found(Found(job, dual, trace)))).Final;
+                    new InlineProgress<ConstrainedResult>(dual => found(Found(job, dual, trace)))).Final;
             if (job.Averaging is { } averaging)
                 return DistributionalAlignment.Run(network, job.Range, job.Sampler, job.Features!, job.ObjectiveSpec!, averaging, job.Request,
                     IteratesOf<AveragingIterate>("dual averaging", averaging.MaxIterations, Describe), progress, checkpoint,
-                    new SyncProgress<DistributionalResult>(dual => found(Found(job, dual, trace)))).Final;
+                    new InlineProgress<DistributionalResult>(dual => found(Found(job, dual, trace)))).Final;
             return PreferenceAlignment.Run(network, job.Range, job.Sampler, job.Preferences!, job.PreferenceSettings!, job.Request, progress, checkpoint,
-                new SyncProgress<(PreferenceFit Fit, PreferenceReport Report)>(fitted => found(Found(job, fitted)))).Final;
+                new InlineProgress<(PreferenceFit Fit, PreferenceReport Report)>(fitted => found(Found(job, fitted)))).Final;
         });
     }
 
@@ -352,7 +352,7 @@ internal static class AlignCommand
     internal static string ThetaPath(string planPath) => Path.ChangeExtension(planPath, null) + ".theta.npy";
 
     /// <summary>Each iterate as a progress step and a printed line.</summary>
-    private static SyncProgress<T> Iterates<T>(Action<GenerationProgress> progress, int max, Func<T, (int Iteration, string Line)> describe) => new(it =>
+    private static InlineProgress<T> Iterates<T>(Action<GenerationProgress> progress, int max, Func<T, (int Iteration, string Line)> describe) => new(it =>
     {
         var (k, line) = describe(it);
         progress(new GenerationProgress(k, max, k, max));

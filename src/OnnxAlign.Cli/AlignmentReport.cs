@@ -1,4 +1,5 @@
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.Model;
 using OnnxAlign.Sampling;
 
@@ -44,7 +45,7 @@ internal static class AlignmentReport
                               $"({plan.Settings.BlackBox.Fit.PilotRounds * plan.Settings.BlackBox.Fit.PilotSamples * sampler.Steps} network evaluations) …");
         var run = ProgressReporter.Run(label, progress =>
         {
-            var report = new SyncProgress<GenerationProgress>(progress);
+            var report = new InlineProgress<GenerationProgress>(progress);
             return plan.Reward is { } reward && plan.Lambda is { } lambda
                 ? KlAlignment.Run(denoiser, range, sampler, reward, lambda, plan.Settings, sideRequest, report, checkpoint, systems)
                 : KlAlignment.RunTilt(denoiser, range, sampler, plan.Theta, plan.Settings, sideRequest, report, checkpoint, systems);

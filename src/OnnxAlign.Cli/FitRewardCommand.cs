@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using OnnxAlign.Alignment;
+using OnnxAlign.Core;
 using OnnxAlign.IO;
 using OnnxAlign.Jobs;
 using OnnxAlign.Model;
@@ -71,7 +72,7 @@ internal static class FitRewardCommand
                 var sampler = GenerateCommand.CreateSampler(null, located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
                 var request = new GenerationRequest { Count = n, BatchSize = RuntimeOptions.DefaultBatch, Seed = parse.GetValue(seed) };
                 fitted = ProgressReporter.Run("base samples", progress =>
-                    RewardFit.Run(denoiser, located.DataRange, sampler, network, request, fitForm, hold, ridgeWeight, new SyncProgress<GenerationProgress>(progress)));
+                    RewardFit.Run(denoiser, located.DataRange, sampler, network, request, fitForm, hold, ridgeWeight, new InlineProgress<GenerationProgress>(progress)));
             }
             var fit = fitted.Fit;
 

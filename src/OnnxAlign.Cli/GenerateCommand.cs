@@ -222,8 +222,8 @@ internal static class GenerateCommand
             transported = ProgressReporter.RunStages(stage =>
             {
                 Action<GenerationProgress>? prox = null;
-                return WassersteinAlignment.Run(run.Law, run.Sampler, oracle, request, new SyncProgress<GenerationProgress>(stage("generate")),
-                                                proxProgress: new SyncProgress<GenerationProgress>(p => (prox ??= stage("prox"))(p)));
+                return WassersteinAlignment.Run(run.Law, run.Sampler, oracle, request, new InlineProgress<GenerationProgress>(stage("generate")),
+                                                proxProgress: new InlineProgress<GenerationProgress>(p => (prox ??= stage("prox"))(p)));
             });
             return transported.Base;
         }, fault => Stopped(run, denoiser, request, fault));

@@ -73,7 +73,7 @@ internal static class QualityCommand
                 var s = GenerateCommand.CreateSampler(parse.GetValue(sampler), located.Config, GenerateCommand.Positive(parse.GetValue(steps), "--steps"), 0);
                 var request = new GenerationRequest { Count = n, BatchSize = GenerateCommand.Positive(parse.GetValue(batch), "--batch"), Seed = parse.GetValue(seed) };
                 (generation, measured) = ProgressReporter.Run("generate", progress =>
-                    SampleQuality.Run(opened, s, request, evaluator, new SyncProgress<GenerationProgress>(progress)));
+                    SampleQuality.Run(opened, s, request, evaluator, new InlineProgress<GenerationProgress>(progress)));
             }
             var report = QualityReport.Of(located.OnnxPath, generation, measured);
             var (quality, floor, names) = (measured.Samples, measured.RealFloor, measured.ClassNames);

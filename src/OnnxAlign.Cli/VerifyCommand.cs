@@ -78,7 +78,7 @@ internal static class VerifyCommand
                 ExactSettings = tilt.ReadExact(parse),
             };
             AuditResult[] Audit() => TiltAudit.Run(denoiser, range, samplerInstance, lambdas.Select(l => linear.Tilt(l)).ToArray(), statistics.Statistics, settings,
-                new SyncProgress<string>(m => Console.Error.WriteLine($"verify: {m} …"))).ToArray();
+                new InlineProgress<string>(m => Console.Error.WriteLine($"verify: {m} …"))).ToArray();
             var results = job is null ? Audit() : job.Run(Audit, fault => new JobOutput(report with { NetworkEvaluations = fault.Finished.NetworkEvaluations }, () => []));
             for (int k = 0; k < lambdas.Length; k++)
             {
