@@ -124,6 +124,17 @@ public sealed class BenchmarkTests
                       .. Enumerable.Repeat(new[] { "BlackBoxMethodStarted", "BlackBoxMethodFinished" }, BlackBoxBenchmark.Methods.Count).SelectMany(k => k)], kinds);
         Assert.Contains(progress.Seen, p => p is BlackBoxSampling { Method: null });
         Assert.Equal(row.Methods, progress.Seen.OfType<BlackBoxMethodFinished>().Select(f => f.Row));
+        // Each SMC method's bar ends full although its ESS target is out of reach (the budget ends the run), and its
+        // count is of effective samples it can reach, not of that target (was "0% (63/64000000 samples)").
+        foreach (var method in new[] { BlackBoxMethod.TiltSmc, BlackBoxMethod.TiltImportance, BlackBoxMethod.FeynmanKac })
+        {
+            var bars = progress.Seen.OfType<BlackBoxSampling>().Where(p => p.Method == method).Select(p => p.Generation).ToArray();
+            Assert.NotEmpty(bars);
+            Assert.Equal(bars[^1].StepsTotal, bars[^1].StepsDone);
+            Assert.All(bars, b => Assert.InRange(b.SamplesDone, 0, b.SamplesTotal));
+            Assert.All(bars, b => Assert.InRange(b.SamplesTotal, 1, 64 * 64));
+            Assert.True(bars.Zip(bars.Skip(1)).All(pair => pair.Second.StepsDone >= pair.First.StepsDone), $"{method}: the bar went back");
+        }
 
         // bench --black-box's JSON, key for key: the block, a weighted method's row and best-of-N's.
         Assert.Equal(["model", "reward", "sampler", "steps", "particles", "ess_per_evaluation_bound", "ess_per_evaluation_bound_reason", "reward_ms_per_sample",

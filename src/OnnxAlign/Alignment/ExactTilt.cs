@@ -148,8 +148,21 @@ public interface ISmcSystemStore
     void Save(int system, SmcSystem finished);
 }
 
-/// <summary>Progress of an exact tilted run: systems and particles done, the ESS so far.</summary>
-public readonly record struct ExactTiltProgress(int Systems, int Particles, double EffectiveSampleSize, double TargetEffectiveSampleSize, long NetworkEvaluations);
+/// <summary>
+/// Progress of an exact tilted run: systems done of the most it may run (its budget, or a block's or a plan's fixed count),
+/// particles done, the ESS so far and its target. The run ends at the target or at the budget, whichever comes first
+/// (<see cref="Fraction"/>).
+/// </summary>
+public readonly record struct ExactTiltProgress(int Systems, int MaxSystems, int Particles, double EffectiveSampleSize, double TargetEffectiveSampleSize,
+                                               long NetworkEvaluations)
+{
+    /// <summary>
+    /// How far the run is, in [0, 1]: the larger of the ESS's share of its target and the systems' share of the budget,
+    /// since either ends it (a benchmark's unreachable target leaves only the budget).
+    /// </summary>
+    public double Fraction => Math.Clamp(Math.Max(TargetEffectiveSampleSize > 0 ? EffectiveSampleSize / TargetEffectiveSampleSize : 0,
+                                                  MaxSystems > 0 ? Systems / (double)MaxSystems : 0), 0, 1);
+}
 
 /// <summary>An exact tilted run: the returned samples and what they stand on.</summary>
 public sealed class ExactTiltResult
@@ -316,7 +329,7 @@ public static class ExactTilt
             finished.Add(runSystem(b, cancellation));
             if (progress is null) continue;
             double ess = finished.Any(s => s.LogWeights.Any(double.IsFinite)) ? Combine(finished, network.SampleSize).EffectiveSampleSize : 0;
-            progress.Report(new ExactTiltProgress(finished.Count, finished.Count * settings.Smc.ParticlesPerSystem, ess,
+            progress.Report(new ExactTiltProgress(finished.Count, block.Length, finished.Count * settings.Smc.ParticlesPerSystem, ess,
                 settings.TargetEssPerSample * settings.Count * block.Length / settings.Systems!.Value, finished.Sum(s => s.NetworkEvaluations)));
         }
         return new SmcBlock(method, block, settings.Systems!.Value, finished, clock.Elapsed);
@@ -390,7 +403,7 @@ public static class ExactTilt
             systems.Add(runSystem(systems.Count, cancellation));
             if (settings.Systems is not null && systems.Count < maxSystems && progress is null) continue;
             particles = Combine(systems, sampleSize);
-            progress?.Report(new ExactTiltProgress(systems.Count, systems.Count * perSystem, particles.EffectiveSampleSize, target, particles.NetworkEvaluations));
+            progress?.Report(new ExactTiltProgress(systems.Count, maxSystems, systems.Count * perSystem, particles.EffectiveSampleSize, target, particles.NetworkEvaluations));
             if (settings.Systems is null && systems.Count >= settings.MinSystems && particles.EffectiveSampleSize >= target) break;
         }
         particles = Combine(systems, sampleSize);

@@ -489,8 +489,15 @@ public static class KlAlignment
     private static InlineProgress<ExactTiltProgress>? BlockProgress(IProgress<GenerationProgress>? progress, SystemBlock block) => progress is null ? null
         : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(p.Systems, block.Length, p.Systems, block.Length)));
 
-    /// <summary>The SMC's progress as samples: effective samples reached of the target.</summary>
-    internal static InlineProgress<ExactTiltProgress>? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(
-        (int)Math.Min(p.EffectiveSampleSize, p.TargetEffectiveSampleSize), (int)Math.Ceiling(p.TargetEffectiveSampleSize),
-        (long)(1000 * Math.Min(p.EffectiveSampleSize / p.TargetEffectiveSampleSize, 1)), 1000)));
+    /// <summary>
+    /// The SMC's progress as samples: effective samples reached of the target, which the budget caps (ESS ≤ particles),
+    /// and the fraction done (<see cref="ExactTiltProgress.Fraction"/>) in thousandths as its steps.
+    /// </summary>
+    internal static InlineProgress<ExactTiltProgress>? EssProgress(IProgress<GenerationProgress>? progress) => progress is null ? null : new InlineProgress<ExactTiltProgress>(p =>
+    {
+        double reachable = p.Particles <= 0 || p.Systems <= 0 ? p.TargetEffectiveSampleSize
+            : Math.Min(p.TargetEffectiveSampleSize, (double)p.Particles / p.Systems * p.MaxSystems);
+        int total = (int)Math.Ceiling(Math.Max(reachable, 1));
+        progress.Report(new GenerationProgress((int)Math.Min(Math.Floor(p.EffectiveSampleSize), total), total, (long)Math.Round(1000 * p.Fraction), 1000));
+    });
 }
