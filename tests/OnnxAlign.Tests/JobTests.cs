@@ -228,7 +228,7 @@ public class AlignSweepResumeTests
     {
         string root = TestSupport.TempDirectory(), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
         string fashion = Path.Combine(TestSupport.RepositoryRoot, "models", "fashion");
-        string[] args = ["sweep", fashion, "--reward", "class:Trouser", "--lambdas", "1,0.3,0.1", "--count", "16", "--steps", "8",
+        string[] args = ["sweep", fashion, "--reward", "class:Trouser", "--lambdas", "1,0.1", "--count", "8", "--steps", "8",
                          "--exact-particles-per-sample", "2", "--threads", "1"];
         var (code, stdout, stderr) = Onnxalign([.. args, "--out", whole]);
         Assert.True(code == 0, stderr);
@@ -237,7 +237,7 @@ public class AlignSweepResumeTests
         string partial = Path.Combine(resumed, BatchCheckpoint.Folder);
         using (var process = StartAndWaitFor(partial, "point_*.json", 2, [.. args, "--out", resumed])) Kill(process);
         int kept = Directory.GetFiles(partial, "point_*.json").Length;
-        Assert.InRange(kept, 2, 11);
+        Assert.InRange(kept, 2, 7);  // of 2 λ × 4 methods
 
         (code, stdout, stderr) = Onnxalign([.. args, "--out", resumed, "--resume"]);
         Assert.True(code == 0, stderr);
