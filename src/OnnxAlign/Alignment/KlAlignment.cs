@@ -420,9 +420,9 @@ public static class KlAlignment
             Count = request.Count,
             Smc = settings.Smc with { Seed = request.Seed, OnNonFinite = request.OnNonFinite },
         };
-        if (exactSettings.Block is { } block)
+        if (exactSettings.Block is not null)
         {
-            var ran = ExactTilt.RunBlock(network, range, sampler, potential, proposalTheta, exactSettings, BlockProgress(progress, block), request.Cancellation, store);
+            var ran = ExactTilt.RunBlock(network, range, sampler, potential, proposalTheta, exactSettings, BlockProgress(progress), request.Cancellation, store);
             return (null, ran, new GenerationResult([], 0, 0, ran.NetworkEvaluations, TimeSpan.Zero, ran.Time));
         }
         var exact = ExactTilt.SampleTarget(network, range, sampler, potential, proposalTheta, exactSettings, EssProgress(progress), request.Cancellation, store);
@@ -485,9 +485,9 @@ public static class KlAlignment
         if (!(lambda > 0) || double.IsInfinity(lambda)) throw ConfigException.For("lambda", $"{lambda}: expected a finite value > 0");
     }
 
-    /// <summary>A block's progress as systems finished of the block's.</summary>
-    private static InlineProgress<ExactTiltProgress>? BlockProgress(IProgress<GenerationProgress>? progress, SystemBlock block) => progress is null ? null
-        : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(p.Systems, block.Length, p.Systems, block.Length)));
+    /// <summary>A block's progress as systems finished of the block's (<see cref="ExactTiltProgress.MaxSystems"/> of a block run).</summary>
+    private static InlineProgress<ExactTiltProgress>? BlockProgress(IProgress<GenerationProgress>? progress) => progress is null ? null
+        : new InlineProgress<ExactTiltProgress>(p => progress.Report(new GenerationProgress(p.Systems, p.MaxSystems, p.Systems, p.MaxSystems)));
 
     /// <summary>
     /// The SMC's progress as samples: effective samples reached of the target, which the budget caps (ESS ≤ particles),
