@@ -98,7 +98,7 @@ public class ExactTiltTests(ModelSessions sessions) : IClassFixture<ModelSession
     [Theory]
     [InlineData("ddpm", 200, 1.0)]
     [InlineData("ddpm", 200, 0.25)]
-    [InlineData("euler-maruyama", 500, 0.25)]
+    [InlineData("euler-maruyama", 250, 0.25)]
     public void TwistedSmcMatchesTheClosedFormFromAFarProposal(string samplerName, int steps, double scale)
     {
         var q = ToyModels.Gmm2d.Tilted(Theta);
@@ -222,5 +222,89 @@ public class ExactTiltTests(ModelSessions sessions) : IClassFixture<ModelSession
         var (value, _) = WeightedSamples.LogMeanExp([Math.Log(1), Math.Log(3)]);
         Assert.Equal(Math.Log(2), value, 12);
         Assert.Throws<ArgumentException>(() => WeightedSamples.Normalize([double.NaN, 0]));
+    }
+}
+
+/// <summary><see cref="TwistedSmcParticles"/> driven by a caller's loop: the same system as <see cref="TwistedSmc.RunSystem"/>, and misuse refused.</summary>
+public class TwistedSmcParticlesTests(ModelSessions sessions) : IClassFixture<ModelSessions>
+{
+    [Fact]
+    public void ACallersLoopWithTheLibrarysDenoisersIsTwistedSmcBitForBit()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var network = sessions.Denoiser(model);
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 20);
+        var theta = TiltTests.LargeTheta.Select(v => (float)v).ToArray();
+        var (potential, proposalTheta) = ExactTilt.TiltTarget(theta, 0.5);
+        var proposal = ExactTilt.FastTilt(network, proposalTheta, null);
+        var settings = new SmcSettings { ParticlesPerSystem = 64, Seed = 5 };
+        var expected = new TwistedSmc(network, proposal, sampler, potential, settings).RunSystem(3);
+
+        var smc = new TwistedSmcParticles(sampler, potential, network.SampleSize, settings, system: 3);
+        for (int i = 0; i < sampler.Steps; i++)
+        {
+            proposal.PredictNoise(smc.Particles, smc.Count, sampler.Timesteps[i], smc.ProposalNoise);
+            network.PredictNoise(smc.Particles, smc.Count, sampler.Timesteps[i], smc.BaseNoise);
+            smc.Step(i);
+        }
+        var system = smc.Finish();
+        Assert.True(expected.Resamplings > 0);
+        Assert.Equal(expected.Samples, system.Samples);
+        Assert.Equal(expected.LogWeights, system.LogWeights);
+        Assert.Equal(expected.LogNormalizer, system.LogNormalizer);
+        Assert.Equal(expected.NetworkEvaluations, system.NetworkEvaluations);
+        Assert.Equal(2L * 64 * 20, system.NetworkEvaluations);
+    }
+
+    /// <summary>A deterministic sampler in a caller's loop: the noise-space SMC over the caller's Φ is the library's.</summary>
+    [Fact]
+    public void NoiseSpaceSmcOverACallersPipelineIsTheLibrarysBitForBit()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var network = sessions.Denoiser(model);
+        var sampler = Sampler.Create("ddim", model.Config, steps: 10);
+        var (potential, _) = ExactTilt.TiltTarget(TiltTests.LargeTheta.Select(v => (float)v).ToArray(), 1);
+        var settings = new SmcSettings { ParticlesPerSystem = 64, Seed = 5 };
+        var expected = new NoiseSpaceSmc(network, sampler, potential, settings).RunSystem(2);
+
+        // The caller's own loop: ε̂, then the sampler's loop-free step.
+        NoiseMap pipeline = (noise, count, samples) =>
+        {
+            noise.CopyTo(samples);
+            var x = samples.ToArray();
+            var eps = new float[x.Length];
+            var denoised = new float[x.Length];
+            var state = sampler.CreateState(count, network.SampleSize);
+            for (int i = 0; i < sampler.Steps; i++)
+            {
+                network.PredictNoise(x, count, sampler.Timesteps[i], eps);
+                sampler.Step(i, eps, x, denoised, state, []);
+            }
+            x.CopyTo(samples);
+        };
+        var system = new NoiseSpaceSmc(pipeline, network.SampleSize, sampler.Steps, potential, settings).RunSystem(2);
+        Assert.True(expected.Resamplings > 0);
+        Assert.Equal(expected.Samples, system.Samples);
+        Assert.Equal(expected.LogWeights, system.LogWeights);
+        Assert.Equal(expected.LogNormalizer, system.LogNormalizer);
+        Assert.Equal(expected.NetworkEvaluations, system.NetworkEvaluations);
+    }
+
+    [Fact]
+    public void StepsOutOfOrderAnEarlyFinishAndADeterministicSamplerAreRefused()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 3);
+        BatchPotential zero = (_, values) => values.Clear();
+        var smc = new TwistedSmcParticles(sampler, zero, 2, new SmcSettings { ParticlesPerSystem = 4 }, proposalIsBase: true);
+        Assert.Throws<InvalidOperationException>(() => smc.Step(1));
+        Assert.Throws<InvalidOperationException>(() => smc.Finish());
+        for (int i = 0; i < 3; i++) smc.Step(i);               // ε̂ = 0: the base law's steps, no weight
+        Assert.Throws<InvalidOperationException>(() => smc.Step(3));
+        var system = smc.Finish();
+        Assert.All(system.LogWeights, w => Assert.Equal(0, w));
+        Assert.Equal(3L * 4, system.NetworkEvaluations);
+        Assert.Throws<InvalidOperationException>(() => smc.Finish());
+        Assert.Throws<ArgumentException>(() => new TwistedSmcParticles(Sampler.Create("ddim", model.Config, 3), zero, 2));
     }
 }

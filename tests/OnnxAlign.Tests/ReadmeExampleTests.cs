@@ -49,10 +49,11 @@ public class ReadmeExampleTests
     [Fact]
     public void ReadmeHasTheBlocksTheseTestsRun()
     {
-        Assert.Equal(3, Blocks.Length);   // a new block needs its test here
+        Assert.Equal(4, Blocks.Length);   // a new block needs its test here
         Assert.Contains("KlAlignment.Run", Blocks[0]);
         Assert.Contains("sampler.Step(", Blocks[1]);
-        Assert.Contains("ClassifierFreeGuidance", Blocks[2]);
+        Assert.Contains("TwistedSmcParticles", Blocks[2]);
+        Assert.Contains("ClassifierFreeGuidance", Blocks[3]);
     }
 
     [Fact]
@@ -91,11 +92,45 @@ public class ReadmeExampleTests
         TestSupport.AssertClose(expected, x, 1e-4);
     }
 
+    /// <summary>
+    /// The exact tilt's own loop, as written, gives <see cref="ExactTilt.Sample"/>'s systems (same seed, layout and number
+    /// of systems): the caller's GuideNoise + projection is the library's projected tilt up to float rounding.
+    /// </summary>
+    [Fact]
+    public void ExactTiltOwnLoopExampleGivesExactTiltsSystems()
+    {
+        var run = Compile(Blocks[2], "DiffusionModel model, IDenoiser network, Sampler sampler, float[] theta",
+                          returns: "List<OnnxAlign.Alignment.SmcSystem>", epilogue: "return systems;");
+        var model = DiffusionModel.Locate(Toy);
+        using var network = model.OpenDenoiser();
+        var sampler = Sampler.Create("ddpm", model.Config, steps: 30);
+        var theta = RewardSpec.ParseLinear("brightness", network.SampleShape, model.Directory).Tilt(0.05);
+        var output = new StringWriter();
+        var console = Console.Out;
+        Console.SetOut(output);
+        List<SmcSystem> systems;
+        try { systems = (List<SmcSystem>)run.Invoke(null, [model, network, sampler, theta])!; }
+        finally { Console.SetOut(console); }
+        Assert.Matches(@"ESS \d+ of 128, log Z -?\d", output.ToString());
+
+        var library = ExactTilt.Sample(network, model.DataRange, sampler, theta,
+            new ExactTiltSettings { Count = 64, Systems = 4, Smc = new SmcSettings { ParticlesPerSystem = 32, Seed = 7 } });
+        Assert.Equal(4, library.Systems.Count);
+        Assert.True(library.Systems.Sum(s => s.Resamplings) > 0, "the tilt should be strong enough to resample");
+        for (int b = 0; b < 4; b++)
+        {
+            Assert.Equal(library.Systems[b].Resamplings, systems[b].Resamplings);
+            TestSupport.AssertClose(library.Systems[b].Samples, systems[b].Samples, 1e-4);
+            Assert.Equal(library.Systems[b].LogNormalizer, systems[b].LogNormalizer, 1e-3);
+            for (int i = 0; i < 32; i++) Assert.Equal(library.Systems[b].LogWeights[i], systems[b].LogWeights[i], 1e-3);
+        }
+    }
+
     /// <summary>The Stable-Diffusion-shaped loop, as written (on the toy of that shape), equals generate's own loop and decoding.</summary>
     [Fact]
     public void StableDiffusionLoopExampleEqualsTheLibrarysGeneration()
     {
-        string block = Blocks[2].Replace("\"models/toy/tiny-sd\"", $"@\"{TestSupport.Toy("tiny-sd")}\"")
+        string block = Blocks[3].Replace("\"models/toy/tiny-sd\"", $"@\"{TestSupport.Toy("tiny-sd")}\"")
             .Replace("Console.WriteLine(", "_ = (");
         var run = Compile(block, returns: "float[]", epilogue: "return images;");
         var images = (float[])run.Invoke(null, null)!;

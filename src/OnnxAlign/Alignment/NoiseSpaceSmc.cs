@@ -4,6 +4,9 @@ using OnnxAlign.Sampling;
 
 namespace OnnxAlign.Alignment;
 
+/// <summary>A deterministic pipeline from initial noise to samples, on a batch: <paramref name="samples"/> = Φ(<paramref name="initialNoise"/>), <paramref name="count"/> samples one after another.</summary>
+public delegate void NoiseMap(ReadOnlySpan<float> initialNoise, int count, Span<float> samples);
+
 /// <summary>
 /// Exact alignment for a deterministic sampler (DDIM with η = 0, DPM-Solver++): its law is the image of the initial
 /// noise under a fixed map Φ (x_T ↦ x0), with no transition density to weigh, so the target is written on the noise:
@@ -17,8 +20,10 @@ namespace OnnxAlign.Alignment;
 /// </summary>
 public sealed class NoiseSpaceSmc
 {
-    private readonly IDenoiser _base;
-    private readonly Sampler _sampler;
+    // Φ on a batch, in place (x_T in, x0 out), for system s and move m.
+    private readonly Action<float[], int, int, int> _map;
+    private readonly int _sampleSize;
+    private readonly int _steps;
     private readonly BatchPotential _target;
 
     /// <summary>Targets p·e^{G} for the law p of <paramref name="sampler"/> on <paramref name="baseLaw"/>.</summary>
@@ -29,9 +34,43 @@ public sealed class NoiseSpaceSmc
     public NoiseSpaceSmc(IDenoiser baseLaw, Sampler sampler, BatchPotential target, SmcSettings? settings = null, int movesPerStage = 3)
     {
         if (movesPerStage < 1) throw new ArgumentOutOfRangeException(nameof(movesPerStage), movesPerStage, "expected ≥ 1");
-        (_base, _sampler, _target) = (baseLaw, sampler, target);
+        (_sampleSize, _steps, _target) = (baseLaw.SampleSize, sampler.Steps, target);
         Settings = (settings ?? new SmcSettings()).Validated();
         MovesPerStage = movesPerStage;
+        long seed = Settings.Seed;
+        int n = Settings.ParticlesPerSystem;
+        _map = (x, count, system, move) =>
+        {
+            var streams = Enumerable.Range(0, count).Select(b => new NoiseStream(seed, (long)system * n + b).Split(move)).ToArray();
+            sampler.Sample(baseLaw, x, count, streams);
+        };
+    }
+
+    /// <summary>
+    /// Targets p·e^{G} for the law p of a caller's own deterministic pipeline Φ (its loop, its network calls): p is the
+    /// image of N(0, I) under <paramref name="map"/>, so the same tempered SMC on the initial noise applies unchanged.
+    /// </summary>
+    /// <param name="map">Φ: x_T ↦ x0 on a batch; it must be deterministic (DDIM with η = 0, DPM-Solver++, an ODE solver).</param>
+    /// <param name="sampleSize">Values per sample (of x_T and of x0).</param>
+    /// <param name="steps">Network evaluations per sample of one <paramref name="map"/> call (its steps), for the cost figures.</param>
+    /// <param name="target">G, evaluated a batch at a time.</param>
+    /// <param name="settings">Layout of the run.</param>
+    /// <param name="movesPerStage">Metropolis moves after each resampling.</param>
+    public NoiseSpaceSmc(NoiseMap map, int sampleSize, int steps, BatchPotential target, SmcSettings? settings = null, int movesPerStage = 3)
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        ArgumentNullException.ThrowIfNull(target);
+        ArgumentOutOfRangeException.ThrowIfLessThan(sampleSize, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
+        if (movesPerStage < 1) throw new ArgumentOutOfRangeException(nameof(movesPerStage), movesPerStage, "expected ≥ 1");
+        (_sampleSize, _steps, _target) = (sampleSize, steps, target);
+        Settings = (settings ?? new SmcSettings()).Validated();
+        MovesPerStage = movesPerStage;
+        _map = (x, count, _, _) =>
+        {
+            var noise = (float[])x.Clone();
+            map(noise, count, x);
+        };
     }
 
     /// <summary>The run's layout.</summary>
@@ -48,12 +87,12 @@ public sealed class NoiseSpaceSmc
     /// <summary>Runs system <paramref name="system"/> (its particles start from the noise streams of indices system·N …).</summary>
     public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
     {
-        int n = Settings.ParticlesPerSystem, d = _base.SampleSize;
+        int n = Settings.ParticlesPerSystem, d = _sampleSize;
         var (noise, streams, resampler) = SmcParticles.Start(Settings.Seed, system, n, d);
         long evaluations = 0;
         var (samples, g) = Map(noise, n, system, 0, ref evaluations, cancellation);
         if (g.All(v => double.IsNegativeInfinity(v)))
-            throw new NonFiniteException(_sampler.Steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
+            throw new NonFiniteException(_steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
         var logWeights = new double[n];
         double beta = 0, logNormalizer = 0, rho = 0.5;
         int resamplings = 0, move = 0;
@@ -122,11 +161,10 @@ public sealed class NoiseSpaceSmc
     private (float[] Samples, double[] G) Map(float[] initial, int n, int system, int move, ref long evaluations, CancellationToken cancellation)
     {
         cancellation.ThrowIfCancellationRequested();
-        int d = _base.SampleSize;
+        int d = _sampleSize;
         var x = (float[])initial.Clone();
-        var streams = Enumerable.Range(0, n).Select(b => new NoiseStream(Settings.Seed, (long)system * n + b).Split(move)).ToArray();
-        _sampler.Sample(_base, x, n, streams);
-        evaluations += (long)n * _sampler.Steps;
+        _map(x, n, system, move);
+        evaluations += (long)n * _steps;
         var g = _target.Evaluate(x, n);
         for (int b = 0; b < n; b++)
         {
@@ -134,7 +172,7 @@ public sealed class NoiseSpaceSmc
             if (!SmcParticles.AllFinite(row)) g[b] = double.NaN;
             if (double.IsFinite(g[b])) continue;
             if (Settings.OnNonFinite == NonFinitePolicy.Stop)
-                throw new NonFiniteException(_sampler.Steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
+                throw new NonFiniteException(_steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
             g[b] = double.NegativeInfinity;
             row.Clear();
         }

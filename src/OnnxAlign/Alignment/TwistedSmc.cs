@@ -133,124 +133,20 @@ public sealed class TwistedSmc
     /// <summary>Steps whose noise scale s_i is below this move particles by the base kernel (see the class remarks).</summary>
     public const double MinimumGuidedNoiseScale = 1e-4;
 
-    /// <summary>Runs system <paramref name="system"/> (its particles use the noise streams of indices system·N …).</summary>
+    /// <summary>Runs system <paramref name="system"/> (its particles use the noise streams of indices system·N …):
+    /// <see cref="TwistedSmcParticles"/> stepped with the two denoisers.</summary>
     public SmcSystem RunSystem(int system, CancellationToken cancellation = default)
     {
-        int n = Settings.ParticlesPerSystem, d = _base.SampleSize, steps = _sampler.Steps;
-        var (x, streams, resampler) = SmcParticles.Start(Settings.Seed, system, n, d);
-        var proposalNoise = new float[n * d];
-        var baseNoise = new float[n * d];
-        var baseMean = new float[n * d];
-        var denoised = new float[n * d];
-        var z = new float[d];
-        var proposalState = _sampler.CreateState(n, d);
-        var baseState = _sampler.CreateState(n, d);
-        var logWeights = new double[n];
-        var twist = new double[n];
-        var dead = new bool[n];
-        double logNormalizer = 0;
-        int resamplings = 0;
-        long evaluations = 0;
-        for (int i = 0; i < steps; i++)
+        var particles = new TwistedSmcParticles(_sampler, _target, _base.SampleSize, Settings, system, _proposalIsBase);
+        int n = particles.Count;
+        for (int i = 0; i < _sampler.Steps; i++)
         {
             cancellation.ThrowIfCancellationRequested();
             int t = _sampler.Timesteps[i];
-            _proposal.PredictNoise(x, n, t, proposalNoise);
-            if (_proposalIsBase) proposalNoise.CopyTo(baseNoise, 0);
-            else _base.PredictNoise(x, n, t, baseNoise);
-            evaluations += (_proposalIsBase ? 1L : 2L) * n;
-            var (alpha, sigma) = _proposal.Schedule.AlphaSigma(t);
-            Prediction.DenoisedFromNoise(x, proposalNoise, alpha, sigma, denoised);
-            // Twists h_i = G(x̂0 of the proposal); plain importance sampling has none (it weighs x0 once at the end).
-            var h = Settings.Resampling ? _target.Evaluate(denoised, n) : null;
-            for (int b = 0; b < n; b++)
-            {
-                if (dead[b]) continue;
-                if ((h is not null && !double.IsFinite(h[b])) || !SmcParticles.AllFinite(proposalNoise.AsSpan(b * d, d)) || !SmcParticles.AllFinite(baseNoise.AsSpan(b * d, d)))
-                {
-                    Drop(b, i + 1, system * n + b);
-                    continue;
-                }
-                if (h is null) continue;
-                logWeights[b] += h[b] - twist[b];
-                twist[b] = h[b];
-            }
-            if (dead.All(v => v)) throw new NonFiniteException(i + 1, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
-            if (Settings.Resampling && Ess(logWeights) < Settings.ResampleThreshold * n)
-            {
-                var (logMean, ancestors) = SmcParticles.Resample(logWeights, resampler, streams, i, d, x, proposalNoise, baseNoise);
-                logNormalizer += logMean;
-                proposalState.Permute(ancestors);
-                baseState.Permute(ancestors);
-                twist = ancestors.Select(a => twist[a]).ToArray();
-                Array.Clear(dead);
-                resamplings++;
-            }
-            double scale = _sampler.NoiseScale(i);
-            if (scale >= MinimumGuidedNoiseScale)
-            {
-                // Both kernels' means from the same x_i; the particle moves by the proposal's.
-                x.CopyTo(baseMean, 0);
-                _sampler.Advance(i, baseNoise, baseMean, denoised, baseState);
-                _sampler.Advance(i, proposalNoise, x, denoised, proposalState);
-                for (int b = 0; b < n; b++)
-                {
-                    var row = x.AsSpan(b * d, d);
-                    var mean = baseMean.AsSpan(b * d, d);
-                    streams[b].NextGaussian(z);
-                    if (dead[b]) continue;
-                    double deltaSq = 0, deltaZ = 0;
-                    for (int k = 0; k < d; k++)
-                    {
-                        double delta = row[k] - mean[k];
-                        deltaSq += delta * delta;
-                        deltaZ += delta * z[k];
-                    }
-                    // log p(x'|x) − log q(x'|x) at x' = m^q + s z
-                    logWeights[b] += -deltaSq / (2 * scale * scale) - deltaZ / scale;
-                    TensorPrimitives.MultiplyAdd(z, (float)scale, row, row);
-                }
-            }
-            else
-            {
-                // The base kernel: x_{i+1} = m^p_i + s_i z, the step the base sampler takes, with no ratio.
-                _sampler.Advance(i, baseNoise, x, denoised, baseState);
-                if (scale > 0)
-                    for (int b = 0; b < n; b++)
-                    {
-                        streams[b].NextGaussian(z);
-                        var row = x.AsSpan(b * d, d);
-                        TensorPrimitives.MultiplyAdd(z, (float)scale, row, row);
-                    }
-            }
+            _proposal.PredictNoise(particles.Particles, n, t, particles.ProposalNoise);
+            if (!_proposalIsBase) _base.PredictNoise(particles.Particles, n, t, particles.BaseNoise);
+            particles.Step(i);
         }
-        var final = _target.Evaluate(x, n);
-        for (int b = 0; b < n; b++)
-        {
-            if (dead[b]) continue;
-            double g = SmcParticles.AllFinite(x.AsSpan(b * d, d)) ? final[b] : double.NaN;
-            if (!double.IsFinite(g)) { Drop(b, steps, system * n + b); continue; }
-            logWeights[b] += g - twist[b];
-        }
-        // Every particle of the system turned NaN/±∞: nothing to weigh, whatever the policy.
-        if (dead.All(v => v)) throw new NonFiniteException(steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
-        logNormalizer += WeightedSamples.LogMeanExp(logWeights).Value;
-        // The final potentials are kept with the system (0 where the weight is 0), so no estimate evaluates G again.
-        for (int b = 0; b < n; b++) if (dead[b]) final[b] = 0;
-        return new SmcSystem(x, logWeights, logNormalizer, resamplings, evaluations, dead.Count(v => v), final);
-
-        void Drop(int row, int step, long index)
-        {
-            if (Settings.OnNonFinite == NonFinitePolicy.Stop)
-                throw new NonFiniteException(step, (int)index, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
-            dead[row] = true;
-            logWeights[row] = double.NegativeInfinity;
-            x.AsSpan(row * d, d).Clear();          // keeps the batch's arithmetic finite until resampling replaces it
-            proposalNoise.AsSpan(row * d, d).Clear();
-            baseNoise.AsSpan(row * d, d).Clear();
-        }
+        return particles.Finish();
     }
-
-    private static double Ess(double[] logWeights) =>
-        logWeights.All(double.IsNegativeInfinity) ? 0 : WeightedSamples.EffectiveSampleSize(WeightedSamples.Normalize(logWeights));
 }
