@@ -41,8 +41,12 @@ internal static class AlignmentReport
         var sideRequest = request with { Checkpoint = null };
         if (plan.Algorithm == KlAlgorithm.BlackBox && sampler.IsStochastic && plan.Settings.BlackBox.Method is BlackBoxMethod.TiltSmc or BlackBoxMethod.TiltImportance
             && plan.Settings.BlackBox.Fitted is null && checkpoint.ReadNote(BlackBoxAlignment.FitNote) is null)
-            Console.WriteLine($"fitting the proposal tilt: {plan.Settings.BlackBox.Fit.PilotRounds} pilot rounds of {plan.Settings.BlackBox.Fit.PilotSamples} samples " +
-                              $"({plan.Settings.BlackBox.Fit.PilotRounds * plan.Settings.BlackBox.Fit.PilotSamples * sampler.Steps} network evaluations) …");
+        {
+            var fit = plan.Settings.BlackBox.Fit;
+            Console.WriteLine($"fitting the proposal tilt: {fit.PilotRounds} pilot round{(fit.PilotRounds == 1 ? "" : "s")} of {fit.PilotSamples} samples, " +
+                              $"then {fit.Scales.Distinct().Count()} proposal scales tried on {fit.ScaleTrialParticles} particles each " +
+                              $"(at most {fit.NetworkEvaluations(sampler)} network evaluations) …");
+        }
         var run = ProgressReporter.Run(label, progress =>
         {
             var report = new InlineProgress<GenerationProgress>(progress);

@@ -107,6 +107,32 @@ public sealed class BlackBoxTests(ModelSessions sessions) : IClassFixture<ModelS
                     $"tilt-SMC ESS {ess[BlackBoxMethod.TiltSmc]:F0} vs SIR {ess[BlackBoxMethod.ImportanceResampling]:F0}");
     }
 
+    /// <summary>The principal directions (from the smaller Gram matrix) are the leading right singular vectors of a full SVD, up to sign, orthonormal, with the largest component positive.</summary>
+    [Theory]
+    [InlineData(40, 300, 6)]    // n < d: the n × n Gram matrix
+    [InlineData(200, 12, 5)]    // n ≥ d: the d × d covariance
+    public void PrincipalDirectionsAreTheLeadingSingularVectors(int n, int d, int k)
+    {
+        var random = new Random(11);
+        // Anisotropic data: coordinate j has scale 1/(1 + j/3), so the singular values are distinct.
+        var samples = new float[n * d];
+        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) samples[i * d + j] = (float)((random.NextDouble() - 0.5) / (1 + j / 3.0) + 0.3);
+        var rows = BlackBoxAlignment.PrincipalDirections(samples, n, d, k);
+
+        var centred = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(n, d, (i, j) => samples[i * d + j] - Enumerable.Range(0, n).Average(m => samples[m * d + j]));
+        var svd = centred.Svd(computeVectors: true);
+        for (int r = 0; r < k; r++)
+        {
+            var row = rows.AsSpan(r * d, d).ToArray().Select(v => (double)v).ToArray();
+            double cosine = Enumerable.Range(0, d).Sum(j => row[j] * svd.VT[r, j]);
+            Assert.True(Math.Abs(Math.Abs(cosine) - 1) < 1e-4, $"direction {r}: |cos| {Math.Abs(cosine)} (singular values {svd.S[r]:F4}, {svd.S[r + 1]:F4})");
+            int largest = Enumerable.Range(0, d).MaxBy(j => Math.Abs(row[j]));
+            Assert.True(row[largest] > 0, $"direction {r}: its largest component {largest} is {row[largest]} ({string.Join(", ", row.Select(v => v.ToString("F4")))})");
+            for (int q = 0; q <= r; q++)
+                Assert.Equal(q == r ? 1 : 0, Enumerable.Range(0, d).Sum(j => row[j] * rows[q * d + j]), 4);
+        }
+    }
+
     /// <summary>For a linear reward the regression returns the exact tilt θ = a/λ and DESIGN §8's weights e^{r/λ − ⟨θ,x⟩} are constant.</summary>
     [Fact]
     public void ForALinearRewardTheFittedTiltIsTheExactTiltAndTheWeightsAreConstant()
@@ -117,8 +143,10 @@ public sealed class BlackBoxTests(ModelSessions sessions) : IClassFixture<ModelS
         var linear = new LinearReward("test:linear", [0.6f, -0.8f], 0.25);
         using var blackBox = new Opaque(linear);
         const double lambda = 0.5;
-        var fit = BlackBoxAlignment.FitTilt(network, null, sampler, blackBox, lambda, new TiltFitSettings { Features = 2, PilotRounds = 2, PilotSamples = 64, Ridge = 0, Scales = [1] },
-                                            new GenerationRequest { Count = 1, BatchSize = 64, Seed = 4 });
+        var settings = new TiltFitSettings { Features = 2, PilotRounds = 2, PilotSamples = 64, Ridge = 0, Scales = [1] };
+        var fit = BlackBoxAlignment.FitTilt(network, null, sampler, blackBox, lambda, settings, new GenerationRequest { Count = 1, BatchSize = 64, Seed = 4 });
+        Assert.Equal(settings.NetworkEvaluations(sampler), fit.NetworkEvaluations);   // what the CLI announces before the fit
+        Assert.Equal(2 * 64 * 50 + 2 * 64 * 50, fit.NetworkEvaluations);
         var exact = linear.Tilt(lambda);
         for (int j = 0; j < 2; j++) Assert.Equal(exact[j], fit.Theta[j], 1e-4);
         Assert.Equal(1, fit.Scale);

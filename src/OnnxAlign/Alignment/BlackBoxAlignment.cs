@@ -57,6 +57,18 @@ public sealed record TiltFitSettings
     /// <summary>Particles of each scale's trial.</summary>
     public int ScaleTrialParticles { get; init; } = 64;
 
+    /// <summary>
+    /// What <see cref="BlackBoxAlignment.FitTilt"/> costs with <paramref name="sampler"/>, at most (a pilot round with
+    /// too few finite rewards ends the fit early): the pilot rounds' runs and, for a stochastic sampler, the scale
+    /// trials (two network evaluations per particle and step, one for the scale 0: the base law alone).
+    /// </summary>
+    public long NetworkEvaluations(Sampler sampler)
+    {
+        long pilot = (long)PilotRounds * PilotSamples * sampler.Steps;
+        if (!sampler.IsStochastic) return pilot;
+        return pilot + Scales.Distinct().Sum(s => (s == 0 ? 1L : 2L) * ScaleTrialParticles * sampler.Steps);
+    }
+
     /// <summary>Checks the values.</summary>
     public TiltFitSettings Validated()
     {
@@ -368,19 +380,66 @@ public static class BlackBoxAlignment
     /// <summary>The method a name stands for (<see cref="Name"/>), or null.</summary>
     public static BlackBoxMethod? Parse(string name) => Enum.GetValues<BlackBoxMethod>().Cast<BlackBoxMethod?>().FirstOrDefault(m => Name(m!.Value) == name);
 
-    /// <summary>The top-k principal directions of n samples (rows of Vᵀ of the centred data), k × d row after row.</summary>
+    /// <summary>
+    /// The top-k principal directions of n samples (the leading right singular vectors of the centred data X, unit
+    /// rows, k × d row after row; each signed so that its largest component is positive). They are the eigenvectors of
+    /// the smaller of the two Gram matrices: for n &lt; d, XXᵀ = U S² Uᵀ (n × n) and v_r = Xᵀu_r / ‖Xᵀu_r‖, so the cost
+    /// is O(n²d + n³) and the memory O(n² + kd) — a latent of 4·64·64 values would need a 2 GB Vᵀ from a full SVD.
+    /// </summary>
     public static float[] PrincipalDirections(ReadOnlySpan<float> samples, int n, int d, int k)
     {
         if (k < 1 || k > Math.Min(n, d)) throw new ArgumentOutOfRangeException(nameof(k), k, $"expected 1..{Math.Min(n, d)}");
+        if (samples.Length != (long)n * d) throw new ArgumentException($"expected {n} × {d} values, got {samples.Length}", nameof(samples));
         var means = new double[d];
         for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) means[j] += samples[i * d + j];
         for (int j = 0; j < d; j++) means[j] /= n;
-        var data = Matrix<double>.Build.Dense(n, d);
-        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) data[i, j] = samples[i * d + j] - means[j];
-        var vt = data.Svd(computeVectors: true).VT;
-        var rows = new float[k * d];
-        for (int r = 0; r < k; r++) for (int j = 0; j < d; j++) rows[r * d + j] = (float)vt[r, j];
-        return rows;
+        var centred = new double[(long)n * d];
+        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) centred[(long)i * d + j] = samples[i * d + j] - means[j];
+        var rows = new double[k * d];
+        if (n < d)
+        {
+            var gram = Matrix<double>.Build.Dense(n, n);
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b <= a; b++)
+                {
+                    double dot = TensorPrimitives.Dot(centred.AsSpan(a * d, d), centred.AsSpan(b * d, d));
+                    gram[a, b] = dot;
+                    gram[b, a] = dot;
+                }
+            var eigenvectors = gram.Evd(Symmetricity.Symmetric).EigenVectors;   // ascending eigenvalues
+            for (int r = 0; r < k; r++)
+            {
+                var row = rows.AsSpan(r * d, d);
+                for (int i = 0; i < n; i++) TensorPrimitives.MultiplyAdd(centred.AsSpan(i * d, d), eigenvectors[i, n - 1 - r], row, row);
+            }
+        }
+        else
+        {
+            var covariance = Matrix<double>.Build.Dense(d, d);
+            for (int i = 0; i < n; i++)
+                for (int a = 0; a < d; a++)
+                    for (int b = 0; b <= a; b++) covariance[a, b] += centred[(long)i * d + a] * centred[(long)i * d + b];
+            for (int a = 0; a < d; a++) for (int b = 0; b < a; b++) covariance[b, a] = covariance[a, b];
+            var eigenvectors = covariance.Evd(Symmetricity.Symmetric).EigenVectors;
+            for (int r = 0; r < k; r++) for (int j = 0; j < d; j++) rows[r * d + j] = eigenvectors[j, d - 1 - r];
+        }
+        // Orthonormal rows (Gram–Schmidt against the earlier ones: directions of a zero singular value are arbitrary,
+        // and a rank-deficient batch leaves a zero row, which the ridge of the regression absorbs), with a fixed sign.
+        for (int r = 0; r < k; r++)
+        {
+            var row = rows.AsSpan(r * d, d);
+            for (int q = 0; q < r; q++)
+            {
+                var earlier = rows.AsSpan(q * d, d);
+                TensorPrimitives.MultiplyAdd(earlier, -TensorPrimitives.Dot(row, earlier), row, row);
+            }
+            double norm = TensorPrimitives.Norm(row);
+            if (norm > 1e-12) TensorPrimitives.Divide(row, norm, row); else row.Clear();
+            int largest = 0;   // a plain loop: the sign must not depend on how a vectorised search breaks ties
+            for (int j = 1; j < d; j++) if (Math.Abs(row[j]) > Math.Abs(row[largest])) largest = j;
+            if (row[largest] < 0) TensorPrimitives.Negate(row, row);
+        }
+        return rows.Select(v => (float)v).ToArray();
     }
 
     /// <summary>z = A x for each of n samples (n × k, row after row).</summary>
