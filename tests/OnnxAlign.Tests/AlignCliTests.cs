@@ -104,7 +104,7 @@ public class ObjectiveCliTests
         NpyFile.Write(Path.Combine(dir, "e0.npy"), [1f, 0f], [2]);
         NpyFile.Write(Path.Combine(dir, "e1.npy"), [0f, 1f], [2]);
         var (code, stdout, stderr) = Onnxalign("align", TestSupport.Toy("gmm2d"), "--objective", $"sq-dist:1.5,1.5(direction:{dir}/e0.npy|direction:{dir}/e1.npy)",
-            "--beta", "0.2", "--samples-per-iteration", "500", "--steps", "50", "--sampler", "ddim", "--count", "1000", "--out", output);
+            "--beta", "0.2", "--samples-per-iteration", "500", "--steps", "50", "--sampler", "ddpm", "--count", "1000", "--out", output);
         Assert.True(code == 0, stderr);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
         var trace = report["objective"]!["trace"]!.AsArray();

@@ -73,7 +73,7 @@ public sealed class BlackBoxCliTests
     {
         string root = TestSupport.TempDirectory(), whole = Path.Combine(root, "whole"), resumed = Path.Combine(root, "resumed");
         string model = TestSupport.Toy("tiny-unet");
-        string[] arguments = ["--reward", $"onnx:{Evaluator}@Trouser", "--lambda", "1", "--count", "16", "--steps", "40", "--particles", "8",
+        string[] arguments = ["--reward", $"onnx:{Evaluator}@Trouser", "--lambda", "1", "--count", "16", "--steps", "20", "--particles", "8",
                               "--max-particles-per-sample", "4", "--ess-per-sample", "100", "--pilot-samples", "16", "--pilot-rounds", "1",
                               "--features", "pca:2", "--threads", "1", "--seed", "3"];
         var (code, _, stderr) = CliTests.Onnxalign(["generate", model, .. arguments, "--out", whole]);

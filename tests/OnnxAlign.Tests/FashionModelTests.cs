@@ -45,7 +45,7 @@ public class FashionModelTests(ITestOutputHelper output, ModelSessions sessions)
     }
 
     /// <summary>
-    /// A tilt toward Trouser (linear-classifier logit, λ = 1; DDPM 50 steps) raises the independent evaluator's Trouser rate on a fixed
+    /// A tilt toward Trouser (linear-classifier logit, λ = 1; DDPM 25 steps) raises the independent evaluator's Trouser rate on a fixed
     /// seed set by more than three binomial standard errors of the difference.
     /// </summary>
     [Fact]
@@ -55,7 +55,7 @@ public class FashionModelTests(ITestOutputHelper output, ModelSessions sessions)
         var model = DiffusionModel.Locate(Fashion);
         var denoiser = sessions.Denoiser(model);
         var evaluator = sessions.Evaluator(Path.Combine(model.Directory, "evaluator"));
-        var ddpm = Sampler.Create("ddpm", model.Config, 50);
+        var ddpm = Sampler.Create("ddpm", model.Config, 25);
         var request = new GenerationRequest { Count = n, BatchSize = n, Seed = 100 };
         var trouser = RewardSpec.ParseLinear("class:Trouser", denoiser.SampleShape, model.Directory);
         double Rate(IDenoiser d)
