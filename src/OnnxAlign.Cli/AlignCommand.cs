@@ -125,6 +125,8 @@ internal static class AlignCommand
         if (mode == KlTiltMode.Hybrid) throw new UsageException("--tilt-mode hybrid applies to generate; align samples its tilt exact or fast");
         var exact = o.Tilt.ReadExact(parse);
         var range = o.Tilt.DataRange(parse, located);
+        Resources.CheckSamples(n, network.SampleSize, "--count");
+        Resources.CheckBatch(b, Math.Max(n, parse.GetValue(o.PerIteration)), network.SampleSize);
         var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seed, OnNonFinite = RuntimeOptions.NanPolicy(parse.GetValue(o.OnNan)) };
         // The dual's iterates draw from seeds offset from the final samples' (seed+i), so the two batches are independent.
         long dualSeed = seed + 5_000_011;

@@ -295,6 +295,7 @@ internal static class GenerateCommand
         }
         // Everything a run holds in memory is checked before anything is allocated or written.
         Resources.CheckSamples((long)n, denoiser.SampleSize, "--count");
+        Resources.CheckBatch(b, n, denoiser.SampleSize);
         TiltOptions.Plan? plan = null;
         ProxOracle? oracle = null;
         if (alignMode == "w2")

@@ -58,6 +58,8 @@ internal static class VerifyCommand
             var linear = RewardSpec.ParseLinear(spec, denoiser.SampleShape, located.Directory);
             using var statistics = TiltAudit.StatisticsFor(linear, denoiser.SampleShape, located.Directory, options, located.DataRange);
             var range = tilt.DataRange(parse, located);
+            Resources.CheckSamples(Math.Max(n, nBase), denoiser.SampleSize, "--base-count");
+            Resources.CheckBatch(b, Math.Max(n, nBase), denoiser.SampleSize);
             string? output = parse.GetValue(outDir);
             // The audit's job (with --out): the folder's lock, overwrite, report.json, and a stopped report on a NaN/±∞ sample.
             using var job = output is null ? null : OutputJob.Open(output, new OutputJobSettings { Overwrite = parse.GetValue(overwrite) });

@@ -292,6 +292,7 @@ public class BadInputTests
     [Theory]
     [InlineData("generate|{toy}|--tilt|{dir}/theta3.npy", "theta3.npy")]
     [InlineData("generate|{toy}|--count|2147483647", "--count 2147483647")]
+    [InlineData("generate|{fashion}|--count|300000|--batch|300000|--steps|2", "--batch 300000: one network call on 300000 samples")]
     [InlineData("generate|{toy}|--count|2|--shard|0/4", "holds no samples")]
     [InlineData("generate|{dir}/bad-mixture", "mixture.json: not a readable mixture")]
     [InlineData("generate|{dir}/bad-moments", "data_moments.json")]
@@ -331,6 +332,27 @@ public class BadInputTests
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.Contains(mentioned, stderr);
         Assert.False(Directory.Exists(output) || File.Exists(output));
+    }
+
+    /// <summary>A folder of someone's files (not an OnnxAlign run) is refused without --overwrite: the run's samples.npy would replace theirs; / too.</summary>
+    [Fact]
+    public void AFolderOfOtherFilesIsRefusedUnlessOverwriteIsGiven()
+    {
+        string folder = TestSupport.TempDirectory();
+        File.WriteAllText(Path.Combine(folder, "samples.npy"), "precious");
+        string[] run = ["generate", TestSupport.Toy("gmm2d"), "--count", "2", "--steps", "3"];
+        var (code, _, stderr) = CliTests.Onnxalign([.. run, "--out", folder]);
+        Assert.Equal(2, code);
+        Assert.Contains("holds files of its own (samples.npy)", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Equal("precious", File.ReadAllText(Path.Combine(folder, "samples.npy")));
+        Assert.Equal(["samples.npy"], Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
+        (code, _, stderr) = CliTests.Onnxalign([.. run, "--out", "/"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--out /: holds files of its own", stderr);
+        (code, _, stderr) = CliTests.Onnxalign([.. run, "--out", folder, "--overwrite"]);
+        Assert.True(code == 0, stderr);
+        Assert.NotEqual("precious", File.ReadAllText(Path.Combine(folder, "samples.npy")));
     }
 
     [Fact]

@@ -41,9 +41,25 @@ public static class SampleSetWriter
         {
             throw ConfigException.For("outputDirectory", $"{directory}: output folder is not writable ({e.Message})");
         }
-        if (!overwrite && File.Exists(Path.Combine(directory, "report.json")))
+        if (overwrite) return;
+        if (File.Exists(Path.Combine(directory, "report.json")))
             throw ConfigException.For("outputDirectory", $"{directory}: already holds a run (report.json); pass {OnnxAlignException.Option("overwrite")} or choose another folder");
+        // An interrupted run's folder (its checkpoint) is the run's own, files and all: the caller decides (resume).
+        if (Directory.Exists(Path.Combine(directory, CheckpointFolder))) return;
+        // Anything else is someone's files, which a run's own files of the same names would replace (samples.npy, W.npy …).
+        var foreign = Directory.EnumerateFileSystemEntries(directory).Select(Path.GetFileName).Where(name => !IsRunOwn(name!)).Take(3).ToArray();
+        if (foreign.Length > 0)
+            throw ConfigException.For("outputDirectory", $"{directory}: holds files of its own ({string.Join(", ", foreign)}{(foreign.Length == 3 ? ", …" : "")}); " +
+                                                         $"choose a new or empty folder, or pass {OnnxAlignException.Option("overwrite")} to write the run beside them");
     }
+
+    /// <summary>The checkpoint folder of an interrupted run inside its output folder (<c>Sampling.BatchCheckpoint.Folder</c>).</summary>
+    public const string CheckpointFolder = ".partial";
+
+    /// <summary>What a run itself leaves in a folder that holds no finished run: its lock, a failed run's error.log, atomic writes' temporary files.</summary>
+    private static bool IsRunOwn(string name) =>
+        name is OutputLock.FileName or "error.log" || name.StartsWith(".write-test-", StringComparison.Ordinal) ||
+        (name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal));
 
     /// <summary>
     /// Before a run writes its files into a folder that may hold an earlier run (--overwrite): the old

@@ -14,7 +14,7 @@ namespace OnnxAlign.Sampling;
 public sealed class BatchCheckpoint : IBatchStore
 {
     /// <summary>The checkpoint folder's name inside the output folder.</summary>
-    public const string Folder = ".partial";
+    public const string Folder = SampleSetWriter.CheckpointFolder;
     private readonly string _directory;
 
     // Typed notes: snake_case, enums by name, and doubles and floats that round-trip exactly, NaN and ±∞ included
