@@ -19,6 +19,7 @@ internal static partial class Flags
         ["l2"] = "--l2",
         ["lambda"] = "--lambda",
         ["theta"] = "--tilt",
+        ["target"] = "--lambda",
         ["mode"] = "--tilt-mode",
         ["shard"] = "--shard",
         ["plan"] = "--plan",

@@ -137,7 +137,10 @@ internal sealed class TiltOptions
         if (!(trust > 0) || double.IsInfinity(trust)) throw new UsageException($"--trust-radius {trust}: expected a finite value > 0");
         int reference = parse.GetValue(_reference), nodes = parse.GetValue(_logzNodes), perNode = parse.GetValue(_logzSamples);
         if (reference < 0) throw new UsageException($"--reference-count {reference}: expected ≥ 0");
-        if (nodes < 1) throw new UsageException($"--logz-nodes {nodes}: expected ≥ 1");
+        // Gauss–Legendre is exact for polynomials of degree 2n − 1: beyond 64 nodes the sampling error is all there is.
+        if (nodes is < 1 or > 64) throw new UsageException($"--logz-nodes {nodes}: expected 1 to 64");
+        if (perNode > 0) Resources.CheckSamples((long)perNode, denoiser.SampleSize, "--logz-samples");
+        if (reference > 0) Resources.CheckSamples(reference, denoiser.SampleSize, "--reference-count");
         if (perNode is < 0 or 1) throw new UsageException($"--logz-samples {perNode}: expected 0 (no estimate) or ≥ 2");
 
         var settings = new KlAlignmentSettings

@@ -290,6 +290,20 @@ public class TwistedSmcParticlesTests(ModelSessions sessions) : IClassFixture<Mo
         Assert.Equal(expected.NetworkEvaluations, system.NetworkEvaluations);
     }
 
+    /// <summary>A target whose G varies by ~10³⁰ over the particles: refused after the stalled stages (was ~10⁶ stages, a hang), naming the target.</summary>
+    [Fact]
+    public void ATargetNoTemperingCanReachIsRefusedNotCrawledTo()
+    {
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        var sampler = Sampler.Create("ddim", model.Config, steps: 5);
+        var (potential, _) = ExactTilt.TiltTarget([1e30f, 0f], 1);
+        var smc = new NoiseSpaceSmc(sessions.Denoiser(model), sampler, potential, new SmcSettings { ParticlesPerSystem = 16 });
+        var e = Assert.Throws<ConfigException>(() => smc.RunSystem(0));
+        Assert.Equal("target", e.Parameter);
+        Assert.Contains("too strong", e.Message);
+        Assert.True(smc.Trace.Count <= (NoiseSpaceSmc.StalledStageLimit + 1) * smc.MovesPerStage, $"{smc.Trace.Count} moves");
+    }
+
     [Fact]
     public void StepsOutOfOrderAnEarlyFinishAndADeterministicSamplerAreRefused()
     {

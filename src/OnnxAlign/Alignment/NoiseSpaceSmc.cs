@@ -76,6 +76,12 @@ public sealed class NoiseSpaceSmc
     /// <summary>The run's layout.</summary>
     public SmcSettings Settings { get; }
 
+    /// <summary>The smallest increase of β a tempering stage makes.</summary>
+    public const double MinimumTemperatureStep = 1e-6;
+
+    /// <summary>Stages in a row that only reach <see cref="MinimumTemperatureStep"/> before a run is refused as degenerate (a <see cref="ConfigException"/> on <c>target</c>).</summary>
+    public const int StalledStageLimit = 20;
+
     /// <summary>Metropolis moves after each resampling.</summary>
     public int MovesPerStage { get; }
 
@@ -95,7 +101,7 @@ public sealed class NoiseSpaceSmc
             throw new NonFiniteException(_steps, system * n, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));
         var logWeights = new double[n];
         double beta = 0, logNormalizer = 0, rho = 0.5;
-        int resamplings = 0, move = 0;
+        int resamplings = 0, move = 0, stalled = 0;
         while (true)
         {
             // The largest β' ≤ 1 whose incremental weights keep the ESS above the threshold (bisection).
@@ -108,7 +114,14 @@ public sealed class NoiseSpaceSmc
                     double mid = (low + high) / 2;
                     if (Ess(logWeights, g, mid - beta) >= Settings.ResampleThreshold * n) low = mid; else high = mid;
                 }
-                next = Math.Max(low, beta + 1e-6);
+                next = Math.Max(low, beta + MinimumTemperatureStep);
+                // Even the smallest step collapses the ESS: G's spread over the particles exceeds ~10⁶ nats, so the
+                // tempering would crawl to β = 1 in up to 10⁶ stages. That is a target no SMC of this size can reach.
+                stalled = low - beta < MinimumTemperatureStep ? stalled + 1 : 0;
+                if (stalled >= StalledStageLimit)
+                    throw ConfigException.For("target", $": the tilt is too strong for the noise-space SMC (after {resamplings} stages at β = {beta:G3}, " +
+                        $"{StalledStageLimit} stages in a row could not raise β by {MinimumTemperatureStep:G1} without the ESS collapsing, i.e. G varies by more than " +
+                        $"~{1 / MinimumTemperatureStep:G1} over the particles); take a larger λ (a weaker tilt)");
             }
             for (int b = 0; b < n; b++) logWeights[b] += (next - beta) * g[b];
             beta = Math.Min(next, 1);

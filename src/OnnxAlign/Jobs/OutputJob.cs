@@ -46,6 +46,8 @@ public sealed class OutputJob : IDisposable
 
     private readonly OutputLock _lock;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private bool _created;
+    private bool _discard;
 
     private OutputJob(string directory, OutputLock folderLock, BatchCheckpoint? checkpoint, bool resumed, string? planHash) =>
         (Directory, _lock, Checkpoint, Resumed, PlanHash) = (directory, folderLock, checkpoint, resumed, planHash);
@@ -82,6 +84,7 @@ public sealed class OutputJob : IDisposable
             throw ConfigException.For("resume", $"and {OnnxAlignException.Option("overwrite")}: give one (continue the interrupted run, or start over)");
         // Before the folder is created: a resume of nothing is bad input, and bad input writes nothing.
         if (settings.Resume) BatchCheckpoint.CheckResumable(directory);
+        bool created = !System.IO.Directory.Exists(directory);
         // The lock first: a live run's checkpoint is not "an interrupted run", and two runs never mix files.
         var folderLock = SampleSetWriter.PrepareDirectory(directory, settings.Overwrite);
         try
@@ -100,7 +103,7 @@ public sealed class OutputJob : IDisposable
                 System.IO.Directory.Delete(BatchCheckpoint.PathOf(directory), recursive: true);   // overwritten: an old run's work is not this run's
             // An earlier report goes first, so that a report never describes files that are not the ones beside it.
             SampleSetWriter.BeginReplacing(directory);
-            return new OutputJob(directory, folderLock, checkpoint, settings.Resume, hash);
+            return new OutputJob(directory, folderLock, checkpoint, settings.Resume, hash) { _created = created };
         }
         catch
         {
@@ -119,6 +122,13 @@ public sealed class OutputJob : IDisposable
         ArgumentNullException.ThrowIfNull(work);
         ArgumentNullException.ThrowIfNull(stopped);
         try { return work(); }
+        catch (ConfigException) when (_created)
+        {
+            // Bad input found only by running (a target no sampler can reach): as with any bad input, the folder this
+            // run created goes when the job is disposed, so that the same command with a corrected value starts afresh.
+            _discard = true;
+            throw;
+        }
         catch (NonFiniteException fault)
         {
             var output = stopped(fault);
@@ -163,6 +173,12 @@ public sealed class OutputJob : IDisposable
         return report with { TimeSeconds = times };
     }
 
-    /// <summary>Releases the folder's lock; the checkpoint stays unless the run finished.</summary>
-    public void Dispose() => _lock.Dispose();
+    /// <summary>Releases the folder's lock; the checkpoint stays unless the run finished (or was refused as bad input in a folder it created: then the folder goes).</summary>
+    public void Dispose()
+    {
+        _lock.Dispose();
+        if (!_discard) return;
+        try { System.IO.Directory.Delete(Directory, recursive: true); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
 }
