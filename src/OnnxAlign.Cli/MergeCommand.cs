@@ -53,6 +53,15 @@ internal static class MergeCommand
         // A latent model's shards hold the latents (the samples' statistics are theirs) and the decoded images (DESIGN §9).
         var imageShape = first["latent"]?["image_shape"]?.AsArray().Select(v => (int)v!.GetValue<double>()).ToArray();
 
+        // Every file the merge reads is checked before the output folder is opened: a refused merge writes nothing.
+        bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
+        if (imageShape is not null)
+        {
+            if (withBase) ShardMerge.CheckFiles(ordered, sampleShape, stem: "base_latents");
+            ShardMerge.CheckFiles(ordered, sampleShape, stem: "latents");
+        }
+        if (withBase) ShardMerge.CheckFiles(ordered, imageShape ?? sampleShape, stem: "base");
+        ShardMerge.CheckFiles(ordered, imageShape ?? sampleShape);
         using var job = OutputJob.Open(output, new OutputJobSettings { Overwrite = overwrite });
         var shards = ordered.Select(p => (p, byIndex[p.Shard.Index])).ToList();
         // One report for the run: the first shard's (everything the plan fixes is the same in every shard), its merged figures filled in once the files are.
@@ -64,7 +73,6 @@ internal static class MergeCommand
         var written = job.Finish(new JobOutput(merged, () =>
         {
             var files = new List<string>();
-            bool withBase = ordered.All(p => File.Exists(Path.Combine(p.Directory, "base.npy")));
             if (imageShape is not null)
             {
                 if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents"));

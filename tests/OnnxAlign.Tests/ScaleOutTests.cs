@@ -109,6 +109,42 @@ public sealed class ScaleOutTests(ModelSessions sessions) : IClassFixture<ModelS
         Assert.Contains("outside its block", Assert.Throws<ConfigException>(() => ShardMerge.Check([Part(0), stray, Part(2), Part(3)])).Message);
     }
 
+    /// <summary>Shard files with NaN, too few rows, another shape or a missing PNG are refused before anything is written.</summary>
+    [Fact]
+    public void ShardFilesAreCheckedBeforeTheMergeWritesAnything()
+    {
+        string root = TestSupport.TempDirectory(), output = Path.Combine(root, "merged");
+        ShardPart Part(int index, float[] values, int[] shape)
+        {
+            string dir = Path.Combine(root, $"s{index}");
+            Directory.CreateDirectory(dir);
+            NpyFile.Write(Path.Combine(dir, "samples.npy"), values, shape);
+            return new ShardPart(dir, "r", new Shard(index, 2), 4, 2 * index, [2 * index, 2 * index + 1], "finished");
+        }
+        var good = Part(0, [1f, 2f, 3f, 4f], [2, 2]);
+        ShardMerge.CheckFiles([good, Part(1, [1f, 2f, 3f, 4f], [2, 2])], [2]);
+        foreach (var (values, shape, why) in new[]
+                 {
+                     (new[] { 1f, float.NaN, 3f, 4f }, new[] { 2, 2 }, "holds a NaN or ±∞ value (row 0)"),
+                     (new[] { 1f, 2f }, new[] { 1, 2 }, "holds 1 samples, its report says 2"),
+                     (new[] { 1f, 2f, 3f, 4f, 5f, 6f }, new[] { 2, 3 }, "holds rows of [3]"),
+                 })
+        {
+            var bad = Part(1, values, shape);
+            var e = Assert.Throws<ConfigException>(() => ShardMerge.Write(output, [good, bad], [2]));
+            Assert.Contains(why, e.Message);
+            Assert.Equal("shards", e.Parameter);
+            Assert.False(Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any());
+        }
+        // Images: every shard's PNG must be there before the first is copied.
+        var image = Part(1, new float[2 * 64], [2, 1, 8, 8]);
+        var first = Part(0, new float[2 * 64], [2, 1, 8, 8]);
+        ImageFiles.WritePng(Path.Combine(first.Directory, "sample_000000.png"), new float[64], [1, 8, 8]);
+        ImageFiles.WritePng(Path.Combine(first.Directory, "sample_000001.png"), new float[64], [1, 8, 8]);
+        ImageFiles.WritePng(Path.Combine(image.Directory, "sample_000002.png"), new float[64], [1, 8, 8]);
+        Assert.Contains("sample_000003.png is missing", Assert.Throws<ConfigException>(() => ShardMerge.CheckFiles([first, image], [1, 8, 8])).Message);
+    }
+
     [Fact]
     public void APlanIsRefusedByAnotherModelOrVersionAndWhenEdited()
     {

@@ -69,6 +69,8 @@ public static class SmcSystemFiles
             var list = json["list"]!.AsArray();
             if (list.Count != block.Length) throw new FormatException($"{list.Count} systems for the block {block}");
             var samples = NpyFile.Read(samplesPath);
+            // A system's particles are finite (a dropped one is zeroed with weight 0): anything else is damage.
+            if (samples.Data.Any(v => !float.IsFinite(v))) throw new FormatException($"{SamplesFile} holds NaN or ±∞ values");
             int size = samples.RowSize, row = 0;
             var systems = new List<SmcSystem>();
             for (int i = 0; i < list.Count; i++)

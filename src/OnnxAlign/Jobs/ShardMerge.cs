@@ -69,6 +69,44 @@ public static class ShardMerge
     }
 
     /// <summary>
+    /// Checks the shards' files of <paramref name="stem"/> before anything is merged (<see cref="Write"/> calls it; a
+    /// command calls it before it opens its output folder, so that a refused merge writes nothing): every file exists,
+    /// each .npy holds its report's number of finite samples of <paramref name="sampleShape"/>.
+    /// </summary>
+    /// <exception cref="ConfigException">A file is missing, of another shape or count, or holds NaN/±∞ (parameter <c>shards</c>).</exception>
+    public static void CheckFiles(IReadOnlyList<ShardPart> parts, IReadOnlyList<int> sampleShape, string stem = "samples", CancellationToken cancellation = default)
+    {
+        var sources = parts.Select(p => Path.Combine(p.Directory, $"{stem}.npy")).ToList();
+        foreach (var source in sources)
+            if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
+        string prefix = stem == "samples" ? "sample" : stem;
+        bool images = ImageFiles.IsImage(sampleShape);
+        if (images)
+            foreach (var part in parts)
+                foreach (int index in part.Indices)
+                {
+                    string source = Path.Combine(part.Directory, $"{prefix}_{index:D6}.png");
+                    if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
+                }
+        foreach (var (part, source) in parts.Zip(sources))
+        {
+            long rows = 0;
+            // A shard's samples are finite (a skipped sample is not in its file): NaN or ±∞ is damage, not a sample.
+            foreach (var chunk in NpyFile.ReadRows(source, 4096))
+            {
+                cancellation.ThrowIfCancellationRequested();
+                if (!chunk.RowSize.Equals(sampleShape.Aggregate(1, (a, b) => a * b)))
+                    throw ConfigException.For("shards", $": {source} holds rows of [{string.Join(", ", chunk.Shape.Skip(1))}], the reports say samples of [{string.Join(", ", sampleShape)}]");
+                int bad = Array.FindIndex(chunk.Data, v => !float.IsFinite(v));
+                if (bad >= 0) throw ConfigException.For("shards", $": {source} holds a NaN or ±∞ value (row {rows + bad / chunk.RowSize}); regenerate that shard");
+                rows += chunk.Rows;
+            }
+            if (rows != part.Indices.Count)
+                throw ConfigException.For("shards", $": {source} holds {rows} samples, its report says {part.Indices.Count}");
+        }
+    }
+
+    /// <summary>
     /// Writes the merged files of <paramref name="stem"/> (<c>samples</c>, or <c>base</c> beside a prox stage's) into
     /// <paramref name="output"/>; returns their names. <paramref name="parts"/> come from <see cref="Check"/>.
     /// </summary>
@@ -76,17 +114,17 @@ public static class ShardMerge
     public static IReadOnlyList<string> Write(string output, IReadOnlyList<ShardPart> parts, IReadOnlyList<int> sampleShape, string stem = "samples",
                                               CancellationToken cancellation = default)
     {
+        CheckFiles(parts, sampleShape, stem, cancellation);
         var sources = parts.Select(p => Path.Combine(p.Directory, $"{stem}.npy")).ToList();
-        foreach (var source in sources)
-            if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
+        string prefix = stem == "samples" ? "sample" : stem;
+        bool images = ImageFiles.IsImage(sampleShape);
         var written = new List<string>();
         var shape = NpyFile.Concatenate(Path.Combine(output, $"{stem}.npy"), sources);
         int expected = parts.Sum(p => p.Indices.Count);
         if (shape[0] != expected || !shape.AsSpan(1).SequenceEqual(sampleShape.ToArray()))
             throw ConfigException.For("shards", $": the shards' {stem}.npy hold [{string.Join(", ", shape)}], their reports say {expected} samples of [{string.Join(", ", sampleShape)}]");
         written.Add($"{stem}.npy");
-        if (!ImageFiles.IsImage(sampleShape)) return written;
-        string prefix = stem == "samples" ? "sample" : stem;
+        if (!images) return written;
         foreach (var part in parts)
             foreach (int index in part.Indices)
             {

@@ -62,6 +62,10 @@ public sealed class ProxOracle
         if (settings.Box is { } box && !(box.Lower < box.Upper)) throw new ArgumentException($"value box [{box.Lower}, {box.Upper}] is empty");
         if (!reward.HasGradient)
             throw ConfigException.For("reward", $"'{reward.Name}' is a network reward without a gradient: the prox needs one. Fit a linear or low-rank reward to it (fit-reward) for the W2 prox, or use KL alignment (DESIGN §8)");
+        // The linear prox moves every sample by a/(λw): a step past the float range is bad input, found before any run.
+        if (reward is LinearReward linearReward && settings.Box is null &&
+            Enumerable.Range(0, linearReward.Size).Any(i => !float.IsFinite((float)(linearReward.Direction[i] / (settings.Lambda * settings.Cost.Weight(i))))))
+            throw ConfigException.For("lambda", $"{settings.Lambda}: the prox's step a/λ overflows (not finite); use a larger λ or a value box");
         Reward = reward;
         Settings = settings;
         _solver = reward switch
@@ -86,12 +90,21 @@ public sealed class ProxOracle
     /// <summary>The algorithm chosen from the reward's structure (the boxed variant is reported per sample).</summary>
     public string Method => _solver.Name;
 
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (float v in values) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
     /// <summary>y = T(x) for one sample; returns what happened.</summary>
+    /// <exception cref="ConfigException">λ is so small that T(x) leaves the float range (parameter <c>lambda</c>).</exception>
     public ProxResult Solve(ReadOnlySpan<float> x, Span<float> y)
     {
         if (x.Length != Reward.Size || y.Length != Reward.Size) throw new ArgumentException($"samples have {Reward.Size} values, got {x.Length} → {y.Length}");
         var solution = _solver.Solve(x);
         for (int i = 0; i < y.Length; i++) y[i] = (float)solution.Y[i];
+        if (AllFinite(x) && !AllFinite(y))
+            throw ConfigException.For("lambda", $"{Settings.Lambda}: the prox moves a sample past the float range (T(x) is not finite); use a larger λ or a value box");
         // Report what the caller gets (the float sample), keeping the certificate honest for the rounding.
         double rewardAfter = Reward.Evaluate(y), cost = Settings.Cost.Evaluate(x, y);
         double objective = rewardAfter - Settings.Lambda * cost;
