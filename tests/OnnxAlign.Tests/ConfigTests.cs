@@ -53,6 +53,8 @@ public class ConfigTests
     [InlineData("""{"num_train_timesteps": 10.5}""", "num_train_timesteps")]
     [InlineData("""{"beta_start": 0.02, "beta_end": 0.01}""", "beta_start < beta_end")]
     [InlineData("""{"num_train_timesteps": 3, "trained_betas": [0.1]}""", "trained_betas")]
+    [InlineData("""{"num_train_timesteps": 3, "trained_betas": [0.1, -0.01, 0.2]}""", "trained_betas[1] is -0.01")]
+    [InlineData("""{"num_train_timesteps": 2, "trained_betas": [0.1, 1]}""", "trained_betas[1] is 1")]
     [InlineData("""{"algorithm_type": "sde-dpmsolver++"}""", "algorithm_type")]
     [InlineData("""{"beta_start": 0.1, "beta_start": 0.2}""", "beta_start")]
     [InlineData("""{"_class_name": "FooScheduler"}""", "_class_name 'FooScheduler'")]

@@ -358,6 +358,22 @@ public class BadInputTests
         Assert.NotEqual("precious", File.ReadAllText(Path.Combine(folder, "samples.npy")));
     }
 
+    /// <summary>Every sample skipped as NaN/±∞ under --on-nan skip: a finished run of 0 samples with the warning, not an internal error (was: "Sequence contains no elements", then a float ∞ in the report).</summary>
+    [Fact]
+    public void ARunWhoseEverySampleIsSkippedFinishesEmpty()
+    {
+        string dir = TestSupport.TempDirectory(), output = Path.Combine(dir, "run");
+        NpyFile.Write(Path.Combine(dir, "huge.npy"), Enumerable.Repeat(3e38f, 64).ToArray(), [1, 8, 8]);
+        var (code, stdout, stderr) = CliTests.Onnxalign("generate", TestSupport.Toy("gmm-image"), "--tilt", Path.Combine(dir, "huge.npy"), "--tilt-mode", "fast",
+            "--logz-samples", "0", "--on-nan", "skip", "--count", "2", "--steps", "5", "--out", output);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("skipped 2 samples that turned NaN/±∞", stderr);
+        Assert.Contains("wrote 0 samples", stdout);
+        var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
+        Assert.Equal(2, report["skipped_non_finite"]!.AsArray().Count);
+        Assert.Equal(0, NpyFile.Read(Path.Combine(output, "samples.npy")).Rows);
+    }
+
     [Fact]
     public void AnEmptyOutNamesTheFlag()
     {

@@ -69,9 +69,10 @@ public static class LogPartition
         return result;
     }
 
-    /// <summary>Sample mean and its standard error.</summary>
+    /// <summary>Sample mean and its standard error (NaN for no values: every sample of a run was skipped as NaN/±∞; a report writes null).</summary>
     public static (double Mean, double StandardError) MeanAndStandardError(IReadOnlyList<double> values)
     {
+        if (values.Count == 0) return (double.NaN, double.NaN);
         double mean = values.Average();
         double variance = values.Sum(v => (v - mean) * (v - mean)) / Math.Max(values.Count - 1, 1);
         return (mean, Math.Sqrt(variance / values.Count));

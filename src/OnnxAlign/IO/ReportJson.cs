@@ -17,7 +17,7 @@ public static class ReportJson
     private static readonly JsonSerializerOptions Options = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        Converters = { new FiniteDouble() },
+        Converters = { new FiniteDouble(), new FiniteFloat() },
     };
 
     private static readonly JsonSerializerOptions FileOptions = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
@@ -91,6 +91,17 @@ public static class ReportJson
         public override void Write(Utf8JsonWriter writer, double value, JsonSerializerOptions options)
         {
             if (double.IsFinite(value)) writer.WriteNumberValue(value);
+            else writer.WriteNullValue();
+        }
+    }
+
+    private sealed class FiniteFloat : JsonConverter<float>
+    {
+        public override float Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetSingle();
+
+        public override void Write(Utf8JsonWriter writer, float value, JsonSerializerOptions options)
+        {
+            if (float.IsFinite(value)) writer.WriteNumberValue(value);
             else writer.WriteNullValue();
         }
     }

@@ -204,6 +204,9 @@ public sealed record SchedulerConfig
             throw new ConfigException($"{sourceName}: num_train_timesteps must lie in [2, {MaxTrainTimesteps}], got {c.NumTrainTimesteps}");
         if (c.TrainedBetas is { } tb && tb.Count != c.NumTrainTimesteps)
             throw new ConfigException($"{sourceName}: trained_betas has {tb.Count} values but num_train_timesteps is {c.NumTrainTimesteps}");
+        if (c.TrainedBetas is { } betas)
+            for (int t = 0; t < betas.Count; t++)
+                if (!(betas[t] > 0 && betas[t] < 1)) throw new ConfigException($"{sourceName}: trained_betas[{t}] is {betas[t]}; every β must lie in (0, 1)");
         if (c.TrainedBetas is null && !(c.BetaStart > 0 && c.BetaEnd > c.BetaStart && c.BetaEnd < 1))
             throw new ConfigException($"{sourceName}: need 0 < beta_start < beta_end < 1, got {c.BetaStart.ToString(CultureInfo.InvariantCulture)}, {c.BetaEnd.ToString(CultureInfo.InvariantCulture)}");
         if (c.StepsOffset < 0 || c.StepsOffset >= c.NumTrainTimesteps)
