@@ -307,7 +307,7 @@ internal static class AlignCommand
     {
         string path = parse.GetValue(o.Out)!;
         bool overwrite = parse.GetValue(o.Overwrite);
-        PlanCommand.CheckOut(path, overwrite);
+        OutputFile.Check(path, overwrite, "plan.json");
         string thetaPath = ThetaPath(path);
         if (File.Exists(thetaPath) && !overwrite) throw new UsageException($"--out {path}: {thetaPath} exists; pass --overwrite to replace it");
         var located = DiffusionModel.Locate(parse.GetValue(o.Model)!);

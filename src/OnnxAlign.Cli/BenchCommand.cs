@@ -41,6 +41,9 @@ internal static class BenchCommand
         foreach (var option in runtime.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
+            // bench's figures replace an earlier file of the same name (it has no --overwrite); a folder or a missing folder is refused before the benchmark.
+            if (parse.GetValue(output) is { } outFile) OutputFile.Check(outFile, overwrite: true, "bench.json");
+            if (parse.GetValue(plot) is { } plotFile) OutputFile.Check(plotFile, overwrite: true, "bench.png", "--plot");
             if (parse.GetValue(mixture))
             {
                 var result = MixtureBench.Run(parse.GetValue(model)!, 2000);

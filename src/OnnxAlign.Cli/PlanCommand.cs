@@ -23,15 +23,6 @@ internal static class PlanCommand
         return command;
     }
 
-    /// <summary>Refuses a plan path that is a folder, exists without --overwrite, or lies in no folder.</summary>
-    internal static void CheckOut(string path, bool overwrite)
-    {
-        if (Directory.Exists(path)) throw new UsageException($"--out {path}: is a folder; plan writes one file (e.g. --out {Path.Combine(path, "plan.json")})");
-        if (File.Exists(path) && !overwrite) throw new UsageException($"--out {path}: exists; pass --overwrite to replace it");
-        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (folder is null || !Directory.Exists(folder)) throw new UsageException($"--out {path}: its folder does not exist");
-    }
-
     /// <summary>Checks generate's command line, runs its global set-up and writes the plan; <paramref name="setupOf"/> adds set-up a caller ran before (align's dual).</summary>
     internal static int Run(ParseResult parse, GenerateCommand.GenerateOptions o, JsonObject? setupOf = null)
     {
@@ -40,7 +31,7 @@ internal static class PlanCommand
             if (parse.GetResult(option) is { Implicit: false })
                 throw new UsageException($"{option.Name}: belongs to each shard's command (generate --plan PLAN.json {option.Name} …); a plan is for all of them");
         string path = parse.GetValue(o.Out)!;
-        CheckOut(path, parse.GetValue(o.Overwrite));
+        OutputFile.Check(path, parse.GetValue(o.Overwrite), "plan.json");
 
         var located = GenerateCommand.Locate(parse, o);
         RunReport.CheckReference(located);

@@ -49,8 +49,7 @@ internal static class QualityCommand
                 return 0;
             }
 
-            if (parse.GetValue(output) is { } target && File.Exists(target) && !parse.GetValue(overwrite))
-                throw new UsageException($"--out {target}: exists; pass --overwrite to replace it");
+            if (parse.GetValue(output) is { } target) OutputFile.Check(target, parse.GetValue(overwrite), "quality.json");
             var located = DiffusionModel.Locate(modelPath);
             // A Stable-Diffusion-shaped model is sampled at its empty prompt and its latents decoded (DESIGN §9): the evaluator
             // sees images, in the decoder's [−1, 1].

@@ -296,6 +296,8 @@ public class BadInputTests
     [InlineData("generate|{image}|--sampler|ddim|--reward|brightness|--lambda|1e-30|--count|2|--steps|5", "--lambda: the tilt is too strong for the noise-space SMC")]
     [InlineData("generate|{image}|--reward|brightness|--lambda|3|--tilt-mode|fast|--logz-nodes|100000", "--logz-nodes 100000: expected 1 to 64")]
     [InlineData("generate|{image}|--reward|brightness|--lambda|1e-300|--align|w2|--no-clamp|--count|2|--steps|5", "--lambda 1E-300: the prox's step a/λ overflows")]
+    [InlineData("bench|{image}|--repeats|1|--steps|2|--batch|2|--out|{dir}/a-file/x.json", "a-file/x.json: its folder does not exist")]
+    [InlineData("quality|{fashion}|--samples|{dir}/one.npy|--out|{dir}", "is a folder; this writes one file")]
     [InlineData("generate|{toy}|--count|2|--shard|0/4", "holds no samples")]
     [InlineData("generate|{dir}/bad-mixture", "mixture.json: not a readable mixture")]
     [InlineData("generate|{dir}/bad-moments", "data_moments.json")]
