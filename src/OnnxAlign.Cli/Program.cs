@@ -47,8 +47,12 @@ namespace OnnxAlign.Cli
                 parsed = root.Parse(args);
                 if (parsed.Errors.Count > 0 && parsed.Action is not System.CommandLine.Help.HelpAction)
                 {
-                    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
-                    return 2;
+                    // One line, as every error: what was not understood first ("Required command was not provided"
+                    // says nothing more once an unknown command is named).
+                    var messages = parsed.Errors.Select(e => e.Message).Distinct().ToList();
+                    if (messages.Any(m => m.StartsWith("Unrecognized", StringComparison.Ordinal)))
+                        messages = [.. messages.Where(m => m.StartsWith("Unrecognized", StringComparison.Ordinal)), .. messages.Where(m => !m.StartsWith("Unrecognized", StringComparison.Ordinal) && !m.StartsWith("Required command", StringComparison.Ordinal))];
+                    return Say($"error: {string.Join(" ", messages)}", 2);
                 }
             }
             catch (Exception e) { return Internal(e, null); }

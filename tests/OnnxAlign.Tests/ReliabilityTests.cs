@@ -264,6 +264,8 @@ public class BadInputTests
         File.WriteAllText(Path.Combine(dir, "exists.json"), "{}");
         NpyFile.Write(Path.Combine(dir, "noise-nan.npy"), [0f, float.NaN, 0f, 0f], [2, 2]);
         File.WriteAllText(Path.Combine(dir, "a-file"), "not a folder");
+        NpyFile.Write(Path.Combine(dir, "hidden-wrong-width.npy"), new float[77 * 16], [77, 16]);
+        Directory.CreateDirectory(Path.Combine(dir, "folder.npy"));
         // A network whose inputs match no convention: the classifier (input x → logits), with a config beside it.
         string wrong = Path.Combine(dir, "wrong-inputs");
         Directory.CreateDirectory(wrong);
@@ -298,6 +300,11 @@ public class BadInputTests
     [InlineData("generate|{image}|--reward|brightness|--lambda|1e-300|--align|w2|--no-clamp|--count|2|--steps|5", "--lambda 1E-300: the prox's step a/λ overflows")]
     [InlineData("bench|{image}|--repeats|1|--steps|2|--batch|2|--out|{dir}/a-file/x.json", "a-file/x.json: its folder does not exist")]
     [InlineData("quality|{fashion}|--samples|{dir}/one.npy|--out|{dir}", "is a folder; this writes one file")]
+    [InlineData("generate||--count|2", "MODEL '': expected a model folder or a .onnx file")]
+    [InlineData("generate|{image}|--reward|direction:|--lambda|1", "--reward 'direction:': expected a file after 'direction:'")]
+    [InlineData("generate|{image}|--tilt|{dir}/folder.npy", "folder.npy: is a folder, not a .npy file")]
+    [InlineData("frobnicate", "Unrecognized command or argument 'frobnicate'")]
+    [InlineData("generate|{sd}|--encoder-hidden-states|{dir}/hidden-wrong-width.npy|--count|1|--steps|2", "--encoder-hidden-states: hidden states of [77, 16] do not fit")]
     [InlineData("generate|{toy}|--count|2|--shard|0/4", "holds no samples")]
     [InlineData("generate|{dir}/bad-mixture", "mixture.json: not a readable mixture")]
     [InlineData("generate|{dir}/bad-moments", "data_moments.json")]
@@ -328,7 +335,7 @@ public class BadInputTests
     {
         string dir = Fixtures();
         string output = Path.Combine(TestSupport.TempDirectory(), "never");
-        var args = command.Replace("{toy}", TestSupport.Toy("gmm2d")).Replace("{image}", TestSupport.Toy("gmm-image"))
+        var args = command.Replace("{toy}", TestSupport.Toy("gmm2d")).Replace("{image}", TestSupport.Toy("gmm-image")).Replace("{sd}", TestSupport.Toy("tiny-sd"))
             .Replace("{fashion}", Path.Combine(TestSupport.RepositoryRoot, "models", "fashion")).Replace("{dir}", dir).Split('|').ToList();
         if (!args.Contains("--out")) args.AddRange(["--out", output]);
         var (code, _, stderr) = CliTests.Onnxalign([.. args]);

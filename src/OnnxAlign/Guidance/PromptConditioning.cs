@@ -86,6 +86,7 @@ public static class PromptConditioning
                 throw ConfigException.For("encoderHiddenStates", $": give prompts or hidden states, not both ({OnnxAlignException.Option("prompt")} / {OnnxAlignException.Option("negativePrompt")})");
             if (given.Count is not (1 or 2))
                 throw ConfigException.For("encoderHiddenStates", $": {given.Count} embeddings; expected 1 (the prompt's) or 2 (the negative prompt's, then the prompt's)");
+            foreach (var embedding in given) embedding.CheckFits(network, parameter: "encoderHiddenStates");
             var positive = given[^1];
             if (w == 1) return new ConditionedLaw(new ConditionedDenoiser(network, positive), "encoder_hidden_states", null, null, 1, 1);
             TextEmbedding negative;

@@ -116,11 +116,17 @@ public static partial class NpyFile
             if (stream.Length - head.Length != count * 4) throw Bad(source, $"expected {count * 4} data bytes, found {stream.Length - head.Length}");
             return (parsed, head.Length);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
-            throw new ConfigException($"{source}: cannot read ({e.Message})");
+            throw CannotRead(source, e);
         }
     }
+
+    /// <summary>Why a .npy file could not be opened, in the file's terms (a folder, an empty name) rather than the system's.</summary>
+    private static ConfigException CannotRead(string path, Exception e) =>
+        path.Length == 0 ? new ConfigException("expected a .npy file, got an empty path", e)
+        : Directory.Exists(path) ? new ConfigException($"{path}: is a folder, not a .npy file", e)
+        : new ConfigException($"{path}: cannot read ({e.Message})", e);
 
     private static void WriteHeader(Stream s, IReadOnlyList<int> shape)
     {
@@ -165,9 +171,9 @@ public static partial class NpyFile
                 throw new ConfigException($"{path}: not a readable .npy array (expected {payloadLength} data bytes, found {(longer ? "more" : payload.Length.ToString(CultureInfo.InvariantCulture))})");
             return Decode(bytes.AsSpan(head.Length), shape, type, width, count);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
-            throw new ConfigException($"{path}: cannot read ({e.Message})");
+            throw CannotRead(path, e);
         }
     }
 

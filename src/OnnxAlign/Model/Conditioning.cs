@@ -36,14 +36,15 @@ public sealed class TextEmbedding
     /// <summary>Checks that <paramref name="network"/> takes hidden states of this embedding's shape.</summary>
     /// <param name="network">The conditional network.</param>
     /// <param name="source">How messages name the network (its file), or null.</param>
-    /// <exception cref="ConfigException">The network takes no conditioning, or not of this shape (parameter <c>conditioning</c>).</exception>
-    public void CheckFits(IConditionalDenoiser network, string? source = null)
+    /// <param name="parameter">The parameter the embedding came from (<c>conditioning</c>; <c>encoderHiddenStates</c> when the caller gave the hidden states).</param>
+    /// <exception cref="ConfigException">The network takes no conditioning, or not of this shape (parameter <paramref name="parameter"/>).</exception>
+    public void CheckFits(IConditionalDenoiser network, string? source = null, string parameter = "conditioning")
     {
         string what = source is null ? "the network" : source;
         if (network.ConditioningShape is not { } shape)
-            throw ConfigException.For("conditioning", $": {what} takes no encoder_hidden_states; it is unconditional");
+            throw ConfigException.For(parameter, $": {what} takes no encoder_hidden_states; it is unconditional");
         if ((shape.Length is { } l && l != Length) || (shape.Width is { } w && w != Width))
-            throw ConfigException.For("conditioning", $": hidden states of [{Length}, {Width}] do not fit {what}'s encoder_hidden_states [batch, {shape.Length?.ToString() ?? "?"}, {shape.Width?.ToString() ?? "?"}]");
+            throw ConfigException.For(parameter, $": hidden states of [{Length}, {Width}] do not fit {what}'s encoder_hidden_states [batch, {shape.Length?.ToString() ?? "?"}, {shape.Width?.ToString() ?? "?"}]");
     }
 
     /// <summary>Rows of a <c>.npy</c> array of shape [L, D], [1, L, D] or [K, L, D] (K embeddings, e.g. negative then positive).</summary>

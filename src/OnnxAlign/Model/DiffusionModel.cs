@@ -98,6 +98,7 @@ public sealed class DiffusionModel
     /// <exception cref="ConfigException">Nothing usable is there; the message says what was looked for.</exception>
     public static DiffusionModel Locate(string path)
     {
+        if (string.IsNullOrWhiteSpace(path)) throw new ConfigException("MODEL '': expected a model folder or a .onnx file");
         string full = Path.GetFullPath(path);
         if (File.Exists(full))
         {

@@ -160,6 +160,9 @@ public static class RewardSpec
                 return new LinearReward(spec, a);
             }
 
+            case "region-brightness" or "direction" when argument.Length == 0:
+                throw Bad($"expected a file after '{kind}:'");
+
             case "region-brightness":
             {
                 if (!ImageFiles.IsImage(sampleShape)) throw Bad("needs image samples [C, H, W]");
