@@ -402,6 +402,20 @@ public class BadInputTests
         public void Save(int firstIndex, ReadOnlySpan<float> values, IReadOnlyList<int> shape) { }
     }
 
+    /// <summary>A folder where a saved batch belongs is damage named as the checkpoint's (--resume), not a full disk (was exit 1 "free space and rerun").</summary>
+    [Fact]
+    public void AFolderInPlaceOfASavedBatchIsADamagedCheckpoint()
+    {
+        string output = TestSupport.TempDirectory();
+        var checkpoint = BatchCheckpoint.Start(output, "{}");
+        Directory.CreateDirectory(Path.Combine(BatchCheckpoint.PathOf(output), "batch_000000002.npy"));
+        var model = DiffusionModel.Locate(TestSupport.Toy("gmm2d"));
+        using var denoiser = model.OpenDenoiser();
+        var e = Assert.Throws<ConfigException>(() => Generation.Run(denoiser, Sampler.Create("ddim", model.Config, 3), new GenerationRequest { Count = 4, BatchSize = 2, Checkpoint = checkpoint }));
+        Assert.Equal("GenerationRequest.Checkpoint", e.Parameter);
+        Assert.Contains("is a folder where a saved batch belongs", e.Message);
+    }
+
     [Fact]
     public void ANaNPlantedInASavedBatchIsDamageUnderStopAndASkipUnderSkip()
     {

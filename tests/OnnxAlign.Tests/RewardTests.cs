@@ -10,6 +10,25 @@ namespace OnnxAlign.Tests;
 
 public class RewardTests
 {
+    /// <summary>A classifier folder whose classes.json miscounts or repeats a class, or whose W.npy holds no class or NaN, is refused naming the reward (a name must pick one class).</summary>
+    [Theory]
+    [InlineData(2, "[\"a\", \"b\", \"c\"]", false, "classes.json names 3 classes, W.npy has 2")]
+    [InlineData(2, "[\"a\", \"A\"]", false, "classes.json names 'a' more than once")]
+    [InlineData(0, "[]", false, "holds no class")]
+    [InlineData(2, "[\"a\", \"b\"]", true, "holds NaN or ±∞ weights")]
+    public void ClassifierFoldersThatCannotNameOneClassAreRefused(int classes, string names, bool nan, string why)
+    {
+        string dir = TestSupport.TempDirectory();
+        var w = new float[classes * 2];
+        if (nan) w[1] = float.NaN;
+        NpyFile.Write(Path.Combine(dir, "W.npy"), w, [classes, 2]);
+        NpyFile.Write(Path.Combine(dir, "b.npy"), new float[classes], [classes]);
+        File.WriteAllText(Path.Combine(dir, "classes.json"), names);
+        var e = Assert.Throws<ConfigException>(() => RewardSpec.ParseLinear($"class:0@{dir}", [2], null));
+        Assert.Equal("reward", e.Parameter);
+        Assert.Contains(why, e.Message);
+    }
+
     private static readonly int[] Image = [3, 4, 4];
 
     [Fact]

@@ -295,9 +295,15 @@ public static class RewardSpec
         var b = NpyFile.Read(Path.Combine(directory, "b.npy"));
         if (w.Shape.Length != 2 || w.Shape[1] != size)
             throw Bad($"W.npy has shape [{string.Join(", ", w.Shape)}], expected [classes, {size}]");
+        if (w.Shape[0] < 1) throw Bad($"W.npy in {directory} holds no class (shape [{string.Join(", ", w.Shape)}])");
         if (b.Data.Length != w.Shape[0])
             throw Bad($"b.npy has {b.Data.Length} values, expected {w.Shape[0]}");
+        if (w.Data.Any(v => !float.IsFinite(v)) || b.Data.Any(v => !float.IsFinite(v))) throw Bad($"the classifier in {directory} holds NaN or ±∞ weights");
         string[] names = ClassNames(directory, modelDirectory);
+        // A name must pick one class: classes.json names every class once (or is absent).
+        if (names.Length > 0 && names.Length != w.Shape[0]) throw Bad($"classes.json names {names.Length} classes, W.npy has {w.Shape[0]}");
+        if (names.GroupBy(n => n, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw Bad($"classes.json names '{twice.Key}' more than once");
         int k = int.TryParse(which, NumberStyles.None, CultureInfo.InvariantCulture, out int index) ? index
             : Array.FindIndex(names, n => string.Equals(n, which, StringComparison.OrdinalIgnoreCase));
         if (k < 0 || k >= w.Shape[0])

@@ -72,6 +72,8 @@ public sealed class BatchCheckpoint : IBatchStore
     public bool TryLoad(int firstIndex, Span<float> destination)
     {
         string path = BatchPath(firstIndex);
+        if (Directory.Exists(path))
+            throw ConfigException.For("GenerationRequest.Checkpoint", $": {path} is a folder where a saved batch belongs: the checkpoint is damaged; start over with {OnnxAlignException.Option("overwrite")}");
         if (!File.Exists(path)) return false;
         var array = NpyFile.Read(path);
         if (array.Data.Length != destination.Length) return false; // a batch of another size: recompute it
