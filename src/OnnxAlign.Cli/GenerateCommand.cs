@@ -509,9 +509,14 @@ internal static class GenerateCommand
 
     internal static Sampler CreateSampler(string? name, SchedulerConfig config, int steps, double eta)
     {
-        try { return Sampler.Create(name, config, steps, eta); }
+        Sampler sampler;
+        try { sampler = Sampler.Create(name, config, steps, eta); }
         catch (ArgumentOutOfRangeException e) when (e.ParamName == "steps") { throw new UsageException($"--steps {steps}: expected 1..{config.NumTrainTimesteps}"); }
         catch (ArgumentException e) when (e.ParamName == "name") { throw new UsageException($"--sampler '{name}': expected one of {string.Join(", ", Sampler.Names)}"); }
+        // η is DDIM's: another sampler would ignore it, and the run would not be the one asked for.
+        if (eta != 0 && sampler is not DdimSampler)
+            throw new UsageException($"--eta {eta:G6}: applies to --sampler ddim only (this run's sampler is {sampler.Name})");
+        return sampler;
     }
 
     internal static int Positive(int value, string flag) =>
