@@ -50,6 +50,7 @@ public class ConfigTests
     [InlineData("""{"timestep_spacing": "karras"}""", "timestep_spacing")]
     [InlineData("""{"use_karras_sigmas": true}""", "use_karras_sigmas")]
     [InlineData("""{"num_train_timesteps": "many"}""", "num_train_timesteps")]
+    [InlineData("""{"beta_end": "0.02"}""", "key 'beta_end' expects a number")]
     [InlineData("""{"num_train_timesteps": 10.5}""", "num_train_timesteps")]
     [InlineData("""{"beta_start": 0.02, "beta_end": 0.01}""", "beta_start < beta_end")]
     [InlineData("""{"num_train_timesteps": 3, "trained_betas": [0.1]}""", "trained_betas")]

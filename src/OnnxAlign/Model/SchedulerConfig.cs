@@ -273,8 +273,9 @@ public sealed record SchedulerConfig
             if (node is JsonValue v)
             {
                 if (v.TryGetValue<double>(out var d)) return d;
-                // Python's json writes -Infinity / Infinity / NaN as bare words, which System.Text.Json reads as strings only when quoted.
-                if (v.TryGetValue<string>(out var s) && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out d)) return d;
+                // Python's json writes -Infinity / Infinity / NaN as bare words, which System.Text.Json reads as strings only when
+                // quoted; those words are accepted, a quoted number ("0.02") is not: diffusers would not take it as one either.
+                if (v.TryGetValue<string>(out var s) && s is "NaN" or "Infinity" or "-Infinity" && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out d)) return d;
             }
             throw Bad(key, "a number", node);
         }
