@@ -130,7 +130,7 @@ internal static class AlignCommand
         var request = new GenerationRequest { Count = n, BatchSize = b, Seed = seed, OnNonFinite = RuntimeOptions.NanPolicy(parse.GetValue(o.OnNan)) };
         // The dual's iterates draw from seeds offset from the final samples' (seed+i), so the two batches are independent.
         long dualSeed = seed + 5_000_011;
-        int PerIteration() => GenerateCommand.Positive(parse.GetValue(o.PerIteration), "--samples-per-iteration");
+        int PerIteration() => parse.GetValue(o.PerIteration) is var k && k >= 2 ? k : throw new UsageException($"--samples-per-iteration {k}: expected ≥ 2 (an iterate's covariance needs two samples)");
         int Iterations() => GenerateCommand.Positive(parse.GetValue(o.Iterations), "--iterations");
         // One --tilt-mode for the iterates and the final tilt: exact iterates with an exact final tilt, or fast ones.
         var iterateExact = mode == KlTiltMode.Exact ? exact : null;

@@ -20,6 +20,8 @@ internal static partial class Flags
         ["lambda"] = "--lambda",
         ["theta"] = "--tilt",
         ["target"] = "--lambda",
+        ["ConstrainedSettings.SamplesPerIteration"] = "--samples-per-iteration",
+        ["DualAveragingSettings.SamplesPerIteration"] = "--samples-per-iteration",
         ["mode"] = "--tilt-mode",
         ["shard"] = "--shard",
         ["plan"] = "--plan",

@@ -312,6 +312,7 @@ public class BadInputTests
     [InlineData("generate|{toy}|--threads|100000", "--threads 100000")]
     [InlineData("generate|{toy}|--eta|1e6", "--eta")]
     [InlineData("generate|{toy}|--sampler|ddpm|--eta|0.5", "--eta 0.5: applies to --sampler ddim only (this run's sampler is ddpm)")]
+    [InlineData("align|{toy}|--constraint|brightness>=0|--samples-per-iteration|1", "--samples-per-iteration 1: expected ≥ 2")]
     [InlineData("generate|{toy}|--init-noise|/dev/zero|--count|2", "missing NumPy magic")]
     [InlineData("generate|{toy}|--init-noise|{dir}/noise3x2.npy|--count|2", "--init-noise: shape [3, 2]")]
     [InlineData("generate|{toy}|--init-noise|{dir}/noise-nan.npy|--count|2", "--init-noise: contains NaN")]

@@ -244,6 +244,8 @@ public static class ConstrainedAlignment
     {
         settings ??= new ConstrainedSettings();
         if (constraints.Count == 0) throw new ArgumentException("no constraints");
+        // Each iterate's E[r] and Cov(r) (the Newton step, the slacks' standard errors) need at least two samples.
+        if (settings.SamplesPerIteration < 2) throw ConfigException.For("ConstrainedSettings.SamplesPerIteration", $"{settings.SamplesPerIteration}: expected ≥ 2 (an iterate's covariance needs two samples)");
         // Every network call below (iterates, SMC systems, the fresh check) sees the token, through any decorator.
         using var cancellationScope = NetworkCancellation.Enter(cancellation);
         int m = constraints.Count, size = denoiser.SampleSize;

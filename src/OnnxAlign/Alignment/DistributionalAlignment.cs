@@ -169,6 +169,7 @@ public static class DistributionalAlignment
                                              IProgress<AveragingIterate>? iterates = null, CancellationToken cancellation = default)
     {
         settings ??= new DualAveragingSettings();
+        if (settings.SamplesPerIteration < 2) throw ConfigException.For("DualAveragingSettings.SamplesPerIteration", $"{settings.SamplesPerIteration}: expected ≥ 2 (an iterate's standard errors need two samples)");
         using var cancellationScope = NetworkCancellation.Enter(cancellation);
         CheckObjective(features, settings.Beta);
         var partition = new FeatureLogPartition(denoiser, sampler, features,
