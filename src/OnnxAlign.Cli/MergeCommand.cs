@@ -31,6 +31,10 @@ internal static class MergeCommand
         return command;
     }
 
+    /// <summary>Why a shard is not complete, from its report's error (absent when the report was edited by hand).</summary>
+    private static string Stopped(JsonObject report) =>
+        report["error"] is JsonObject error ? $"stopped at a NaN/±∞ sample ({error.ToJsonString()}); rerun it" : "stopped (its report names no error); rerun it";
+
     private static int Run(string[] folders, string output, bool overwrite)
     {
         var clock = Stopwatch.StartNew();
@@ -117,7 +121,7 @@ internal static class MergeCommand
             {
                 // A shard of a planned SMC run: its block is of the plan's systems (DESIGN §10).
                 int systems = (int)smc["systems"]!, first = (int)smc["first"]!, end = (int)smc["end"]!;
-                string? smcStatus = (string?)report["status"] is "stopped" ? $"stopped at a NaN/±∞ sample ({report["error"]?.ToJsonString()}); rerun it"
+                string? smcStatus = (string?)report["status"] is "stopped" ? Stopped(report)
                     : BatchCheckpoint.Exists(folder) ? "its .partial/ holds unfinished work" : null;
                 return (new ShardPart(folder, id, shard, systems, first, Enumerable.Range(first, end - first).ToList(), smcStatus, "systems"), report);
             }
@@ -126,7 +130,7 @@ internal static class MergeCommand
             var (start, length) = shard.Range(total);
             var skipped = report["skipped_non_finite"]?.AsArray().Select(v => (int)v!).ToHashSet() ?? [];
             var indices = Enumerable.Range(start, length).Where(i => !skipped.Contains(i)).ToList();
-            string? status = (string?)report["status"] is "stopped" ? $"stopped at a NaN/±∞ sample ({report["error"]?.ToJsonString()}); rerun it" : null;
+            string? status = (string?)report["status"] is "stopped" ? Stopped(report) : null;
             if (status is null && BatchCheckpoint.Exists(folder)) status = "its .partial/ holds unfinished work";
             if (status is null && (int)report["shard"]!["samples"]! != indices.Count)
                 status = $"its report lists {report["shard"]!["samples"]} samples, its block and skipped samples say {indices.Count}";

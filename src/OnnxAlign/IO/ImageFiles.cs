@@ -59,7 +59,7 @@ public static class ImageFiles
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
         {
-            throw new ConfigException($"{path}: not a readable image ({e.Message})");
+            throw new ConfigException($"{path}: not a readable image ({Printable(e.Message)})");
         }
     }
 
@@ -76,7 +76,7 @@ public static class ImageFiles
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or ArgumentException)
         {
-            throw new ConfigException($"{path}: not a readable image ({e.Message})");
+            throw new ConfigException($"{path}: not a readable image ({Printable(e.Message)})");
         }
         if (image.Width != w || image.Height != h)
             throw new ConfigException($"{path}: image is {image.Width}×{image.Height}, expected {w}×{h}");
@@ -89,4 +89,11 @@ public static class ImageFiles
     }
 
     private static byte ToByte(float v) => (byte)Math.Clamp((int)MathF.Round((v + 1f) * 127.5f), 0, 255);
+
+    /// <summary>A decoder's message without the raw bytes it may quote (a truncated PNG's chunk name and padding).</summary>
+    private static string Printable(string message)
+    {
+        var text = new string(message.Select(c => char.IsControl(c) || c == '\uFFFD' ? ' ' : c).ToArray());
+        return string.Join(' ', text.Split(' ', StringSplitOptions.RemoveEmptyEntries)) is { Length: > 0 } words ? words : "unknown format";
+    }
 }
