@@ -348,7 +348,7 @@ public class BadInputTests
         Assert.False(Directory.Exists(output) || File.Exists(output));
     }
 
-    /// <summary>A folder of someone's files (not an OnnxAlign run) is refused without --overwrite: the run's samples.npy would replace theirs; / too.</summary>
+    /// <summary>A folder of someone's files (not an OnnxAlign run) is refused without --overwrite: the run's samples.npy would replace theirs; a filesystem root always.</summary>
     [Fact]
     public void AFolderOfOtherFilesIsRefusedUnlessOverwriteIsGiven()
     {
@@ -361,9 +361,12 @@ public class BadInputTests
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.Equal("precious", File.ReadAllText(Path.Combine(folder, "samples.npy")));
         Assert.Equal(["samples.npy"], Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
-        (code, _, stderr) = CliTests.Onnxalign([.. run, "--out", "/"]);
-        Assert.Equal(2, code);
-        Assert.Contains("--out /: holds files of its own", stderr);
+        foreach (string[] root in new[] { new[] { "--out", "/" }, new[] { "--out", "/", "--overwrite" } })
+        {
+            (code, _, stderr) = CliTests.Onnxalign([.. run, .. root]);
+            Assert.Equal(2, code);
+            Assert.Contains("--out /: is a filesystem root", stderr);
+        }
         (code, _, stderr) = CliTests.Onnxalign([.. run, "--out", folder, "--overwrite"]);
         Assert.True(code == 0, stderr);
         Assert.NotEqual("precious", File.ReadAllText(Path.Combine(folder, "samples.npy")));

@@ -16,6 +16,10 @@ public static class SampleSetWriter
     /// <exception cref="ConfigException">Not writable, held by another live run, or holding another run's report without <paramref name="overwrite"/>.</exception>
     public static OutputLock PrepareDirectory(string directory, bool overwrite)
     {
+        // A filesystem root is never a run's folder, --overwrite or not: the run's files would land among the system's.
+        string full = Path.GetFullPath(directory);
+        if (Path.GetPathRoot(full) == full)
+            throw ConfigException.For("outputDirectory", $"{directory}: is a filesystem root; choose a folder for the run");
         var folderLock = OutputLock.Acquire(directory);
         try
         {
