@@ -167,6 +167,12 @@ internal sealed class TiltOptions
                 throw new UsageException(reward.IsBlackBox ? $"--tilt-mode {parse.GetValue(_mode)}: a network reward is sampled by --black-box's methods, which have no fast or hybrid mode"
                                                            : "--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
             }
+            // --black-box's options choose among the methods for network rewards; a reward with a declared structure would ignore them.
+            if (!reward.IsBlackBox && BlackBoxOptions.FirstOrDefault(option => parse.GetResult(option) is { Implicit: false }) is { } given)
+            {
+                reward.Dispose();
+                throw new UsageException($"{given.Name}: applies to network rewards (onnx:…); '{spec}' has a declared structure, which the library samples by its own algorithm ({algorithm})");
+            }
             if (reward is LinearReward linear) theta = KlAlignment.TiltOf(linear, l);
         }
         else

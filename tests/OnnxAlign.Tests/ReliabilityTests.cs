@@ -313,6 +313,7 @@ public class BadInputTests
     [InlineData("generate|{toy}|--eta|1e6", "--eta")]
     [InlineData("generate|{toy}|--sampler|ddpm|--eta|0.5", "--eta 0.5: applies to --sampler ddim only (this run's sampler is ddpm)")]
     [InlineData("align|{toy}|--constraint|brightness>=0|--samples-per-iteration|1", "--samples-per-iteration 1: expected ≥ 2")]
+    [InlineData("generate|{image}|--reward|brightness|--lambda|1|--black-box|sir", "--black-box: applies to network rewards (onnx:…); 'brightness' has a declared structure")]
     [InlineData("generate|{toy}|--init-noise|/dev/zero|--count|2", "missing NumPy magic")]
     [InlineData("generate|{toy}|--init-noise|{dir}/noise3x2.npy|--count|2", "--init-noise: shape [3, 2]")]
     [InlineData("generate|{toy}|--init-noise|{dir}/noise-nan.npy|--count|2", "--init-noise: contains NaN")]
