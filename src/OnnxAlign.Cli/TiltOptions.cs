@@ -168,7 +168,9 @@ internal sealed class TiltOptions
                                                            : "--tilt-mode hybrid applies to linear rewards; the KL mixture uses exact tilts");
             }
             // --black-box's options choose among the methods for network rewards; a reward with a declared structure would ignore them.
-            if (!reward.IsBlackBox && BlackBoxOptions.FirstOrDefault(option => parse.GetResult(option) is { Implicit: false }) is { } given)
+            // A plan replays every option with its value, so a value equal to the default is no request (the plan's own run).
+            if (!reward.IsBlackBox && BlackBoxOptions.FirstOrDefault(option => parse.GetResult(option) is { Implicit: false } result
+                                                                             && !Equals(result.GetValueOrDefault<object>(), option.GetDefaultValue())) is { } given)
             {
                 reward.Dispose();
                 throw new UsageException($"{given.Name}: applies to network rewards (onnx:…); '{spec}' has a declared structure, which the library samples by its own algorithm ({algorithm})");
