@@ -32,19 +32,13 @@ public sealed class NoiseSpaceSmc
 
     /// <summary>Targets p·e^{G} for the law p of <paramref name="sampler"/> on <paramref name="baseLaw"/>, G evaluated a batch at a time.</summary>
     public NoiseSpaceSmc(IDenoiser baseLaw, Sampler sampler, BatchPotential target, SmcSettings? settings = null, int movesPerStage = 3)
-    {
-        if (movesPerStage < 1) throw new ArgumentOutOfRangeException(nameof(movesPerStage), movesPerStage, "expected ≥ 1");
-        (_sampleSize, _steps, _target) = (baseLaw.SampleSize, sampler.Steps, target);
-        Settings = (settings ?? new SmcSettings()).Validated();
-        MovesPerStage = movesPerStage;
-        long seed = Settings.Seed;
-        int n = Settings.ParticlesPerSystem;
-        _map = (x, count, system, move) =>
-        {
-            var streams = Enumerable.Range(0, count).Select(b => new NoiseStream(seed, (long)system * n + b).Split(move)).ToArray();
-            sampler.Sample(baseLaw, x, count, streams);
-        };
-    }
+        : this(baseLaw.SampleSize, sampler.Steps, target, settings, movesPerStage, valid => (x, count, system, move) =>
+          {
+              // Particle b of system s maps with stream (seed, s·N + b) split by the move (a deterministic sampler draws none).
+              var streams = Enumerable.Range(0, count).Select(b => new NoiseStream(valid.Seed, (long)system * valid.ParticlesPerSystem + b).Split(move)).ToArray();
+              sampler.Sample(baseLaw, x, count, streams);
+          })
+    { }
 
     /// <summary>
     /// Targets p·e^{G} for the law p of a caller's own deterministic pipeline Φ (its loop, its network calls): p is the
@@ -57,8 +51,16 @@ public sealed class NoiseSpaceSmc
     /// <param name="settings">Layout of the run.</param>
     /// <param name="movesPerStage">Metropolis moves after each resampling.</param>
     public NoiseSpaceSmc(NoiseMap map, int sampleSize, int steps, BatchPotential target, SmcSettings? settings = null, int movesPerStage = 3)
+        : this(sampleSize, steps, target, settings, movesPerStage, _ =>
+          {
+              ArgumentNullException.ThrowIfNull(map);
+              return (x, count, _, _) => map((float[])x.Clone(), count, x);
+          })
+    { }
+
+    private NoiseSpaceSmc(int sampleSize, int steps, BatchPotential target, SmcSettings? settings, int movesPerStage,
+                          Func<SmcSettings, Action<float[], int, int, int>> map)
     {
-        ArgumentNullException.ThrowIfNull(map);
         ArgumentNullException.ThrowIfNull(target);
         ArgumentOutOfRangeException.ThrowIfLessThan(sampleSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
@@ -66,11 +68,7 @@ public sealed class NoiseSpaceSmc
         (_sampleSize, _steps, _target) = (sampleSize, steps, target);
         Settings = (settings ?? new SmcSettings()).Validated();
         MovesPerStage = movesPerStage;
-        _map = (x, count, _, _) =>
-        {
-            var noise = (float[])x.Clone();
-            map(noise, count, x);
-        };
+        _map = map(Settings);
     }
 
     /// <summary>The run's layout.</summary>
@@ -182,7 +180,7 @@ public sealed class NoiseSpaceSmc
         for (int b = 0; b < n; b++)
         {
             var row = x.AsSpan(b * d, d);
-            if (!SmcParticles.AllFinite(row)) g[b] = double.NaN;
+            if (!Numerics.AllFinite(row)) g[b] = double.NaN;
             if (double.IsFinite(g[b])) continue;
             if (Settings.OnNonFinite == NonFinitePolicy.Stop)
                 throw new NonFiniteException(_steps, system * n + b, new GenerationResult([], 0, 0, evaluations, TimeSpan.Zero, TimeSpan.Zero));

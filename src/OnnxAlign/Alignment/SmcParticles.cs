@@ -41,11 +41,4 @@ internal static class SmcParticles
         Array.Clear(logWeights);
         return (logMean, ancestors);
     }
-
-    /// <summary>True when no value is NaN or ±∞.</summary>
-    public static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        foreach (float v in values) if (!float.IsFinite(v)) return false;
-        return true;
-    }
 }

@@ -118,7 +118,7 @@ public sealed class TwistedSmcParticles
         for (int b = 0; b < n; b++)
         {
             if (_dead[b]) continue;
-            if ((h is not null && !double.IsFinite(h[b])) || !SmcParticles.AllFinite(ProposalNoise.AsSpan(b * d, d)) || !SmcParticles.AllFinite(BaseNoise.AsSpan(b * d, d)))
+            if ((h is not null && !double.IsFinite(h[b])) || !Numerics.AllFinite(ProposalNoise.AsSpan(b * d, d)) || !Numerics.AllFinite(BaseNoise.AsSpan(b * d, d)))
             {
                 Drop(b, i + 1);
                 continue;
@@ -192,7 +192,7 @@ public sealed class TwistedSmcParticles
         for (int b = 0; b < n; b++)
         {
             if (_dead[b]) continue;
-            double g = SmcParticles.AllFinite(x.AsSpan(b * d, d)) ? final[b] : double.NaN;
+            double g = Numerics.AllFinite(x.AsSpan(b * d, d)) ? final[b] : double.NaN;
             if (!double.IsFinite(g)) { Drop(b, steps); continue; }
             _logWeights[b] += g - _twist[b];
         }

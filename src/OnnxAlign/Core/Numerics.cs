@@ -41,6 +41,13 @@ public static class Numerics
         return best;
     }
 
+    /// <summary>True when no value is NaN or ±∞ (a sample that may be kept).</summary>
+    public static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (float v in values) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
     /// <summary>Column means of a row-major [rows, cols] float matrix, in double.</summary>
     public static double[] ColumnMeans(ReadOnlySpan<float> data, int cols)
     {

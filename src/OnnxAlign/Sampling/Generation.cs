@@ -180,7 +180,7 @@ public static class Generation
             {
                 for (int b = 0; b < batch; b++)
                 {
-                    if (AllFinite(x.Slice(b * size, size))) continue;
+                    if (Numerics.AllFinite(x.Slice(b * size, size))) continue;
                     // Only a skip run saves such rows; under stop one is damage, not a result to drop silently.
                     if (request.OnNonFinite == NonFinitePolicy.Stop)
                         throw ConfigException.For("GenerationRequest.Checkpoint", $": the saved batch at sample {start + offset} holds a NaN/±∞ value in sample {start + offset + b}, which a run that stops on them ({OnnxAlignException.Option("GenerationRequest.OnNonFinite")} stop) never saves: the checkpoint is damaged; start over with {OnnxAlignException.Option("overwrite")}");
@@ -238,7 +238,7 @@ public static class Generation
             for (int b = 0; b < rows.Length; b++)
             {
                 int index = first + rows[b];
-                if (skipped.Contains(index) || AllFinite(x.Slice(b * size, size))) continue;
+                if (skipped.Contains(index) || Numerics.AllFinite(x.Slice(b * size, size))) continue;
                 if (policy == NonFinitePolicy.Skip) { skipped.Add(index); continue; }
                 throw fault(stepsDone, index);
             }
@@ -257,12 +257,5 @@ public static class Generation
         {
             Skipped = skipped.Where(i => i < start + length).ToArray(),
         };
-    }
-
-    /// <summary>True when no value is NaN or ±∞.</summary>
-    internal static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        foreach (float v in values) if (!float.IsFinite(v)) return false;
-        return true;
     }
 }

@@ -90,12 +90,6 @@ public sealed class ProxOracle
     /// <summary>The algorithm chosen from the reward's structure (the boxed variant is reported per sample).</summary>
     public string Method => _solver.Name;
 
-    private static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        foreach (float v in values) if (!float.IsFinite(v)) return false;
-        return true;
-    }
-
     /// <summary>y = T(x) for one sample; returns what happened.</summary>
     /// <exception cref="ConfigException">λ is so small that T(x) leaves the float range (parameter <c>lambda</c>).</exception>
     public ProxResult Solve(ReadOnlySpan<float> x, Span<float> y)
@@ -103,7 +97,7 @@ public sealed class ProxOracle
         if (x.Length != Reward.Size || y.Length != Reward.Size) throw new ArgumentException($"samples have {Reward.Size} values, got {x.Length} → {y.Length}");
         var solution = _solver.Solve(x);
         for (int i = 0; i < y.Length; i++) y[i] = (float)solution.Y[i];
-        if (AllFinite(x) && !AllFinite(y))
+        if (Numerics.AllFinite(x) && !Numerics.AllFinite(y))
             throw ConfigException.For("lambda", $"{Settings.Lambda}: the prox moves a sample past the float range (T(x) is not finite); use a larger λ or a value box");
         // Report what the caller gets (the float sample), keeping the certificate honest for the rounding.
         double rewardAfter = Reward.Evaluate(y), cost = Settings.Cost.Evaluate(x, y);
