@@ -390,38 +390,29 @@ public static class BlackBoxAlignment
     {
         if (k < 1 || k > Math.Min(n, d)) throw new ArgumentOutOfRangeException(nameof(k), k, $"expected 1..{Math.Min(n, d)}");
         if (samples.Length != (long)n * d) throw new ArgumentException($"expected {n} × {d} values, got {samples.Length}", nameof(samples));
-        var means = new double[d];
-        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) means[j] += samples[i * d + j];
-        for (int j = 0; j < d; j++) means[j] /= n;
-        var centred = new double[(long)n * d];
-        for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) centred[(long)i * d + j] = samples[i * d + j] - means[j];
         var rows = new double[k * d];
         if (n < d)
         {
-            var gram = Matrix<double>.Build.Dense(n, n);
+            var means = Numerics.ColumnMeans(samples, d);
+            var centred = new double[(long)n * d];
+            for (int i = 0; i < n; i++) for (int j = 0; j < d; j++) centred[(long)i * d + j] = samples[i * d + j] - means[j];
+            var gram = new double[n * n];
             for (int a = 0; a < n; a++)
                 for (int b = 0; b <= a; b++)
-                {
-                    double dot = TensorPrimitives.Dot(centred.AsSpan(a * d, d), centred.AsSpan(b * d, d));
-                    gram[a, b] = dot;
-                    gram[b, a] = dot;
-                }
-            var eigenvectors = gram.Evd(Symmetricity.Symmetric).EigenVectors;   // ascending eigenvalues
+                    gram[a * n + b] = gram[b * n + a] = TensorPrimitives.Dot(centred.AsSpan(a * d, d), centred.AsSpan(b * d, d));
+            var (_, u) = Numerics.SymmetricEigen(gram, n);   // ascending eigenvalues; column j of u belongs to value j
             for (int r = 0; r < k; r++)
             {
                 var row = rows.AsSpan(r * d, d);
-                for (int i = 0; i < n; i++) TensorPrimitives.MultiplyAdd(centred.AsSpan(i * d, d), eigenvectors[i, n - 1 - r], row, row);
+                for (int i = 0; i < n; i++) TensorPrimitives.MultiplyAdd(centred.AsSpan(i * d, d), u[i * n + n - 1 - r], row, row);
             }
         }
         else
         {
-            var covariance = Matrix<double>.Build.Dense(d, d);
-            for (int i = 0; i < n; i++)
-                for (int a = 0; a < d; a++)
-                    for (int b = 0; b <= a; b++) covariance[a, b] += centred[(long)i * d + a] * centred[(long)i * d + b];
-            for (int a = 0; a < d; a++) for (int b = 0; b < a; b++) covariance[b, a] = covariance[a, b];
-            var eigenvectors = covariance.Evd(Symmetricity.Symmetric).EigenVectors;
-            for (int r = 0; r < k; r++) for (int j = 0; j < d; j++) rows[r * d + j] = eigenvectors[j, d - 1 - r];
+            var scatter = new double[d * d];   // XᵀX of the centred data, unscaled (ColumnCovariance divides by n − 1: 0 for one sample)
+            Numerics.AddCenteredProducts(samples, d, Numerics.ColumnMeans(samples, d), scatter);
+            var (_, v) = Numerics.SymmetricEigen(scatter, d);
+            for (int r = 0; r < k; r++) for (int j = 0; j < d; j++) rows[r * d + j] = v[j * d + d - 1 - r];
         }
         // Orthonormal rows (Gram–Schmidt against the earlier ones: directions of a zero singular value are arbitrary,
         // and a rank-deficient batch leaves a zero row, which the ridge of the regression absorbs), with a fixed sign.
