@@ -79,11 +79,11 @@ internal static class MergeCommand
             var files = new List<string>();
             if (imageShape is not null)
             {
-                if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents"));
-                files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "latents"));
+                if (withBase) files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "base_latents", filesChecked: true));
+                files.AddRange(ShardMerge.Write(output, ordered, sampleShape, stem: "latents", filesChecked: true));
             }
-            if (withBase) files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, stem: "base"));
-            files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape));
+            if (withBase) files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, stem: "base", filesChecked: true));
+            files.AddRange(ShardMerge.Write(output, ordered, imageShape ?? sampleShape, filesChecked: true));
             MergeBlocks(merged.Blocks, shards, output, sampleShape);
             merged.Blocks["merge"] = new JsonObject
             {

@@ -88,6 +88,7 @@ public static class ShardMerge
                     string source = Path.Combine(part.Directory, $"{prefix}_{index:D6}.png");
                     if (!File.Exists(source)) throw ConfigException.For("shards", $": {source} is missing");
                 }
+        int size = sampleShape.Aggregate(1, (a, b) => a * b);
         foreach (var (part, source) in parts.Zip(sources))
         {
             long rows = 0;
@@ -95,7 +96,7 @@ public static class ShardMerge
             foreach (var chunk in NpyFile.ReadRows(source, 4096))
             {
                 cancellation.ThrowIfCancellationRequested();
-                if (!chunk.RowSize.Equals(sampleShape.Aggregate(1, (a, b) => a * b)))
+                if (chunk.RowSize != size)
                     throw ConfigException.For("shards", $": {source} holds rows of [{string.Join(", ", chunk.Shape.Skip(1))}], the reports say samples of [{string.Join(", ", sampleShape)}]");
                 int bad = Array.FindIndex(chunk.Data, v => !float.IsFinite(v));
                 if (bad >= 0) throw ConfigException.For("shards", $": {source} holds a NaN or ±∞ value (row {rows + bad / chunk.RowSize}); regenerate that shard");
@@ -108,13 +109,15 @@ public static class ShardMerge
 
     /// <summary>
     /// Writes the merged files of <paramref name="stem"/> (<c>samples</c>, or <c>base</c> beside a prox stage's) into
-    /// <paramref name="output"/>; returns their names. <paramref name="parts"/> come from <see cref="Check"/>.
+    /// <paramref name="output"/>; returns their names. <paramref name="parts"/> come from <see cref="Check"/>; their
+    /// files are checked first (<see cref="CheckFiles"/>) unless <paramref name="filesChecked"/> says the caller did.
     /// </summary>
     /// <exception cref="ConfigException">A shard's file is missing or does not match its report.</exception>
     public static IReadOnlyList<string> Write(string output, IReadOnlyList<ShardPart> parts, IReadOnlyList<int> sampleShape, string stem = "samples",
-                                              CancellationToken cancellation = default)
+                                              CancellationToken cancellation = default, bool filesChecked = false)
     {
-        CheckFiles(parts, sampleShape, stem, cancellation);
+        // Reading every shard file is the check's cost: a caller that ran it before opening its folder does not pay it twice.
+        if (!filesChecked) CheckFiles(parts, sampleShape, stem, cancellation);
         var sources = parts.Select(p => Path.Combine(p.Directory, $"{stem}.npy")).ToList();
         string prefix = stem == "samples" ? "sample" : stem;
         bool images = ImageFiles.IsImage(sampleShape);
