@@ -44,6 +44,27 @@ public class OutputJobTests
         Assert.True(float.IsNaN(note[1]));
     }
 
+    /// <summary>
+    /// A run refused as bad input while running (a ConfigException from its work) removes the folder it created — but
+    /// only while it has saved no work: finished batches stay for --resume (a shutdown race once deleted them).
+    /// </summary>
+    [Fact]
+    public void ARefusedRunRemovesTheFolderItCreatedOnlyWhileItHoldsNoWork()
+    {
+        foreach (bool saved in new[] { false, true })
+        {
+            string output = Path.Combine(TestSupport.TempDirectory(), "run");
+            using (var job = OutputJob.Open(output, new OutputJobSettings(), Plan(("count", "8"))))
+                Assert.Throws<ConfigException>(() => job.Run<int>(() =>
+                {
+                    if (saved) job.Checkpoint!.Save(0, new float[8], [4, 2]);
+                    throw new ConfigException("refused while running");
+                }, fault => throw new InvalidOperationException("no NaN here")));
+            Assert.Equal(saved, Directory.Exists(output));
+            if (saved) Assert.True(File.Exists(Path.Combine(BatchCheckpoint.PathOf(output), "batch_000000000.npy")));
+        }
+    }
+
     [Fact]
     public void AResumeOfAFolderWithoutAnInterruptedRunWritesNothing()
     {

@@ -122,10 +122,11 @@ public sealed class OutputJob : IDisposable
         ArgumentNullException.ThrowIfNull(work);
         ArgumentNullException.ThrowIfNull(stopped);
         try { return work(); }
-        catch (ConfigException) when (_created)
+        catch (ConfigException) when (_created && Checkpoint?.HoldsWork != true)
         {
-            // Bad input found only by running (a target no sampler can reach): as with any bad input, the folder this
-            // run created goes when the job is disposed, so that the same command with a corrected value starts afresh.
+            // Bad input found only by running (a target no sampler can reach) before any work was saved: as with any
+            // bad input, the folder this run created goes when the job is disposed, so that the same command with a
+            // corrected value starts afresh. Finished work is never discarded (it stays for --resume).
             _discard = true;
             throw;
         }

@@ -34,6 +34,9 @@ public sealed class BatchCheckpoint : IBatchStore
     /// <summary>True when <paramref name="outputDirectory"/> holds an interrupted run.</summary>
     public static bool Exists(string outputDirectory) => File.Exists(Path.Combine(PathOf(outputDirectory), "run.json"));
 
+    /// <summary>True when the checkpoint holds finished work (a batch, an SMC system, a note): anything beside its run.json.</summary>
+    public bool HoldsWork => Directory.Exists(_directory) && Directory.EnumerateFileSystemEntries(_directory).Any(path => Path.GetFileName(path) != "run.json");
+
     /// <summary>Starts a new checkpoint (replacing any old one) for a run with this fingerprint.</summary>
     public static BatchCheckpoint Start(string outputDirectory, string fingerprint)
     {
